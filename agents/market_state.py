@@ -1,0 +1,92 @@
+"""Market state: the latest trade and top of book of every market, in the `market_state` table.
+
+Keyed `exchange:BASE-QUOTE` like the source topics, so each worker keeps the state of the
+markets whose partitions it owns. Fields (absent until the first event of their kind):
+last_price, last_amount, last_side, last_trade_ts, last_trade_id, best_bid, best_bid_size,
+best_ask, best_ask_size, spread, mid, book_ts, volume_24h, updated (our receive time of the
+newest event). Top of book comes from order books; an exchange's ticker fills it only for
+markets without a book subscription.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from agents.batching import BATCH_SIZE, BATCH_WITHIN, in_partition_of
+from app import app
+from exchanges import EXCHANGES
+from records import book_topic, ticker_topic, trade_topic
+
+__all__ = ["market_state", "market_data_topic", "apply_event"]
+
+market_data_topic = app.topic(
+    *[name for ex in EXCHANGES for name in (trade_topic(ex), book_topic(ex), ticker_topic(ex))],
+    key_type=str, key_serializer="raw", value_serializer="raw",
+)
+
+# Keys are str with Faust's default raw key serializer: the same bytes, hence the same
+# partition, as the source topics' keys (Faust routes table views by the serialized key).
+market_state = app.Table("market_state", default=None, key_type=str,
+                         partitions=app.conf.topic_partitions,
+                         help="Latest trade and top of book per exchange:BASE-QUOTE")
+
+
+def _set_top(state: dict[str, Any], bid: float | None, bid_size: float | None,
+             ask: float | None, ask_size: float | None) -> None:
+    state["best_bid"], state["best_bid_size"] = bid, bid_size
+    state["best_ask"], state["best_ask_size"] = ask, ask_size
+    if bid is not None and ask is not None:
+        state["spread"] = ask - bid
+        state["mid"] = (ask + bid) / 2.0
+    else:
+        state["spread"] = state["mid"] = None
+
+
+def apply_event(state: dict[str, Any], kind: str, record: dict[str, Any]) -> None:
+    """Fold one market-data record (decoded JSON) into a market's state."""
+    if kind == "trade":
+        state["last_price"] = record["price"]
+        state["last_amount"] = record["amount"]
+        state["last_side"] = record["side"]
+        state["last_trade_ts"] = record["ts_event"]
+        state["last_trade_id"] = record["trade_id"]
+    elif kind == "book":
+        bids, asks = record["bids"], record["asks"]
+        _set_top(state, bids[0][0] if bids else None, bids[0][1] if bids else None,
+                 asks[0][0] if asks else None, asks[0][1] if asks else None)
+        state["book_ts"] = record["ts_event"]
+    else:
+        state["volume_24h"] = record.get("volume_24h")
+        if "book_ts" not in state and (record.get("bid") is not None or
+                                       record.get("ask") is not None):
+            _set_top(state, record.get("bid"), record.get("bid_size"), record.get("ask"),
+                     record.get("ask_size"))
+    state["updated"] = max(state.get("updated", 0.0), record["ts_recv"])
+
+
+KINDS = {"trade-data": "trade", "orderbook-data": "book", "ticker-data": "ticker"}
+
+
+@app.agent(market_data_topic, name="market-state")
+async def track_market_state(stream: Any) -> None:
+    async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+        changed: dict[str, tuple[dict[str, Any], Any]] = {}
+        for event in events:
+            key = event.key
+            entry = changed.get(key)
+            if entry is None:
+                with in_partition_of(event):  # a key is read from its partition's store
+                    state = market_state.get(key) or {}
+                if not state:
+                    exchange, _, symbol = key.partition(":")
+                    state = {"exchange": exchange, "symbol": symbol}
+            else:
+                state = entry[0]
+            kind = KINDS[event.message.topic.partition(".")[0]]
+            apply_event(state, kind, orjson.loads(event.value))
+            changed[key] = (state, event)
+        for key, (state, event) in changed.items():
+            with in_partition_of(event):
+                market_state[key] = state

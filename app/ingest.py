@@ -1,0 +1,122 @@
+"""The ingest service: runs the exchange connectors of this worker and their Kafka producer.
+
+Started with the Faust worker. Connectors produce through their own aiokafka producer rather
+than Faust's: ingest wants large batches and a short linger, while Faust's producer (tables'
+changelogs) may be tuned for a broker's quirks (see `app/__init__.py`). Records are keyed
+`exchange:BASE-QUOTE` and partitioned by Kafka's default partitioner, exactly as the tables'
+keys are, so the worker that owns a market's table partition also owns its source partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import aiokafka
+import faust
+from mode import Service
+
+from app.settings import Settings
+from app.subscriptions import load_subscriptions
+from exchanges import CONNECTORS
+from exchanges.publisher import Publisher
+from exchanges.replay import ReplayServer, load_recordings
+from exchanges.session import Session
+from records import DLQ_TOPIC, ERROR_TOPIC, book_topic, ticker_topic, trade_topic
+
+__all__ = ["IngestService", "bootstrap_servers", "new_producer"]
+
+log = logging.getLogger(__name__)
+
+
+def bootstrap_servers(broker_url: str) -> str:
+    """`kafka://h1:9092;h2:9092` -> `h1:9092,h2:9092`."""
+    hosts = []
+    for part in broker_url.split(";"):
+        part = part.strip()
+        hosts.append(part.split("://", 1)[1] if "://" in part else part)
+    return ",".join(h.rstrip("/") for h in hosts if h)
+
+
+def new_producer(settings: Settings, broker_url: str) -> aiokafka.AIOKafkaProducer:
+    return aiokafka.AIOKafkaProducer(
+        bootstrap_servers=bootstrap_servers(broker_url),
+        client_id=f"{settings.app_id}-ingest",
+        acks=settings.producer_acks if settings.producer_acks == "all" else int(
+            settings.producer_acks),
+        linger_ms=settings.producer_linger_ms,
+        max_batch_size=settings.producer_batch_bytes,
+        request_timeout_ms=30000,
+    )
+
+
+class IngestService(Service):
+    def __init__(self, app: faust.App, settings: Settings, broker_url: str,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.app = app
+        self.settings = settings
+        self.broker_url = broker_url
+        self.sessions: list[Session] = []
+        self.producer: aiokafka.AIOKafkaProducer | None = None
+        self.replay_server: ReplayServer | None = None
+
+    async def on_start(self) -> None:
+        settings = self.settings
+        recordings = None
+        replay_base = ""
+        if settings.replay:
+            recordings = load_recordings(settings.replay)
+            self.replay_server = ReplayServer(recordings, speed=settings.replay_speed)
+            await self.replay_server.start()
+            replay_base = self.replay_server.base_url
+            log.warning("replaying %s (%s) at speed %s from %s", settings.replay,
+                        ", ".join(sorted(recordings)), settings.replay_speed or "max",
+                        replay_base)
+        subscriptions = load_subscriptions(settings, recordings)
+        chosen = {name: subs for name, subs in subscriptions.items() if settings.ingests(name)}
+        for name in sorted(set(chosen) - set(CONNECTORS)):
+            log.warning("no connector for exchange %r yet: its subscriptions are ignored", name)
+            del chosen[name]
+        if not chosen:
+            log.info("this worker ingests no exchange (KCS_INGEST=%s)", settings.ingest)
+            return
+        self.producer = await self._start_producer()
+        await self._declare_topics(chosen)
+        for name, subs in sorted(chosen.items()):
+            connector = CONNECTORS[name](subs, Publisher(name, self.producer), settings)
+            session = Session(connector, settings, replay_base)
+            await session.start()
+            self.sessions.append(session)
+            log.warning("ingesting %s: %d symbols", name, len(subs))
+
+    async def _start_producer(self) -> aiokafka.AIOKafkaProducer:
+        delay = 1.0
+        while True:
+            producer = new_producer(self.settings, self.broker_url)
+            try:
+                await producer.start()
+                return producer
+            except Exception as exc:  # aiokafka raises several types for "cannot connect"
+                await producer.stop()
+                log.error("Kafka at %s is not reachable (%s); retrying in %.0f s",
+                          self.broker_url, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2.0, 30.0)
+
+    async def _declare_topics(self, chosen: dict[str, Any]) -> None:
+        names = [DLQ_TOPIC, ERROR_TOPIC]
+        for exchange in chosen:
+            names += [trade_topic(exchange), book_topic(exchange), ticker_topic(exchange)]
+        for name in names:
+            await self.app.topic(name, partitions=self.settings.partitions).maybe_declare()
+
+    async def on_stop(self) -> None:
+        for session in self.sessions:
+            await session.stop()
+        if self.producer is not None:
+            await self.producer.flush()
+            await self.producer.stop()
+        if self.replay_server is not None:
+            await self.replay_server.stop()

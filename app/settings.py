@@ -1,0 +1,108 @@
+"""The one settings object of kor-coin-stream, read from `KCS_*` environment variables.
+
+Values come from the process environment first, then from an optional `.env` file in the
+working directory (lines `KCS_NAME=value`; `#` starts a comment). Every setting is listed,
+with its default, in the README's configuration table: keep the two in step.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+__all__ = ["Settings", "load_settings", "REPO_ROOT"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _read_dotenv(path: Path) -> dict[str, str]:
+    values: dict[str, str] = {}
+    if not path.is_file():
+        return values
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        name, _, value = line.partition("=")
+        values[name.strip()] = value.strip().strip('"').strip("'")
+    return values
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # Kafka bootstrap URL (`kafka://host:9092[;host2:9092]`); empty: start the embedded broker.
+    broker: str = ""
+    app_id: str = "kor-coin-stream"
+    # Faust web server: port, bind address, and the host other workers use to reach this one.
+    web_port: int = 6066
+    web_bind: str = "0.0.0.0"
+    web_host: str = ""
+    # Where RocksDB tables (and the embedded broker's scratch files) live.
+    data_dir: str = "data"
+    # exchange -> symbols -> channels (TOML). Empty: config/subscriptions.toml, or when
+    # replaying, the subscriptions recorded with the recordings.
+    subscriptions: str = ""
+    # A directory of recordings to stream instead of the live exchanges.
+    replay: str = ""
+    # 0 = as fast as possible, 1 = recorded pace, 2 = twice as fast, ...
+    replay_speed: float = 0.0
+    # A directory to record every live WebSocket session and REST call into.
+    record: str = ""
+    # Which exchanges this worker ingests: "all", "none", or a comma list ("upbit,binance").
+    ingest: str = "all"
+    # Partitions of every topic this app creates. Source topics and tables are co-partitioned.
+    partitions: int = 4
+    replication_factor: int = 1
+    # Levels per side in each published order book.
+    book_depth: int = 20
+    # Ingest producer: acks ("all" or "1"), linger (ms) and batch size (bytes).
+    producer_acks: str = "all"
+    producer_linger_ms: int = 2
+    producer_batch_bytes: int = 262144
+    # Consumer fetch wait (ms). Faust hard-codes 1500 ms; lower means lower latency.
+    fetch_max_wait_ms: int = 100
+    # A feed silent this long (s) is reconnected; reconnect backoff starts/caps at these (s).
+    silence_timeout: float = 30.0
+    backoff_initial: float = 0.5
+    backoff_max: float = 30.0
+    # Largest WebSocket frame accepted (bytes) and largest decompressed payload (bytes).
+    max_frame_bytes: int = 8 * 1024 * 1024
+    max_inflated_bytes: int = 32 * 1024 * 1024
+    # Embedded-broker group session timeout (s): Tansu holds each JoinGroup for half of it.
+    embedded_session_timeout: float = 6.0
+
+    @property
+    def embedded(self) -> bool:
+        return not self.broker
+
+    @property
+    def canonical_url(self) -> str:
+        return f"http://{self.web_host or socket.gethostname()}:{self.web_port}"
+
+    def ingests(self, exchange: str) -> bool:
+        choice = self.ingest.strip().lower()
+        if choice == "all":
+            return True
+        if choice in ("", "none"):
+            return False
+        return exchange in {name.strip() for name in choice.split(",")}
+
+
+def load_settings(environ: dict[str, str] | None = None, dotenv: Path | None = None) -> Settings:
+    """Build the settings from `environ` (default: os.environ) over the `.env` file."""
+    env = dict(_read_dotenv(dotenv if dotenv is not None else Path.cwd() / ".env"))
+    env.update(os.environ if environ is None else environ)
+    values: dict[str, object] = {}
+    for field in fields(Settings):
+        raw = env.get("KCS_" + field.name.upper())
+        if raw is None:
+            continue
+        kind = type(field.default)
+        try:
+            values[field.name] = kind(raw) if kind is not str else raw
+        except ValueError:
+            raise ValueError(
+                f"KCS_{field.name.upper()}={raw!r} is not a valid {kind.__name__}") from None
+    return Settings(**values)  # type: ignore[arg-type]

@@ -1,0 +1,86 @@
+"""Web views on Faust's web server: table views answered by any worker, health and metrics.
+
+A view of one key is routed to the worker that owns the key's partition (Faust's router
+proxies the request); a view of every key asks every worker that owns partitions of the
+table for its local keys and merges the answers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+import faust
+from faust.exceptions import SameNode
+from faust.web import Request, Response, View
+
+from exchanges.publisher import metrics
+
+__all__ = ["register_views", "routed", "gather_all"]
+
+
+async def routed(app: faust.App, view: View, request: Request, table: Any, key: str,
+                 local: Callable[[], Response]) -> Response:
+    """Answer locally when this worker owns `key`, else proxy to the worker that does."""
+    try:
+        return await app.router.route_req(table.name, key, view.web, request)
+    except SameNode:
+        return local()
+
+
+async def gather_all(app: faust.App, view: View, request: Request, table: Any,
+                     local: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """Merge `local()` of this worker with the `?local=1` answers of every other owner."""
+    result = local()
+    if request.query.get("local"):
+        return result
+    me = str(app.conf.canonical_url).rstrip("/")
+    hosts = [str(h).rstrip("/") for h in app.router.table_metadata(table.name)]
+    others = [h for h in hosts if h != me]
+
+    async def ask(host: str) -> dict[str, Any]:
+        url = f"{host}{request.path}?local=1"
+        async with app.http_client.get(url) as response:
+            return await response.json()
+
+    for answer in await asyncio.gather(*(ask(h) for h in others), return_exceptions=True):
+        if isinstance(answer, dict):
+            result.update(answer)
+    return result
+
+
+def register_views(app: faust.App, market_state: Any, ingest: Any) -> None:
+    @app.page("/health/")
+    async def health(view: View, request: Request) -> Response:
+        feeds = {}
+        for session in ingest.sessions:
+            feeds[session.connector.name] = {
+                "streams": len(session.connected),
+                "connected": sum(session.connected.values()),
+                "frames": session.frames,
+            }
+        return view.json({"status": "ok", "worker": str(app.conf.canonical_url),
+                          "rebalancing": bool(app.rebalancing), "ingest": feeds})
+
+    @app.page("/metrics/")
+    async def prometheus(view: View, request: Request) -> Response:
+        return view.text(metrics.render(), content_type="text/plain; version=0.0.4")
+
+    @app.page("/markets/")
+    async def markets(view: View, request: Request) -> Response:
+        states = await gather_all(app, view, request, market_state,
+                                  lambda: {k: v for k, v in market_state.items()})
+        return view.json(dict(sorted(states.items())))
+
+    @app.page("/market/{exchange}/{symbol}/")
+    async def market(view: View, request: Request, exchange: str, symbol: str) -> Response:
+        key = f"{exchange.lower()}:{symbol.upper()}"
+
+        def local() -> Response:
+            state = market_state.get(key)
+            if state is None:
+                return view.json({"error": f"no market {key}"}, status=404)
+            return view.json(state)
+
+        return await routed(app, view, request, market_state, key, local)

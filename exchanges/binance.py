@@ -1,0 +1,192 @@
+"""Binance spot: trades, diff-depth order books and tickers over combined streams.
+
+Streams are named in the URL (`/stream?streams=btcusdt@trade/btcusdt@depth@100ms/...`), so
+nothing is sent after connecting; each event arrives wrapped as `{"stream":..,"data":..}`.
+Books follow Binance's documented procedure: buffer diff events, fetch the REST snapshot,
+drop events it already contains, then chain every event by `U`/`u`. A gap (`U` beyond the
+book's id + 1) or a crossed book drops the book and starts over from a fresh snapshot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import orjson
+
+from exchanges.base import Connector, Stream
+from exchanges.book import L2Book
+from exchanges.symbols import split
+from records import BUY, SELL, OrderBook, Ticker, Trade
+
+__all__ = ["Binance", "to_native"]
+
+log = logging.getLogger(__name__)
+
+WS_URL = "wss://stream.binance.com:9443/stream?streams="
+DEPTH_URL = "https://api.binance.com/api/v3/depth?symbol={}&limit=1000"
+MAX_STREAMS = 200  # per connection; Binance allows 1024, shorter URLs reconnect faster
+STREAMS = {"trades": ("@trade",), "book": ("@depth@100ms",), "ticker": ("@ticker",)}
+
+
+def to_native(symbol: str) -> str:
+    base, quote = split(symbol)
+    return base + quote
+
+
+class Binance(Connector):
+    name = "binance"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        # Payloads name markets as `BTCUSDT`, which cannot be split without the market list:
+        # map the ones we subscribed to.
+        self.unified = {to_native(s): s for s in self.subscriptions}
+        self.buffers: dict[str, list[tuple[dict, float]]] = {}  # diff events waiting for a snapshot
+        self.loading: set[str] = set()  # symbols with a snapshot request in flight
+
+    def connections(self) -> list[Stream]:
+        names: list[tuple[str, str]] = []
+        for symbol, channels in sorted(self.subscriptions.items()):
+            lower = to_native(symbol).lower()
+            for channel in sorted(channels):
+                names.extend((symbol, lower + suffix) for suffix in STREAMS.get(channel, ()))
+        streams = []
+        for i in range(0, len(names), MAX_STREAMS):
+            chunk = names[i:i + MAX_STREAMS]
+            symbols = sorted({symbol for symbol, _ in chunk})
+            streams.append(Stream(WS_URL + "/".join(n for _, n in chunk), [], symbols))
+        for symbol in self.symbols_with("book"):
+            self.books[symbol] = L2Book()
+        return streams
+
+    def on_close(self, stream: Stream) -> None:
+        super().on_close(stream)
+        for symbol in stream.symbols:
+            self.buffers.pop(symbol, None)
+
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        msg = orjson.loads(frame)
+        data = msg.get("data")
+        if data is None:
+            if "result" in msg:
+                return  # the answer to a control request
+            raise ValueError("no `data` in a combined-stream frame")
+        kind = data.get("e")
+        if kind == "depthUpdate":
+            self._depth(data, ts_recv)
+        elif kind == "trade" or kind == "aggTrade":
+            # {"e":"trade","E":..,"s":"BNBBTC","t":12345,"p":"0.001","q":"100","T":..,"m":true}
+            # `m` is "the buyer is the maker", so m=true means the taker sold.
+            trade_id = data["t"] if kind == "trade" else data["a"]
+            self.out.trade(Trade("binance", self._symbol(data["s"]), data["T"] / 1000.0, ts_recv,
+                                 float(data["p"]), float(data["q"]), SELL if data["m"] else BUY,
+                                 str(trade_id)))
+        elif kind == "24hrTicker":
+            self.out.ticker(Ticker("binance", self._symbol(data["s"]), data["E"] / 1000.0,
+                                   ts_recv, float(data["c"]), float(data["b"]), float(data["B"]),
+                                   float(data["a"]), float(data["A"]), float(data["v"]),
+                                   float(data["q"])))
+        elif kind is None and "u" in data and "B" in data:
+            # bookTicker: {"u":400900217,"s":"BNBUSDT","b":"25.35","B":"31.21","a":..,"A":..}
+            self.out.ticker(Ticker("binance", self._symbol(data["s"]), ts_recv, ts_recv, None,
+                                   float(data["b"]), float(data["B"]), float(data["a"]),
+                                   float(data["A"]), None, None))
+        elif kind == "kline":
+            return  # candles are computed from trades downstream
+        else:
+            raise ValueError(f"unknown event {kind!r} on {msg.get('stream')}")
+
+    def _symbol(self, native: str) -> str:
+        symbol = self.unified.get(native)
+        if symbol is None:
+            raise ValueError(f"market {native} was not subscribed")
+        return symbol
+
+    def _depth(self, event: dict, ts_recv: float) -> None:
+        """{"e":"depthUpdate","E":..,"s":"BNBBTC","U":157,"u":160,"b":[["0.0024","10"]],"a":[]}"""
+        symbol = self._symbol(event["s"])
+        book = self.books.get(symbol)
+        if book is None:
+            raise ValueError(f"depth update for {symbol}, which has no book subscription")
+        if not book.ready:
+            self._wait_for_snapshot(symbol, event, ts_recv)
+            return
+        if event["u"] <= book.sequence:  # type: ignore[operator]
+            return  # already in the book
+        if event["U"] > book.sequence + 1:  # type: ignore[operator]
+            self.resync(symbol, f"gap: book at {book.sequence}, next event starts at "
+                                f"{event['U']}")
+            self._wait_for_snapshot(symbol, event, ts_recv)
+            return
+        self._apply(symbol, book, event, ts_recv)
+
+    def _apply(self, symbol: str, book: L2Book, event: dict, ts_recv: float) -> None:
+        book.apply_text_levels(event["b"], event["a"])
+        book.sequence = event["u"]
+        book.ts_event = event["E"] / 1000.0
+        if book.is_crossed():
+            self.resync(symbol, f"crossed book: bid {book.best_bid()} >= ask {book.best_ask()}")
+            return
+        depth = self.depth
+        self.out.book(OrderBook("binance", symbol, book.ts_event, ts_recv, book.top_bids(depth),
+                                book.top_asks(depth), book.sequence))
+
+    def _wait_for_snapshot(self, symbol: str, event: dict, ts_recv: float) -> None:
+        self.buffers.setdefault(symbol, []).append((event, ts_recv))
+        if symbol not in self.loading:
+            self.loading.add(symbol)
+            self.spawn(self._load_snapshot(symbol))
+
+    async def _load_snapshot(self, symbol: str) -> None:
+        delay = 0.5
+        try:
+            while True:
+                try:
+                    snapshot = await self.get_json(DEPTH_URL.format(to_native(symbol)))
+                except (TimeoutError, OSError, RuntimeError, ValueError) as exc:
+                    log.warning("binance %s: snapshot request failed: %s", symbol, exc)
+                    snapshot = None
+                buffered = self.buffers.get(symbol)
+                if not buffered:
+                    return  # the connection was reset meanwhile; the next event starts over
+                if snapshot is not None and snapshot["lastUpdateId"] >= buffered[0][0]["U"]:
+                    loaded = self._load(symbol, snapshot, buffered, time.time())
+                    await self.out.drain()
+                    if loaded:
+                        return
+                await asyncio.sleep(delay)  # too old, failed or gapped: fetch again
+                delay = min(delay * 2.0, 10.0)
+        finally:
+            self.loading.discard(symbol)
+
+    def _load(self, symbol: str, snapshot: dict, buffered: list[tuple[dict, float]],
+              ts_recv: float) -> bool:
+        """Load a snapshot and replay the buffered events on it; False if they do not chain."""
+        book = self.books[symbol]
+        book.load_text_levels(snapshot["bids"], snapshot["asks"])
+        book.sequence = last_id = snapshot["lastUpdateId"]
+        book.ready = True
+        events = [(e, t) for e, t in buffered if e["u"] > last_id]
+        buffered.clear()
+        # The REST snapshot carries no time: it is as of the first event it does not contain.
+        book.ts_event = events[0][0]["E"] / 1000.0 if events else ts_recv
+        if book.is_crossed():
+            self.resync(symbol, "crossed snapshot")
+            return False
+        self.out.book(OrderBook("binance", symbol, book.ts_event, ts_recv,
+                                book.top_bids(self.depth), book.top_asks(self.depth), last_id))
+        for i, (event, event_ts) in enumerate(events):
+            if event["U"] > book.sequence + 1:
+                self.resync(symbol, f"gap after snapshot {book.sequence}: next event starts at "
+                                    f"{event['U']}")
+                buffered.extend(events[i:])
+                return False
+            self._apply(symbol, book, event, event_ts)
+            if not book.ready:  # the event crossed the book
+                return False
+        return True
+
+
+CONNECTOR = Binance

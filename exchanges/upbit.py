@@ -1,0 +1,115 @@
+"""Upbit (Korea): trades, order books and tickers from `wss://api.upbit.com/websocket/v1`.
+
+One socket carries every market; a request lists all codes at once and replaces the
+socket's whole subscription set. We ask for the `SIMPLE` format (short keys, smaller frames).
+Frames arrive as binary UTF-8 JSON. Every order book message is a whole top-N book, so there
+is nothing to chain: a bad book is skipped and the next one replaces it.
+Symbols are quote first: `KRW-BTC` is our `BTC-KRW`.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+
+from exchanges.base import Connector, Stream
+from exchanges.symbols import split, unified
+from records import BUY, SELL, OrderBook, Ticker, Trade
+
+__all__ = ["Upbit", "to_native", "to_unified"]
+
+URL = "wss://api.upbit.com/websocket/v1"
+TAKER_SIDE = {"BID": BUY, "ASK": SELL}  # `ab` is the side of the order that took liquidity
+# DEFAULT-format names of the fields we read -> their SIMPLE abbreviations.
+SIMPLE_KEYS = {"type": "ty", "code": "cd", "timestamp": "tms", "trade_timestamp": "ttms",
+               "trade_price": "tp", "trade_volume": "tv", "ask_bid": "ab", "sequential_id": "sid",
+               "orderbook_units": "obu", "ask_price": "ap", "bid_price": "bp", "ask_size": "as",
+               "bid_size": "bs", "acc_trade_volume_24h": "atv24h",
+               "acc_trade_price_24h": "atp24h"}
+
+
+def to_native(symbol: str) -> str:
+    base, quote = split(symbol)
+    return f"{quote}-{base}"
+
+
+def to_unified(code: str) -> str:
+    quote, _, base = code.partition("-")
+    return unified(base, quote)
+
+
+def _simple(message: dict) -> dict:
+    """A DEFAULT-format message re-keyed to SIMPLE, so one parser reads both."""
+    out = {SIMPLE_KEYS.get(k, k): v for k, v in message.items()}
+    if "obu" in out:
+        out["obu"] = [{SIMPLE_KEYS.get(k, k): v for k, v in unit.items()} for unit in out["obu"]]
+    return out
+
+
+class Upbit(Connector):
+    name = "upbit"
+
+    def connections(self) -> list[Stream]:
+        request: list[dict] = [{"ticket": str(uuid.uuid4())}, {"format": "SIMPLE"}]
+        kinds = (("trades", "trade"), ("book", "orderbook"), ("ticker", "ticker"))
+        symbols: set[str] = set()
+        for channel, kind in kinds:
+            wanted = self.symbols_with(channel)
+            if wanted:
+                symbols.update(wanted)
+                request.append({"type": kind, "codes": [to_native(s) for s in wanted],
+                                "is_only_realtime": kind == "trade"})
+        if not symbols:
+            return []
+        return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._symbols: dict[str, str] = {}  # native code -> unified symbol, memoized
+
+    def _symbol(self, code: str) -> str:
+        symbol = self._symbols.get(code)
+        if symbol is None:
+            symbol = self._symbols[code] = to_unified(code)
+        return symbol
+
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        msg = orjson.loads(frame)
+        kind = msg.get("ty")
+        if kind is None:
+            if "type" in msg:
+                msg = _simple(msg)
+                kind = msg["ty"]
+            elif msg.get("status") == "UP":
+                return  # heartbeat answer
+            else:
+                raise ValueError(f"unexpected message: {msg.get('error') or msg}")
+        if kind == "trade":
+            self.out.trade(Trade("upbit", self._symbol(msg["cd"]), msg["ttms"] / 1000.0, ts_recv,
+                                 msg["tp"], msg["tv"], TAKER_SIDE[msg["ab"]], str(msg["sid"])))
+        elif kind == "orderbook":
+            self._book(msg, ts_recv)
+        elif kind == "ticker":
+            self.out.ticker(Ticker("upbit", self._symbol(msg["cd"]), msg["tms"] / 1000.0, ts_recv,
+                                   msg["tp"], None, None, None, None, msg.get("atv24h"),
+                                   msg.get("atp24h")))
+        else:
+            raise ValueError(f"unknown message type {kind!r}")
+
+    def _book(self, msg: dict, ts_recv: float) -> None:
+        """Sample (SIMPLE): {"ty":"orderbook","cd":"KRW-BTC","tms":1790134742106,
+        "obu":[{"ap":1.16539E8,"bp":1.16538E8,"as":0.02054761,"bs":0.08120946}, ...]}"""
+        depth = self.depth
+        units = msg["obu"]
+        # Sides shorter than the book are padded with zero units: drop those.
+        bids = [(u["bp"], u["bs"]) for u in units if u["bs"] and u["bp"]][:depth]
+        asks = [(u["ap"], u["as"]) for u in units if u["as"] and u["ap"]][:depth]
+        symbol = self._symbol(msg["cd"])
+        if bids and asks and bids[0][0] >= asks[0][0]:
+            self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
+            return
+        self.out.book(OrderBook("upbit", symbol, msg["tms"] / 1000.0, ts_recv, bids, asks, None))
+
+
+CONNECTOR = Upbit

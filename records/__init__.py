@@ -1,0 +1,97 @@
+"""Normalized market-data records and the topic names they travel on.
+
+Every record carries `exchange` (lower case), `symbol` in the unified `BASE-QUOTE` form
+(`BTC-KRW`), `ts_event` (the exchange's time) and `ts_recv` (our receive time), both float
+epoch seconds. Records are slotted dataclasses so that orjson serializes them directly,
+without an intermediate dict, on the ingest hot path. The Kafka key of every market-data
+record is `exchange:BASE-QUOTE` (see `market_key`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+
+__all__ = [
+    "Trade",
+    "OrderBook",
+    "Ticker",
+    "BUY",
+    "SELL",
+    "market_key",
+    "encode",
+    "trade_topic",
+    "book_topic",
+    "ticker_topic",
+    "DLQ_TOPIC",
+    "ERROR_TOPIC",
+]
+
+BUY = 1  # the taker bought (lifted the ask)
+SELL = -1  # the taker sold (hit the bid)
+
+DLQ_TOPIC = "ws.dlq"  # unparseable frames: value = raw bytes, reason etc. in headers
+ERROR_TOPIC = "ws.error"  # book integrity failures and resyncs
+
+
+def trade_topic(exchange: str) -> str:
+    return f"trade-data.{exchange}"
+
+
+def book_topic(exchange: str) -> str:
+    return f"orderbook-data.{exchange}"
+
+
+def ticker_topic(exchange: str) -> str:
+    return f"ticker-data.{exchange}"
+
+
+def market_key(exchange: str, symbol: str) -> bytes:
+    return f"{exchange}:{symbol}".encode()
+
+
+@dataclass(slots=True)
+class Trade:
+    exchange: str
+    symbol: str
+    ts_event: float
+    ts_recv: float
+    price: float
+    amount: float  # in base currency
+    side: int  # BUY (+1) or SELL (-1): the taker's side
+    trade_id: str
+
+
+@dataclass(slots=True)
+class OrderBook:
+    """The top `depth` levels per side after one change: best first, `[price, size]` pairs."""
+
+    exchange: str
+    symbol: str
+    ts_event: float
+    ts_recv: float
+    bids: list[tuple[float, float]]
+    asks: list[tuple[float, float]]
+    sequence: int | None  # the exchange's update id where it has one
+
+
+@dataclass(slots=True)
+class Ticker:
+    """The exchange's own summary; fields it does not publish are None."""
+
+    exchange: str
+    symbol: str
+    ts_event: float
+    ts_recv: float
+    last: float | None
+    bid: float | None
+    bid_size: float | None
+    ask: float | None
+    ask_size: float | None
+    volume_24h: float | None  # base currency, rolling 24 h or the exchange's trading day
+    quote_volume_24h: float | None
+
+
+def encode(record: Trade | OrderBook | Ticker) -> bytes:
+    return orjson.dumps(record)
