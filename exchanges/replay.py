@@ -58,7 +58,7 @@ class WsConnection:
 
     url: str
     opened_at: float
-    sent: list[tuple[float, str]] = field(default_factory=list)
+    sent: list[tuple[float, str]] = field(default_factory=list)  # binary: its bytes literal
     received: list[tuple[float, bytes | str]] = field(default_factory=list)  # bytes = binary
 
 
@@ -437,6 +437,7 @@ class WsRecorder:
         # held open for the whole connection, closed in close()
         self._file = open(path, "w", encoding="utf-8", buffering=_BUFFER)  # noqa: SIM115
         self._file.write(f"{url} <-> {ts!r}\n")
+        self._file.flush()  # a file never lacks its open line, even if the process dies
 
     @property
     def closed(self) -> bool:

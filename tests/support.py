@@ -1,0 +1,159 @@
+"""Real parts for tests: a Tansu broker on a free port, a real worker process, topic readers.
+
+Nothing here is mocked: the broker is the embedded Kafka-compatible broker, the worker is
+`faust -A app worker` in a subprocess with `KCS_*` settings, and topics are read back with a
+plain aiokafka consumer. Tests never rely on end offsets (Tansu reports them wrong): a topic
+is read until the expected count arrives or the topic stays idle.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import aiokafka
+
+from app.embedded import EmbeddedBroker, free_port
+
+__all__ = ["REPO", "REPLAYS", "FIXTURES", "Worker", "read_topic", "http_json", "copy_recordings",
+           "start_broker"]
+
+REPO = Path(__file__).resolve().parents[1]
+REPLAYS = REPO.parent / "shared" / "replays"
+FIXTURES = REPO / "tests" / "fixtures"
+
+
+def start_broker(tmp: Path) -> EmbeddedBroker:
+    return EmbeddedBroker(log_path=tmp / "broker.log").start()
+
+
+def copy_recordings(dest: Path, *prefixes: str, source: Path = REPLAYS) -> Path:
+    """Copy the recordings of some exchanges (file prefixes like "UPBIT") into `dest`."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for prefix in prefixes:
+        for path in source.glob(f"{prefix}.*"):
+            shutil.copy(path, dest / path.name)
+    return dest
+
+
+class Worker:
+    """`faust -A app worker` in a subprocess, on its own port and data dir."""
+
+    def __init__(self, broker_url: str, tmp: Path, **settings: Any) -> None:
+        self.port = free_port()
+        self.data_dir = tmp / f"worker-{self.port}"
+        self.log_path = tmp / f"worker-{self.port}.log"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("KCS_")}
+        self.env.update({
+            "KCS_BROKER": broker_url,
+            "KCS_WEB_PORT": str(self.port),
+            "KCS_WEB_HOST": "127.0.0.1",
+            "KCS_WEB_BIND": "127.0.0.1",
+            "KCS_DATA_DIR": str(self.data_dir),
+            "KCS_EMBEDDED_SESSION_TIMEOUT": "6",
+        })
+        self.env.update({f"KCS_{k.upper()}": str(v) for k, v in settings.items()})
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, wait: float = 90.0) -> Worker:
+        log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "info"],
+            cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"worker exited early:\n{self.log()}")
+            try:
+                if http_json(self.url + "/health/", timeout=1)[0] == 200 and \
+                        "Worker: Ready" in self.log():
+                    return self
+            except OSError:
+                pass
+            time.sleep(0.3)
+        raise TimeoutError(f"worker not ready in {wait} s:\n{self.log()[-4000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    def kill(self) -> None:
+        """kill -9: no shutdown, no flush."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+
+
+def http_json(url: str, timeout: float = 5.0) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"null")
+
+
+async def _read(bootstrap: str, topic: str, expect: int | None, idle: float,
+                timeout: float) -> list[aiokafka.ConsumerRecord]:
+    consumer = aiokafka.AIOKafkaConsumer(topic, bootstrap_servers=bootstrap,
+                                         auto_offset_reset="earliest", enable_auto_commit=False,
+                                         fetch_max_wait_ms=100)
+    await consumer.start()
+    records: list[aiokafka.ConsumerRecord] = []
+    deadline = time.monotonic() + timeout
+    last_new = time.monotonic()
+    try:
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+                last_new = time.monotonic()
+            if expect is not None and len(records) >= expect:
+                # Keep reading a little: more than expected is a failure, not a success.
+                if time.monotonic() - last_new > 1.0:
+                    break
+            elif expect is None and records and time.monotonic() - last_new > idle:
+                break
+    finally:
+        await consumer.stop()
+    records.sort(key=lambda r: (r.partition, r.offset))
+    return records
+
+
+def read_topic(broker_url: str, topic: str, expect: int | None = None, idle: float = 3.0,
+               timeout: float = 60.0) -> list[aiokafka.ConsumerRecord]:
+    """Every record of `topic` from the start: until `expect` arrived (then 1 s more), or
+    until nothing new came for `idle` seconds."""
+    bootstrap = broker_url.split("://", 1)[-1]
+    return asyncio.run(_read(bootstrap, topic, expect, idle, timeout))
+
+
+def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.3) -> Any:
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError("condition not met in time")
+        time.sleep(interval)
