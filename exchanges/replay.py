@@ -415,7 +415,7 @@ class Recorder:
         if self._http is None:
             path = self.directory / f"{self.prefix}.http.0.0"
             # held open for the whole session, closed in close()
-            self._http = open(path, "a", encoding="utf-8", buffering=_BUFFER)  # noqa: SIM115
+            self._http = open(path, "a", encoding="utf-8", buffering=_BUFFER)
         self._http.write(f"{url} -> {ts!r}: {_one_line(body)}\n")
 
     def close(self) -> None:
@@ -435,7 +435,7 @@ class WsRecorder:
     def __init__(self, path: Path, url: str, ts: float) -> None:
         self.url = url
         # held open for the whole connection, closed in close()
-        self._file = open(path, "w", encoding="utf-8", buffering=_BUFFER)  # noqa: SIM115
+        self._file = open(path, "w", encoding="utf-8", buffering=_BUFFER)
         self._file.write(f"{url} <-> {ts!r}\n")
         self._file.flush()  # a file never lacks its open line, even if the process dies
 
