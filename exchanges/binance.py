@@ -47,16 +47,21 @@ class Binance(Connector):
         self.loading: set[str] = set()  # symbols with a snapshot request in flight
 
     def connections(self) -> list[Stream]:
-        names: list[tuple[str, str]] = []
+        # A symbol's streams stay on one connection: its book is tied to that connection.
+        streams: list[Stream] = []
+        names: list[str] = []
+        symbols: list[str] = []
         for symbol, channels in sorted(self.subscriptions.items()):
             lower = to_native(symbol).lower()
-            for channel in sorted(channels):
-                names.extend((symbol, lower + suffix) for suffix in STREAMS.get(channel, ()))
-        streams = []
-        for i in range(0, len(names), MAX_STREAMS):
-            chunk = names[i:i + MAX_STREAMS]
-            symbols = sorted({symbol for symbol, _ in chunk})
-            streams.append(Stream(WS_URL + "/".join(n for _, n in chunk), [], symbols))
+            mine = [lower + suffix for channel in sorted(channels)
+                    for suffix in STREAMS.get(channel, ())]
+            if names and len(names) + len(mine) > MAX_STREAMS:
+                streams.append(Stream(WS_URL + "/".join(names), [], symbols))
+                names, symbols = [], []
+            names += mine
+            symbols.append(symbol)
+        if names:
+            streams.append(Stream(WS_URL + "/".join(names), [], symbols))
         for symbol in self.symbols_with("book"):
             self.books[symbol] = L2Book()
         return streams
@@ -151,7 +156,8 @@ class Binance(Connector):
                 buffered = self.buffers.get(symbol)
                 if not buffered:
                     return  # the connection was reset meanwhile; the next event starts over
-                if snapshot is not None and snapshot["lastUpdateId"] >= buffered[0][0]["U"]:
+                # Usable when it reaches the first buffered event: U <= lastUpdateId + 1.
+                if snapshot is not None and snapshot["lastUpdateId"] + 1 >= buffered[0][0]["U"]:
                     loaded = self._load(symbol, snapshot, buffered, time.time())
                     await self.out.drain()
                     if loaded:
