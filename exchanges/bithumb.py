@@ -1,0 +1,156 @@
+"""Bithumb (Korea): trades, order books and tickers from `wss://ws-api.bithumb.com/websocket/v1`.
+
+This is Bithumb's current ("v1", Upbit-compatible) public API, not the legacy
+`pubwss.bithumb.com` feed. One socket carries every market: one request lists all codes at
+once and replaces the socket's whole subscription set (there is no unsubscribe and no
+acknowledgement). Bithumb publishes no per-connection subscription cap (EXCHANGES.md §2
+Limits: unconfirmed; a probe ran all 493 markets on one socket), so we keep one connection.
+We ask for the `DEFAULT` format (the documented long keys). Frames arrive as binary UTF-8 JSON;
+WebSocket pings from the session keep the socket alive, so no application heartbeat is sent.
+
+Books: every order book message is the whole top-15 book, with no sequence number and no
+checksum, so there is nothing to chain. Zero levels (sizes print with 4 decimals) and
+zero-padded units are dropped; a crossed or unordered book is dropped with `resync()` and the
+next message replaces it.
+Symbols are quote first: `KRW-BTC` is our `BTC-KRW`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from itertools import pairwise
+
+import orjson
+
+from exchanges.base import Connector, Stream
+from exchanges.symbols import split, unified
+from records import BUY, SELL, OrderBook, Ticker, Trade
+
+__all__ = ["Bithumb", "to_native", "to_unified"]
+
+URL = "wss://ws-api.bithumb.com/websocket/v1"
+# `ask_bid` is the side of the order that took liquidity: BID = buy taker (EXCHANGES.md
+# Appendix A, Upbit semantics; Bithumb's own wording is unconfirmed, §2 Trade).
+TAKER_SIDE = {"BID": BUY, "ASK": SELL}
+# Our channel -> Bithumb's request type.
+KINDS = (("trades", "trade"), ("book", "orderbook"), ("ticker", "ticker"))
+
+
+def to_native(symbol: str) -> str:
+    """`BTC-KRW` -> `KRW-BTC`."""
+    base, quote = split(symbol)
+    return f"{quote}-{base}"
+
+
+def to_unified(code: str) -> str:
+    """`KRW-BTC` -> `BTC-KRW`."""
+    quote, sep, base = code.partition("-")
+    if not sep or not quote or not base:
+        raise ValueError(f"not a Bithumb market code: {code!r}")
+    return unified(base, quote)
+
+
+def _ordered(levels: list[tuple[float, float]], descending: bool) -> bool:
+    """True when prices strictly improve towards the front (a side as a book must be)."""
+    if descending:
+        return all(a[0] > b[0] for a, b in pairwise(levels))
+    return all(a[0] < b[0] for a, b in pairwise(levels))
+
+
+class Bithumb(Connector):
+    name = "bithumb"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._symbols: dict[str, str] = {}  # native code -> unified symbol, memoized
+
+    def connections(self) -> list[Stream]:
+        request: list[dict] = [{"ticket": str(uuid.uuid4())}]
+        symbols: set[str] = set()
+        for channel, kind in KINDS:
+            wanted = sorted(self.symbols_with(channel))
+            if wanted:
+                symbols.update(wanted)
+                entry: dict = {"type": kind, "codes": [to_native(s) for s in wanted]}
+                if kind == "trade":
+                    # camelCase: the snake-case spelling is silently ignored (EXCHANGES.md §2)
+                    entry["isOnlyRealtime"] = True
+                request.append(entry)
+        if not symbols:
+            return []
+        request.append({"format": "DEFAULT"})
+        return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
+
+    def _symbol(self, code: str) -> str:
+        symbol = self._symbols.get(code)
+        if symbol is None:
+            symbol = self._symbols[code] = to_unified(code)
+        return symbol
+
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        msg = orjson.loads(frame)
+        kind = msg.get("type")
+        if kind == "trade":
+            self._trade(msg, ts_recv)
+        elif kind == "orderbook":
+            self._book(msg, ts_recv)
+        elif kind == "ticker":
+            self._ticker(msg, ts_recv)
+        elif "error" in msg:
+            # {"error":{"name":"WRONG_FORMAT","message":...}}; the server closes the socket next
+            raise ValueError(f"bithumb error: {msg['error']}")
+        # anything else ({"status":"UP"} after a text PING, new message types) carries no data
+
+    def _trade(self, msg: dict, ts_recv: float) -> None:
+        """{"type":"trade","code":"KRW-BTC","trade_price":116208000,"trade_volume":0.0009,
+        "ask_bid":"BID","trade_date":"2026-09-23","trade_time":"12:18:33",
+        "trade_timestamp":1790133513739,"sequential_id":1079953210371761700,
+        "timestamp":1790133514039,"stream_type":"REALTIME"}
+
+        `trade_date`/`trade_time` are KST strings; `trade_timestamp` (ms) is the same instant.
+        `sequential_id` may come as a number or a string: str() gives the same text for both.
+        """
+        self.out.trade(Trade("bithumb", self._symbol(msg["code"]),
+                             msg["trade_timestamp"] / 1000.0, ts_recv,
+                             float(msg["trade_price"]), float(msg["trade_volume"]),
+                             TAKER_SIDE[msg["ask_bid"]], str(msg["sequential_id"])))
+
+    def _book(self, msg: dict, ts_recv: float) -> None:
+        """{"type":"orderbook","code":"KRW-ETH","total_ask_size":369.9832,
+        "total_bid_size":287.0216,"orderbook_units":[{"ask_price":3715000,"bid_price":3714000,
+        "ask_size":8.4592,"bid_size":3.012}, ...],"level":1,"timestamp":1790133505546514,
+        "stream_type":"SNAPSHOT"}
+
+        Units pair the i-th ask with the i-th bid, best first. `timestamp` is in MICROseconds.
+        """
+        depth = self.depth
+        units = msg["orderbook_units"]
+        # A size under 0.0001 prints as 0, and short sides are padded with price-0 units.
+        bids = [(float(u["bid_price"]), float(u["bid_size"])) for u in units
+                if u["bid_price"] and u["bid_size"]][:depth]
+        asks = [(float(u["ask_price"]), float(u["ask_size"])) for u in units
+                if u["ask_price"] and u["ask_size"]][:depth]
+        symbol = self._symbol(msg["code"])
+        if bids and asks and bids[0][0] >= asks[0][0]:
+            self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
+            return
+        if not (_ordered(bids, True) and _ordered(asks, False)):
+            self.resync(symbol, "book side out of price order")
+            return
+        self.out.book(OrderBook("bithumb", symbol, msg["timestamp"] / 1_000_000.0, ts_recv,
+                                bids, asks, None))
+
+    def _ticker(self, msg: dict, ts_recv: float) -> None:
+        """{"type":"ticker","code":"KRW-BTC","trade_price":116380000,
+        "acc_trade_volume_24h":267.27,"acc_trade_price_24h":30947007404.59,...,
+        "timestamp":1790133796484,"stream_type":"REALTIME"} (fields as Upbit's; no best bid/ask)
+        """
+        volume = msg.get("acc_trade_volume_24h")
+        quote_volume = msg.get("acc_trade_price_24h")
+        self.out.ticker(Ticker("bithumb", self._symbol(msg["code"]), msg["timestamp"] / 1000.0,
+                               ts_recv, float(msg["trade_price"]), None, None, None, None,
+                               None if volume is None else float(volume),
+                               None if quote_volume is None else float(quote_volume)))
+
+
+CONNECTOR = Bithumb

@@ -1,0 +1,175 @@
+"""Coinone (Korea): trades, order books and tickers from `wss://stream.coinone.co.kr`.
+
+One socket carries every KRW pair. Each subscribe message names one channel and one topic
+(`{"quote_currency":"KRW","target_currency":"BTC"}`), so a stream sends one message per
+channel and market. Coinone limits connections (20 per IP) but publishes no cap on topics per
+connection (a probe ran 363 topics on one socket, EXCHANGES.md §3), so we keep one connection.
+The server never pings: the client sends `{"request_type":"PING"}` every 20 s (the docs close
+a session 30 min after the last PING; ccxt pings every 20 s) and the `PONG` is ignored.
+Frames are text JSON; acks (`CONNECTED`, `SUBSCRIBED`, `PONG`...) carry no data, an `ERROR`
+raises so it lands on the DLQ.
+
+Books: every ORDERBOOK message is the whole visible book (16 levels a side observed); asks
+come worst-first, bids best-first. There is no checksum and no delta: the book is replaced on
+each message. Its `id` (ms time + 3-digit counter) grows with every new book but is not
+contiguous, so gaps cannot be seen, only reordering: a book whose `id` is not newer than the
+last one published is stale and skipped (see `_book`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from itertools import pairwise
+
+import orjson
+
+from exchanges.base import Connector, Stream
+from exchanges.publisher import metrics
+from exchanges.symbols import split, unified
+from records import BUY, SELL, OrderBook, Ticker, Trade
+
+__all__ = ["Coinone", "to_native", "to_unified"]
+
+URL = "wss://stream.coinone.co.kr"
+# Our channel -> Coinone's channel name.
+CHANNELS = (("trades", "TRADE"), ("book", "ORDERBOOK"), ("ticker", "TICKER"))
+# `is_seller_maker` -> taker side, by its literal meaning: true = the seller's order rested,
+# so the buyer took liquidity. Unconfirmed: ccxt and other clients map true to "sell"
+# (EXCHANGES.md §3 Trade "Conflict", Appendix A, Appendix C).
+TAKER_SIDE = {True: BUY, False: SELL}
+
+
+def to_native(symbol: str) -> dict[str, str]:
+    """`BTC-KRW` -> `{"quote_currency":"KRW","target_currency":"BTC"}` (a subscription topic)."""
+    base, quote = split(symbol)
+    return {"quote_currency": quote, "target_currency": base}
+
+
+def to_unified(topic: dict[str, str]) -> str:
+    """A topic, or a message's `data` (which repeats the topic keys) -> `BTC-KRW`."""
+    return unified(topic["target_currency"], topic["quote_currency"])
+
+
+def _levels(levels: Iterable[dict], depth: int) -> list[tuple[float, float]]:
+    """The first `depth` non-zero `{"price":..,"qty":..}` levels as (price, size)."""
+    out: list[tuple[float, float]] = []
+    for level in levels:
+        price, size = float(level["price"]), float(level["qty"])
+        if price and size:  # zero or padded levels are not orders
+            out.append((price, size))
+            if len(out) == depth:
+                break
+    return out
+
+
+def _ordered(levels: list[tuple[float, float]], descending: bool) -> bool:
+    """True when prices strictly improve towards the front (a side as a book must be)."""
+    if descending:
+        return all(a[0] > b[0] for a, b in pairwise(levels))
+    return all(a[0] < b[0] for a, b in pairwise(levels))
+
+
+class Coinone(Connector):
+    name = "coinone"
+    ping_interval = 20.0
+    ping_message = '{"request_type":"PING"}'
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._symbols: dict[tuple[str, str], str] = {}  # (target, quote) -> unified, memoized
+        self.last_book_id: dict[str, int] = {}  # symbol -> `id` of the last book published
+
+    def connections(self) -> list[Stream]:
+        messages: list[str | bytes] = []
+        symbols: set[str] = set()
+        for channel, native in CHANNELS:
+            for symbol in sorted(self.symbols_with(channel)):
+                symbols.add(symbol)
+                messages.append(orjson.dumps({"request_type": "SUBSCRIBE", "channel": native,
+                                              "topic": to_native(symbol),
+                                              "format": "DEFAULT"}).decode())
+        if not symbols:
+            return []
+        return [Stream(URL, messages, sorted(symbols))]
+
+    def _symbol(self, data: dict) -> str:
+        key = (data["target_currency"], data["quote_currency"])
+        symbol = self._symbols.get(key)
+        if symbol is None:
+            symbol = self._symbols[key] = to_unified(data)
+        return symbol
+
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        msg = orjson.loads(frame)
+        response = msg.get("response_type")
+        if response == "DATA":
+            channel = msg["channel"]
+            if channel == "TRADE":
+                self._trade(msg["data"], ts_recv)
+            elif channel == "ORDERBOOK":
+                self._book(msg["data"], ts_recv)
+            elif channel == "TICKER":
+                self._ticker(msg["data"], ts_recv)
+            # other channels (CHART) are not subscribed; nothing to do
+        elif response == "ERROR":
+            # {"response_type":"ERROR","error_code":160012,"message":"Invalid Topic"}
+            raise ValueError(f"coinone error {msg.get('error_code')}: {msg.get('message')}")
+        # anything else (CONNECTED, SUBSCRIBED, PONG, unknown control messages) has no data
+
+    def _trade(self, data: dict, ts_recv: float) -> None:
+        """{"quote_currency":"KRW","target_currency":"BTC","id":"1790134177835001",
+        "timestamp":1790134177835,"price":"116460000","qty":"0.00483595","is_seller_maker":true}
+        """
+        self.out.trade(Trade("coinone", self._symbol(data), data["timestamp"] / 1000.0, ts_recv,
+                             float(data["price"]), float(data["qty"]),
+                             TAKER_SIDE[data["is_seller_maker"]], str(data["id"])))
+
+    def _book(self, data: dict, ts_recv: float) -> None:
+        """{"quote_currency":"KRW","target_currency":"BTC","timestamp":1790134177753,
+        "id":"1790134177753001","asks":[{"price":"116650000","qty":"0.01198956"}, ...,
+        {"price":"116460000","qty":"0.0232"}],"bids":[{"price":"116450000","qty":"0.0118"}, ...]}
+
+        asks are worst-first (the best ask is last), bids best-first.
+        """
+        symbol = self._symbol(data)
+        book_id = int(data["id"])
+        # Every message is a whole book, so only the newest one matters. Messages can still
+        # arrive out of order (and the `id`s are not contiguous, so a gap is invisible):
+        # publishing an older book after a newer one would roll the top of book back to a
+        # state that no longer exists. Such a book is stale: skip it and count it. An equal
+        # id is the same book again. Ids are times, so this holds across reconnects too.
+        last = self.last_book_id.get(symbol)
+        if last is not None and book_id <= last:
+            metrics.inc("kcs_stale_books_total", exchange="coinone")
+            return
+        depth = self.depth
+        bids = _levels(data["bids"], depth)
+        asks = _levels(reversed(data["asks"]), depth)  # worst-first on the wire
+        if bids and asks and bids[0][0] >= asks[0][0]:
+            self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
+            return
+        if not (_ordered(bids, True) and _ordered(asks, False)):
+            # e.g. asks arriving best-first one day: reversing them would publish the worst
+            # ask as the best; refuse rather than guess
+            self.resync(symbol, "book side out of price order")
+            return
+        self.last_book_id[symbol] = book_id
+        self.out.book(OrderBook("coinone", symbol, data["timestamp"] / 1000.0, ts_recv, bids,
+                                asks, book_id))
+
+    def _ticker(self, data: dict, ts_recv: float) -> None:
+        """{"quote_currency":"KRW","target_currency":"BTC","timestamp":1790133796484,
+        "quote_volume":"30947007404.5912","target_volume":"267.27610034","last":"116380000",
+        "ask_best_price":"116400000","ask_best_qty":"0.00562817",
+        "bid_best_price":"116370000","bid_best_qty":"8.60554308","id":"1790133796484001",...}
+
+        `target_volume` is in base currency, `quote_volume` in KRW.
+        """
+        self.out.ticker(Ticker("coinone", self._symbol(data), data["timestamp"] / 1000.0,
+                               ts_recv, float(data["last"]), float(data["bid_best_price"]),
+                               float(data["bid_best_qty"]), float(data["ask_best_price"]),
+                               float(data["ask_best_qty"]), float(data["target_volume"]),
+                               float(data["quote_volume"])))
+
+
+CONNECTOR = Coinone

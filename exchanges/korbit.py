@@ -1,0 +1,160 @@
+"""Korbit (now "Digital X"): trades, order books and tickers from Korbit's v2 public WebSocket.
+
+`wss://ws-api.korbit.co.kr/v2/public` (the Digital X host serves the same paths). A request is
+always a JSON array of request objects; we send one per channel, each listing every symbol.
+Success is acknowledged only for requests with a `requestId` (`{"requestId":1,
+"status":"success"}`, ignored); failures (`"status":"fail"`) raise so they land on the DLQ.
+Korbit publishes no connection or subscription limits (EXCHANGES.md §4: unconfirmed; a probe
+ran all 193 pairs in one request), so we keep one connection. The server sends WebSocket
+protocol pings (answered by the library); there is no application heartbeat.
+Frames are text JSON. Symbols are lower-case `base_quote`: `btc_krw` is our `BTC-KRW`.
+
+Books: every order book message is the full top 30 per side (asks ascending, bids
+descending), with no sequence number and no checksum, so it replaces the book. Public
+messages may be dropped under load; the next complete message heals that. Zero levels are
+dropped, a crossed or unordered book is dropped with `resync()`. A suspended pair sends a
+book with empty sides, which is published as it is.
+"""
+
+from __future__ import annotations
+
+from itertools import pairwise
+
+import orjson
+
+from exchanges.base import Connector, Stream
+from exchanges.symbols import split, unified
+from records import BUY, SELL, OrderBook, Ticker, Trade
+
+__all__ = ["Korbit", "to_native", "to_unified"]
+
+URL = "wss://ws-api.korbit.co.kr/v2/public"
+# Our channel -> Korbit's request type.
+KINDS = (("trades", "trade"), ("book", "orderbook"), ("ticker", "ticker"))
+
+
+def to_native(symbol: str) -> str:
+    """`BTC-KRW` -> `btc_krw`."""
+    base, quote = split(symbol)
+    return f"{base}_{quote}".lower()
+
+
+def to_unified(native: str) -> str:
+    """`btc_krw` -> `BTC-KRW`."""
+    base, sep, quote = native.partition("_")
+    if not sep or not base or not quote or "_" in quote:
+        raise ValueError(f"not a Korbit symbol: {native!r}")
+    return unified(base, quote)
+
+
+def _levels(levels: list[dict], depth: int) -> list[tuple[float, float]]:
+    """The first `depth` non-zero `{"price":..,"qty":..}` levels as (price, size)."""
+    out: list[tuple[float, float]] = []
+    for level in levels:
+        price, size = float(level["price"]), float(level["qty"])
+        if price and size:
+            out.append((price, size))
+            if len(out) == depth:
+                break
+    return out
+
+
+def _ordered(levels: list[tuple[float, float]], descending: bool) -> bool:
+    """True when prices strictly improve towards the front (a side as a book must be)."""
+    if descending:
+        return all(a[0] > b[0] for a, b in pairwise(levels))
+    return all(a[0] < b[0] for a, b in pairwise(levels))
+
+
+class Korbit(Connector):
+    name = "korbit"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self._symbols: dict[str, str] = {}  # native symbol -> unified, memoized
+
+    def connections(self) -> list[Stream]:
+        request: list[dict] = []
+        symbols: set[str] = set()
+        for channel, kind in KINDS:
+            wanted = sorted(self.symbols_with(channel))
+            if wanted:
+                symbols.update(wanted)
+                request.append({"method": "subscribe", "type": kind,
+                                "symbols": [to_native(s) for s in wanted],
+                                "requestId": len(request) + 1})
+        if not symbols:
+            return []
+        return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
+
+    def _symbol(self, native: str) -> str:
+        symbol = self._symbols.get(native)
+        if symbol is None:
+            symbol = self._symbols[native] = to_unified(native)
+        return symbol
+
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        msg = orjson.loads(frame)
+        kind = msg.get("type")
+        if kind == "trade":
+            self._trades(msg, ts_recv)
+        elif kind == "orderbook":
+            self._book(msg, ts_recv)
+        elif kind == "ticker":
+            self._ticker(msg, ts_recv)
+        elif msg.get("status") == "fail":
+            # {"status":"fail","code":"INVALID_SYMBOL","message":"...","requestId":2}
+            raise ValueError(f"korbit error {msg.get('code')}: {msg.get('message')}")
+        # anything else ({"requestId":1,"status":"success"}, new types) carries no data
+
+    def _trades(self, msg: dict, ts_recv: float) -> None:
+        """{"symbol":"btc_krw","timestamp":1790134328085,"type":"trade","snapshot":true,
+        "data":[{"timestamp":1790134317520,"price":"116439000","qty":"0.0067",
+        "isBuyerTaker":false,"tradeId":25441720}]}
+
+        `isBuyerTaker` true = the buyer took liquidity. The envelope `timestamp` is the send
+        time; each trade's own `timestamp` is when it happened.
+        """
+        symbol = self._symbol(msg["symbol"])
+        trade = self.out.trade
+        for t in msg["data"]:
+            trade(Trade("korbit", symbol, t["timestamp"] / 1000.0, ts_recv, float(t["price"]),
+                        float(t["qty"]), BUY if t["isBuyerTaker"] else SELL, str(t["tradeId"])))
+
+    def _book(self, msg: dict, ts_recv: float) -> None:
+        """{"symbol":"btc_krw","timestamp":1790134242857,"type":"orderbook","snapshot":true,
+        "data":{"timestamp":1790134242563,"asks":[{"price":"116506000","qty":"0.27522"}, ...],
+        "bids":[{"price":"116455000","qty":"0.00499"}, ...]}}
+
+        `data.timestamp` is the book's time, the envelope's is the send time.
+        """
+        symbol = self._symbol(msg["symbol"])
+        data = msg["data"]
+        depth = self.depth
+        bids = _levels(data["bids"], depth)
+        asks = _levels(data["asks"], depth)
+        if bids and asks and bids[0][0] >= asks[0][0]:
+            self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
+            return
+        if not (_ordered(bids, True) and _ordered(asks, False)):
+            self.resync(symbol, "book side out of price order")
+            return
+        self.out.book(OrderBook("korbit", symbol, data["timestamp"] / 1000.0, ts_recv, bids,
+                                asks, None))
+
+    def _ticker(self, msg: dict, ts_recv: float) -> None:
+        """{"symbol":"btc_krw","timestamp":1790134313071,"type":"ticker","snapshot":true,
+        "data":{"open":"115370000","high":"116765000","low":"114412000","close":"116463000",
+        "volume":"39.25266763","quoteVolume":"4549864965.49708","bestAskPrice":"116477000",
+        "bestBidPrice":"116426000","lastTradedAt":1790134282264,...}}
+
+        No best bid/ask sizes; `data` has no time of its own, so the envelope's is used.
+        """
+        data = msg["data"]
+        self.out.ticker(Ticker("korbit", self._symbol(msg["symbol"]), msg["timestamp"] / 1000.0,
+                               ts_recv, float(data["close"]), float(data["bestBidPrice"]), None,
+                               float(data["bestAskPrice"]), None, float(data["volume"]),
+                               float(data["quoteVolume"])))
+
+
+CONNECTOR = Korbit
