@@ -1,11 +1,21 @@
 """Market state: the latest trade and top of book of every market, in the `market_state` table.
 
 Keyed `exchange:BASE-QUOTE` like the source topics, so each worker keeps the state of the
-markets whose partitions it owns. Fields (absent until the first event of their kind):
-last_price, last_amount, last_side, last_trade_ts, last_trade_id, best_bid, best_bid_size,
-best_ask, best_ask_size, spread, mid, book_ts, volume_24h, updated (our receive time of the
-newest event). Top of book comes from order books; an exchange's ticker fills it only for
-markets without a book subscription.
+markets whose partitions it owns. Fields (absent or null until the first event of their kind):
+- trades: last_price, last_amount, last_side, last_trade_ts, last_trade_id;
+- top of book: best_bid, best_bid_size, best_ask, best_ask_size, spread (ask - bid), mid
+  ((bid + ask) / 2), microprice (size-weighted mid: (bid * ask_size + ask * bid_size) /
+  (bid_size + ask_size), which leans toward the side with less size);
+- depth, from order books only, over the top N levels (`KCS_BOOK_LEVELS`, default 5):
+  bid_volume, ask_volume (sums of sizes, base currency), imbalance ((bid_volume -
+  ask_volume) / (bid_volume + ask_volume), in [-1, 1]; null when both are 0);
+- times: last_trade_ts, book_ts, ticker_ts (ts_event of the newest trade, book, ticker) and
+  updated (our receive time of the newest event); volume_24h from the ticker.
+Top of book comes from order books; an exchange's ticker fills it only for markets without
+a book subscription.
+
+Each batch publishes the new state of every market it changed, once, on topic `market-state`
+(key `exchange:BASE-QUOTE`, value the JSON of the state above).
 """
 
 from __future__ import annotations
@@ -15,11 +25,13 @@ from typing import Any
 import orjson
 
 from agents.batching import BATCH_SIZE, BATCH_WITHIN, in_partition_of
-from app import app
+from app import app, settings
 from exchanges import EXCHANGES
 from records import book_topic, ticker_topic, trade_topic
 
-__all__ = ["market_state", "market_data_topic", "apply_event"]
+__all__ = ["market_state", "market_data_topic", "market_state_topic", "apply_event", "LEVELS"]
+
+LEVELS = settings.book_levels
 
 market_data_topic = app.topic(
     *[name for ex in EXCHANGES for name in (trade_topic(ex), book_topic(ex), ticker_topic(ex))],
@@ -31,6 +43,8 @@ market_data_topic = app.topic(
 market_state = app.Table("market_state", default=None, key_type=str,
                          partitions=app.conf.topic_partitions,
                          help="Latest trade and top of book per exchange:BASE-QUOTE")
+market_state_topic = app.topic("market-state", key_type=str, key_serializer="raw",
+                               value_serializer="raw")
 
 
 def _set_top(state: dict[str, Any], bid: float | None, bid_size: float | None,
@@ -40,11 +54,25 @@ def _set_top(state: dict[str, Any], bid: float | None, bid_size: float | None,
     if bid is not None and ask is not None:
         state["spread"] = ask - bid
         state["mid"] = (ask + bid) / 2.0
+        if bid_size and ask_size:  # both known and positive
+            state["microprice"] = (bid * ask_size + ask * bid_size) / (bid_size + ask_size)
+        else:
+            state["microprice"] = None
     else:
-        state["spread"] = state["mid"] = None
+        state["spread"] = state["mid"] = state["microprice"] = None
 
 
-def apply_event(state: dict[str, Any], kind: str, record: dict[str, Any]) -> None:
+def _set_depth(state: dict[str, Any], bids: list[list[float]], asks: list[list[float]],
+               levels: int) -> None:
+    bid_volume = sum(level[1] for level in bids[:levels])
+    ask_volume = sum(level[1] for level in asks[:levels])
+    state["bid_volume"], state["ask_volume"] = bid_volume, ask_volume
+    total = bid_volume + ask_volume
+    state["imbalance"] = (bid_volume - ask_volume) / total if total > 0.0 else None
+
+
+def apply_event(state: dict[str, Any], kind: str, record: dict[str, Any],
+                levels: int = LEVELS) -> None:
     """Fold one market-data record (decoded JSON) into a market's state."""
     if kind == "trade":
         state["last_price"] = record["price"]
@@ -56,9 +84,11 @@ def apply_event(state: dict[str, Any], kind: str, record: dict[str, Any]) -> Non
         bids, asks = record["bids"], record["asks"]
         _set_top(state, bids[0][0] if bids else None, bids[0][1] if bids else None,
                  asks[0][0] if asks else None, asks[0][1] if asks else None)
+        _set_depth(state, bids, asks, levels)
         state["book_ts"] = record["ts_event"]
     else:
         state["volume_24h"] = record.get("volume_24h")
+        state["ticker_ts"] = record["ts_event"]
         if "book_ts" not in state and (record.get("bid") is not None or
                                        record.get("ask") is not None):
             _set_top(state, record.get("bid"), record.get("bid_size"), record.get("ask"),
@@ -90,3 +120,4 @@ async def track_market_state(stream: Any) -> None:
         for key, (state, event) in changed.items():
             with in_partition_of(event):
                 market_state[key] = state
+            await market_state_topic.send(key=key.encode(), value=orjson.dumps(state))

@@ -72,6 +72,25 @@ class Settings:
     max_inflated_bytes: int = 32 * 1024 * 1024
     # Embedded-broker group session timeout (s): Tansu holds each JoinGroup for half of it.
     embedded_session_timeout: float = 6.0
+    # Korean premium: the KRW-USDT market whose price is the USDT-KRW rate, and the global
+    # exchange of the headline premium.
+    premium_rate_market: str = "upbit:USDT-KRW"
+    premium_reference: str = "binance"
+    # Consolidated BBO: leave out an exchange's book received more than this many seconds
+    # before the newest update of any market of the asset.
+    bbo_max_age: float = 30.0
+    # Market state: total bid/ask volume and imbalance over this many top levels per side.
+    book_levels: int = 5
+    # Candle intervals (comma list of <n>s|m|h|d, e.g. "1m,5m,1h"), the grace period (s) a
+    # candle stays open after its end for late trades, and closed candles kept per interval.
+    candle_intervals: str = "1m"
+    candle_grace: float = 5.0
+    candle_history: int = 500
+    # Volume-spike signal: the last minute's volume above this many times the trailing average.
+    spike_factor: float = 3.0
+    # Large-trade signal: notional (price x amount, in the quote currency) at least this much,
+    # per quote currency ("QUOTE=amount,..."); markets in other quote currencies never signal.
+    large_trade_notional: str = "KRW=100000000,USDT=100000,USDC=100000,USD=100000,BTC=2,EUR=100000"
 
     @property
     def embedded(self) -> bool:

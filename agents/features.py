@@ -1,0 +1,373 @@
+"""Rolling trade features per market, exact in event time, in the `features` table.
+
+One agent reads every `trade-data.<exchange>` topic and, per market (`exchange:BASE-QUOTE`),
+folds each trade into three things: the rolling windows here, the candles
+(`agents/candles.py`) and the large-trade signal (`agents/signals.py`). It takes trades in
+batches and writes each market's tables once per batch, which is what keeps it far above the
+~2,400 table writes per second a worker manages.
+
+Window semantics. t is the newest ts_event (the exchange's time) among the market's trades
+folded so far. The window W ending at t holds the trades with `t - W < ts_event <= t`: a trade
+exactly at t - W is out, one a nanosecond later is in. Late and out-of-order trades count in
+every window they fall in, whenever they arrive; a trade with ts_event <= t - 15 min when it
+arrives can never be in a window again and is only counted in `late`. For W in 1m, 5m, 15m:
+- `volume_W`, `buy_volume_W`, `sell_volume_W`: sums of amounts (base currency), all trades,
+  taker buys, taker sells;
+- `vwap_W`: sum(price * amount) / volume_W (null when the window is empty);
+- `pressure_W`: buy_volume_W / sell_volume_W (null when sell_volume_W is 0);
+- `trades_W`: the number of trades;
+- `momentum_W`: last_price / (price of the window's first trade) - 1, where first and last
+  are by (ts_event, arrival order) and `last_price` is the price of the last trade by that
+  order, i.e. at t (null when the window is empty).
+Also: exchange, symbol, ts (= t), last_price, n (trades folded), late, updated (the newest
+ts_recv). These values are a function of the set of trades folded (their arrival order only
+breaks ties of equal ts_event), so a replay computes the same numbers whatever the batching.
+
+Storage. Exactness at the window's start needs every trade until it leaves the 15-minute
+window, so each market's trades are kept in fixed 5-second event-time buckets in the table
+`feature_windows` (key `exchange:BASE-QUOTE|<bucket>`), trades with the same ts_event merged
+into one entry. A batch rewrites only the buckets it touched (usually the newest) and
+deletes those that left the 15-minute window; the `features` table (key
+`exchange:BASE-QUOTE`) holds the features plus the list of live buckets. A window sum adds
+whole buckets' cached sums and the entries of the one bucket the window's start cuts.
+
+Restarts. Each market's state records the offset of the last trade folded (a market lives in
+one partition of one topic), each bucket the highest offset it holds; trades that Kafka
+delivers again after a crash (at-least-once) are skipped where already folded, so the
+tables after a restart equal a run without the crash. The in-memory copy of the buckets is
+trusted only while its offset equals the table's, else it is reloaded from the table.
+
+Topic `features`, key `exchange:BASE-QUOTE`: the features above, once per batch per market
+whose trades changed them. View: `GET /features/{exchange}/{symbol}/`.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from typing import Any
+
+import orjson
+from faust.web import Request, Response, View
+
+from agents import signals
+from agents.batching import BATCH_SIZE, BATCH_WITHIN, in_partition_of
+from agents.candles import (
+    GRACE,
+    HISTORY,
+    INTERVALS,
+    Candles,
+    candle_record,
+    candle_topics,
+    candles_table,
+    history_table,
+)
+from app import app
+from app.views import routed
+from exchanges import EXCHANGES
+from records import BUY, trade_topic
+
+__all__ = ["Windows", "Bucket", "WINDOWS", "BUCKET", "HORIZON", "features_table",
+           "windows_table", "features_topic", "trade_source"]
+
+WINDOWS = {"1m": 60.0, "5m": 300.0, "15m": 900.0}
+HORIZON = max(WINDOWS.values())
+# Seconds of event time per stored bucket: small enough that a busy market's bucket stays a
+# few kB (it is rewritten every batch), large enough that 15 minutes are few buckets to sum.
+BUCKET = 5.0
+
+# An entry merges the trades of one market with the same ts_event.
+TS, BUY_VOL, SELL_VOL, NOTIONAL, COUNT, FIRST, LAST = range(7)
+
+
+class Bucket:
+    """The entries of one market's 5-second span of event time, sorted by ts_event."""
+
+    __slots__ = ("entries", "times", "hi", "sums")
+
+    def __init__(self, entries: list[list[float]] | None = None, hi: int = -1) -> None:
+        self.entries = entries if entries is not None else []
+        self.times = [e[TS] for e in self.entries]
+        self.hi = hi  # the highest source offset folded in
+        self.sums: tuple[float, float, float, int] | None = None  # buy, sell, notional, count
+
+    def add(self, ts: float, price: float, amount: float, side: int) -> None:
+        times, entries = self.times, self.entries
+        if times and ts == times[-1]:
+            e = entries[-1]
+        elif not times or ts > times[-1]:
+            e = [ts, 0.0, 0.0, 0.0, 0, price, price]
+            times.append(ts)
+            entries.append(e)
+        else:  # out of order
+            i = bisect_left(times, ts)
+            if times[i] == ts:
+                e = entries[i]
+            else:
+                e = [ts, 0.0, 0.0, 0.0, 0, price, price]
+                times.insert(i, ts)
+                entries.insert(i, e)
+        if side == BUY:
+            e[BUY_VOL] += amount
+        else:
+            e[SELL_VOL] += amount
+        e[NOTIONAL] += price * amount
+        e[COUNT] += 1
+        e[LAST] = price
+        self.sums = None
+
+    def totals(self, start: int = 0) -> tuple[float, float, float, int]:
+        """Sums of the entries from index `start` on."""
+        if start == 0 and self.sums is not None:
+            return self.sums
+        buy = sell = notional = 0.0
+        count = 0
+        for e in self.entries[start:] if start else self.entries:
+            buy += e[BUY_VOL]
+            sell += e[SELL_VOL]
+            notional += e[NOTIONAL]
+            count += e[COUNT]
+        if start == 0:
+            self.sums = (buy, sell, notional, count)
+        return buy, sell, notional, count
+
+    def value(self) -> dict[str, Any]:
+        return {"hi": self.hi, "e": self.entries}
+
+
+class Windows:
+    """Exact rolling windows over one market's trades (see the module docstring)."""
+
+    __slots__ = ("t", "offset", "n", "late", "buckets", "dirty", "removed")
+
+    def __init__(self, t: float = -math.inf, offset: int = -1, n: int = 0, late: int = 0,
+                 buckets: dict[int, Bucket] | None = None) -> None:
+        self.t = t
+        self.offset = offset  # the source offset of the last trade folded
+        self.n = n
+        self.late = late
+        self.buckets = buckets if buckets is not None else {}
+        self.dirty: set[int] = set()  # buckets to write
+        self.removed: set[int] = set()  # buckets to delete
+
+    def fold(self, ts: float, price: float, amount: float, side: int, offset: int) -> bool:
+        """Fold one trade; False when it is too late for every window."""
+        self.offset = offset
+        self.n += 1
+        if ts <= self.t - HORIZON:
+            self.late += 1
+            return False
+        if ts > self.t:
+            self.t = ts
+        index = math.floor(ts / BUCKET)
+        bucket = self.buckets.get(index)
+        if bucket is None:
+            bucket = self.buckets[index] = Bucket()
+            self.removed.discard(index)
+        if offset > bucket.hi:  # else folded into this bucket before a crash
+            bucket.add(ts, price, amount, side)
+            bucket.hi = offset
+            self.dirty.add(index)
+        return True
+
+    def evict(self) -> None:
+        """Forget the buckets whose every trade is out of the longest window."""
+        edge = self.t - HORIZON
+        for index in [i for i, b in self.buckets.items() if not b.times or b.times[-1] <= edge]:
+            del self.buckets[index]
+            self.dirty.discard(index)
+            self.removed.add(index)
+
+    def features(self) -> dict[str, Any]:
+        t = self.t
+        order = sorted(self.buckets)
+        out: dict[str, Any] = {"ts": t if t != -math.inf else None}
+        last_price = None
+        if order:
+            last_price = self.buckets[order[-1]].entries[-1][LAST]
+        out["last_price"] = last_price
+        for label, width in WINDOWS.items():
+            lo = t - width
+            buy = sell = notional = 0.0
+            count = 0
+            first = None
+            for index in order:
+                bucket = self.buckets[index]
+                times = bucket.times
+                if times[-1] <= lo:
+                    continue
+                if times[0] > lo:
+                    start = 0
+                else:
+                    start = bisect_right(times, lo)
+                if first is None:
+                    first = bucket.entries[start][FIRST]
+                b, s, q, c = bucket.totals(start)
+                buy += b
+                sell += s
+                notional += q
+                count += c
+            volume = buy + sell
+            out["volume_" + label] = volume
+            out["buy_volume_" + label] = buy
+            out["sell_volume_" + label] = sell
+            out["vwap_" + label] = notional / volume if volume > 0.0 else None
+            out["pressure_" + label] = buy / sell if sell > 0.0 else None
+            out["trades_" + label] = count
+            out["momentum_" + label] = (last_price / first - 1.0
+                                        if first is not None and last_price is not None
+                                        else None)
+        return out
+
+
+features_table = app.Table("features", default=None, key_type=str,
+                           partitions=app.conf.topic_partitions,
+                           help="Rolling trade features per exchange:BASE-QUOTE")
+windows_table = app.Table("feature_windows", default=None, key_type=str,
+                          partitions=app.conf.topic_partitions,
+                          help="The trades of the feature windows, per market and 5 s bucket")
+features_topic = app.topic("features", key_type=str, key_serializer="raw",
+                           value_serializer="raw")
+trade_source = app.topic(*[trade_topic(ex) for ex in EXCHANGES], key_type=str,
+                         key_serializer="raw", value_serializer="raw")
+
+PRIVATE = ("offset", "buckets", "spike")  # table-only fields, not published
+
+
+class Market:
+    """Everything the agent keeps in memory for one market between batches."""
+
+    __slots__ = ("key", "exchange", "symbol", "windows", "candles", "spike", "updated",
+                 "signals")
+
+    def __init__(self, key: str, windows: Windows, candles: Candles, spike: bool,
+                 updated: float) -> None:
+        self.key = key
+        self.exchange, _, self.symbol = key.partition(":")
+        self.windows = windows
+        self.candles = candles
+        self.spike = spike
+        self.updated = updated
+        self.signals: list[dict[str, Any]] = []
+
+
+_markets: dict[str, Market] = {}  # the in-memory copies, checked against the tables
+
+
+def _load(key: str) -> Market:
+    """The market's state as the tables hold it; call within the partition of its event."""
+    state = features_table.get(key)
+    candle_state = candles_table.get(key)
+    cached = _markets.get(key)
+    offset = state["offset"] if state else -1
+    candle_offset = candle_state["offset"] if candle_state else -1
+    if cached is not None and cached.windows.offset == offset and \
+            cached.candles.offset == candle_offset:
+        return cached
+    buckets: dict[int, Bucket] = {}
+    if state:
+        for index in state["buckets"]:
+            saved = windows_table.get(f"{key}|{index}")
+            if saved is not None:
+                buckets[index] = Bucket(saved["e"], saved["hi"])
+    windows = Windows(state["ts"] if state and state["ts"] is not None else -math.inf,
+                      offset, state["n"] if state else 0, state["late"] if state else 0,
+                      buckets)
+    market = Market(key, windows, Candles(INTERVALS, GRACE, candle_state),
+                    bool(state and state["spike"]), state["updated"] if state else 0.0)
+    _markets[key] = market
+    return market
+
+
+def _save(market: Market) -> dict[str, Any]:
+    """Write the market's tables, call within the partition of its event; returns the
+    published features. Buckets are written before the state that lists them, so a crash in
+    between leaves them ahead of the state (their `hi` says so), never behind."""
+    key, windows, candles = market.key, market.windows, market.candles
+    windows.evict()
+    for index in windows.dirty:
+        windows_table[f"{key}|{index}"] = windows.buckets[index].value()
+    windows.dirty.clear()
+    for label, candle in candles.closed:
+        history_key = f"{key}|{label}"
+        history = history_table.get(history_key) or []
+        if history and history[-1][0] >= candle[0]:  # closed before a crash already
+            continue
+        history.append(candle)
+        history_table[history_key] = history[-HISTORY:]
+    candles_table[key] = candles.state()
+    features = {"exchange": market.exchange, "symbol": market.symbol}
+    features.update(windows.features())
+    spike, average = signals.volume_spike(features["volume_1m"], features["volume_15m"],
+                                          signals.SPIKE_FACTOR)
+    if spike and not market.spike:
+        market.signals.append({
+            "type": "volume_spike", "exchange": market.exchange, "symbol": market.symbol,
+            "ts": features["ts"], "volume_1m": features["volume_1m"], "average": average,
+            "factor": signals.SPIKE_FACTOR, "ratio": features["volume_1m"] / average})
+    market.spike = spike
+    features.update(n=windows.n, late=windows.late, updated=market.updated)
+    features_table[key] = {**features, "offset": windows.offset,
+                           "buckets": sorted(windows.buckets), "spike": spike}
+    # Deleted last: a crash before this leaves an orphan key, never a listed bucket missing.
+    for index in windows.removed:
+        del windows_table[f"{key}|{index}"]
+    windows.removed.clear()
+    return features
+
+
+@app.agent(trade_source, name="features")
+async def compute_features(stream: Any) -> None:
+    thresholds = signals.THRESHOLDS
+    async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+        touched: dict[str, tuple[Market, Any]] = {}
+        for event in events:
+            key = event.key
+            entry = touched.get(key)
+            if entry is None:
+                with in_partition_of(event):  # a key is read from its partition's store
+                    market = _load(key)
+            else:
+                market = entry[0]
+            offset = event.message.offset
+            windows, candles = market.windows, market.candles
+            if offset <= windows.offset and offset <= candles.offset:
+                continue  # folded before a restart: Kafka delivered it again
+            trade = orjson.loads(event.value)
+            ts, price, amount = trade["ts_event"], trade["price"], trade["amount"]
+            if offset > windows.offset:
+                windows.fold(ts, price, amount, trade["side"], offset)
+                if trade["ts_recv"] > market.updated:
+                    market.updated = trade["ts_recv"]
+                signal = signals.large_trade(market.exchange, market.symbol, trade, thresholds)
+                if signal is not None:
+                    market.signals.append(signal)
+            if offset > candles.offset:
+                candles.offset = offset
+                candles.fold(ts, price, amount)
+            touched[key] = (market, event)
+        for key, (market, event) in touched.items():
+            with in_partition_of(event):
+                features = _save(market)
+            raw_key = key.encode()
+            for label, candle in market.candles.closed:
+                await candle_topics[label].send(key=raw_key, value=orjson.dumps(candle_record(
+                    market.exchange, market.symbol, label, INTERVALS[label], candle)))
+            market.candles.closed.clear()
+            for signal in market.signals:
+                await signals.signals_topic.send(key=raw_key, value=orjson.dumps(signal))
+            market.signals.clear()
+            await features_topic.send(key=raw_key, value=orjson.dumps(features))
+
+
+@app.page("/features/{exchange}/{symbol}/")
+async def features_view(view: View, request: Request, exchange: str, symbol: str) -> Response:
+    key = f"{exchange.lower()}:{symbol.upper()}"
+
+    def local() -> Response:
+        state = features_table.get(key)
+        if state is None:
+            return view.json({"error": f"no features for {key}"}, status=404)
+        return view.json({k: v for k, v in state.items() if k not in PRIVATE})
+
+    return await routed(app, view, request, features_table, key, local)
