@@ -79,7 +79,7 @@ class Worker:
                 raise RuntimeError(f"worker exited early:\n{self.log()}")
             try:
                 if http_json(self.url + "/health/", timeout=1)[0] == 200 and \
-                        "Worker: Ready" in self.log():
+                        "Worker]: Ready" in self.log():
                     return self
             except OSError:
                 pass

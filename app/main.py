@@ -1,0 +1,90 @@
+"""The Faust application: `faust -A app worker` runs ingest, agents, tables and web views.
+
+With `KCS_BROKER` unset, importing this module starts the embedded broker (Tansu, memory
+only) and points the app at it, with the settings that broker needs; with `KCS_BROKER` set,
+nothing here knows or cares what the Kafka cluster runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+
+import faust
+
+from app import kafka, settings
+from app.embedded import EmbeddedBroker, wipe_tables
+
+__all__ = ["app", "settings", "embedded_broker"]
+
+try:  # uvloop when installed (it is a dependency); the CLI's `-L` option also works
+    import uvloop
+
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+except ImportError:  # pragma: no cover
+    pass
+
+log = logging.getLogger(__name__)
+
+embedded_broker: EmbeddedBroker | None = None
+
+# Measured on the embedded broker (see the README's "Embedded broker" section).
+EMBEDDED_PROFILE = {
+    # Tansu holds every JoinGroup for half the session timeout: 6 s makes a rebalance 3 s.
+    "broker_session_timeout": settings.embedded_session_timeout,
+    "broker_heartbeat_interval": 1.0,
+    # Tansu reports the end offset of a topic as the last batch's base offset + 1; with one
+    # record per batch that is right, and Faust's changelog recovery depends on it.
+    "producer_max_batch_size": 1,
+}
+
+if settings.embedded:
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    embedded_broker = EmbeddedBroker(log_path=Path(settings.data_dir) / "embedded-broker.log")
+    embedded_broker.start()
+    # The broker starts empty: tables kept from an earlier run would not match it.
+    wipe_tables(settings.data_dir, settings.app_id)
+    print(f"kor-coin-stream: embedded Kafka broker (Tansu) listening on {embedded_broker.url}",
+          file=sys.stderr, flush=True)
+    broker_url = embedded_broker.url
+    profile = EMBEDDED_PROFILE
+else:
+    broker_url = settings.broker
+    profile = {}
+
+kafka.install(settings.fetch_max_wait_ms)
+
+
+class App(faust.App):
+    async def on_first_start(self) -> None:
+        from app.ingest import bootstrap_servers
+
+        await kafka.wait_until_reachable(broker_url, bootstrap_servers(broker_url))
+        await super().on_first_start()
+
+
+app = App(
+    settings.app_id,
+    broker=broker_url,
+    store="rocksdb://",
+    datadir=settings.data_dir,
+    topic_partitions=settings.partitions,
+    topic_replication_factor=settings.replication_factor,
+    web_port=settings.web_port,
+    web_bind=settings.web_bind,
+    canonical_url=settings.canonical_url,
+    consumer_auto_offset_reset="earliest",
+    **profile,
+)
+
+from app.ingest import IngestService  # noqa: E402  (needs `app`)
+
+ingest = app.service(IngestService(app, settings, broker_url, loop=None))
+
+import agents  # noqa: E402,F401  (registers agents and tables on `app`)
+from agents.market_state import market_state  # noqa: E402
+from app.views import register_views  # noqa: E402
+
+register_views(app, market_state, ingest)
