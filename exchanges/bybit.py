@@ -1,0 +1,175 @@
+"""Bybit (v5, spot): trades, order books and tickers from `wss://stream.bybit.com/v5/public/spot`.
+
+Topics are `publicTrade.BTCUSDT`, `orderbook.50.BTCUSDT` and `tickers.BTCUSDT`; a subscribe
+request may hold at most 10 of them for spot, so requests are split. Frames are text JSON.
+Bybit expects a client `{"op":"ping"}` about every 20 s.
+
+Books: after subscribing, a `snapshot`, then `delta`s with absolute sizes (size "0" deletes).
+Any new snapshot replaces the book, and so does a message with `u == 1` (the service
+restarted). Between those, each delta's update id `u` must be the previous `u` + 1: a delta
+that does not chain, or a delta before any snapshot, cannot be proven to apply, so the book
+is dropped (`resync`, visible on `ws.error`) and the topic is resubscribed (unsubscribe +
+subscribe), which makes Bybit send a fresh snapshot. (The docs promise consecutive `u` only
+for `orderbook.full`; on depth-N streams it is unconfirmed: a wrong assumption shows up as
+resyncs on `ws.error`, never as a wrong book.)
+Native symbols (`BTCUSDT`) cannot be split without the market list, so the subscribed ones
+are mapped.
+"""
+
+from __future__ import annotations
+
+import orjson
+
+from exchanges.base import Connector, Stream
+from exchanges.book import L2Book
+from exchanges.symbols import split
+from records import BUY, SELL, OrderBook, Ticker, Trade
+
+__all__ = ["Bybit", "to_native", "book_depth"]
+
+URL = "wss://stream.bybit.com/v5/public/spot"
+MAX_ARGS = 10  # topics per subscribe request (spot, docs)
+MAX_TOPICS = 300  # per connection: keeps the args well under the 21,000-character cap
+BOOK_DEPTHS = (50, 200, 1000)  # spot depths with deltas (depth 1 is snapshots only)
+TAKER_SIDE = {"Buy": BUY, "Sell": SELL}  # `S` is the taker's side
+
+
+def to_native(symbol: str) -> str:
+    base, quote = split(symbol)
+    return (base + quote).upper()
+
+
+def book_depth(levels: int) -> int:
+    """The smallest Bybit book depth that covers `levels` published levels."""
+    for depth in BOOK_DEPTHS:
+        if depth >= levels:
+            return depth
+    return BOOK_DEPTHS[-1]
+
+
+class Bybit(Connector):
+    name = "bybit"
+    ping_interval = 20.0
+    ping_message = '{"req_id":"hb","op":"ping"}'
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.unified = {to_native(s): s for s in self.subscriptions}  # BTCUSDT -> BTC-USDT
+        self.book_topic = f"orderbook.{book_depth(self.depth)}."
+        self.resubscribing: set[str] = set()  # books waiting for the snapshot we asked for
+
+    def _topics(self, native: str, channels: set[str]) -> list[str]:
+        topics = []
+        if "book" in channels:
+            topics.append(self.book_topic + native)
+        if "trades" in channels:
+            topics.append("publicTrade." + native)
+        if "ticker" in channels:
+            topics.append("tickers." + native)
+        return topics
+
+    def connections(self) -> list[Stream]:
+        topics: list[tuple[str, str]] = []
+        for native, symbol in sorted(self.unified.items()):
+            channels = self.subscriptions[symbol]
+            topics.extend((symbol, t) for t in self._topics(native, channels))
+            if "book" in channels:
+                self.books[symbol] = L2Book()
+        streams = []
+        for i in range(0, len(topics), MAX_TOPICS):
+            chunk = [t for _, t in topics[i:i + MAX_TOPICS]]
+            requests = [orjson.dumps({"req_id": f"sub-{j // MAX_ARGS + 1}", "op": "subscribe",
+                                      "args": chunk[j:j + MAX_ARGS]}).decode()
+                        for j in range(0, len(chunk), MAX_ARGS)]
+            symbols = sorted({s for s, _ in topics[i:i + MAX_TOPICS]})
+            streams.append(Stream(URL, requests, symbols))
+        return streams
+
+    def on_close(self, stream: Stream) -> None:
+        super().on_close(stream)
+        self.resubscribing.difference_update(stream.symbols)  # the new socket subscribes anew
+
+    def _symbol(self, native: str) -> str:
+        symbol = self.unified.get(native)
+        if symbol is None:
+            raise ValueError(f"market {native} was not subscribed")
+        return symbol
+
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        msg = orjson.loads(frame)
+        topic = msg.get("topic")
+        if topic is None:
+            # acks and pongs: {"success":true,"ret_msg":"pong","conn_id":"..","op":"ping"}
+            if msg.get("success") is False:
+                raise ValueError(f"request failed: {msg.get('ret_msg')} ({msg})")
+            if "op" in msg:
+                return
+            raise ValueError(f"unexpected message: {msg}")
+        if topic.startswith("orderbook."):
+            self._book(msg, ts_recv, stream)
+        elif topic.startswith("publicTrade."):
+            # {"T":1672304486865,"s":"BTCUSDT","S":"Buy","v":"0.001","p":"16578.50",
+            #  "i":"2100000000007764263","BT":false,"seq":7961638750}
+            # T: fill time (ms), S: taker side, v: size (base), p: price, i: trade id
+            out = self.out
+            for t in msg["data"]:
+                out.trade(Trade("bybit", self._symbol(t["s"]), t["T"] / 1000.0, ts_recv,
+                                float(t["p"]), float(t["v"]), TAKER_SIDE[t["S"]], t["i"]))
+        elif topic.startswith("tickers."):
+            # {"symbol":"BTCUSDT","lastPrice":"21109.77","volume24h":"6780.866843",
+            #  "turnover24h":"141946527.22907118",...}  spot tickers carry no best bid/ask;
+            # volume24h is base volume, turnover24h quote volume
+            t = msg["data"]
+            self.out.ticker(Ticker("bybit", self._symbol(t["symbol"]), msg["ts"] / 1000.0,
+                                   ts_recv, float(t["lastPrice"]), None, None, None, None,
+                                   float(t["volume24h"]), float(t["turnover24h"])))
+        else:
+            raise ValueError(f"unknown topic {topic!r}")
+
+    def _book(self, msg: dict, ts_recv: float, stream: Stream) -> None:
+        """{"topic":"orderbook.50.BTCUSDT","type":"delta","ts":1672304484978,
+        "data":{"s":"BTCUSDT","b":[["16493.50","0.006"]],"a":[["16611.00","0"]],
+        "u":18521289,"seq":7961638724},"cts":1672304484976}
+        b: bids, a: asks ([price, size] text); u: update id; ts: system time, cts: matching
+        engine time (ms)."""
+        data = msg["data"]
+        symbol = self._symbol(data["s"])
+        book = self.books.get(symbol)
+        if book is None:
+            raise ValueError(f"book for {symbol}, which has no book subscription")
+        u = data["u"]
+        if msg["type"] == "snapshot" or u == 1:  # u == 1: the service restarted
+            book.load_text_levels(data["b"], data["a"])
+            book.ready = True
+            self.resubscribing.discard(symbol)
+        elif not book.ready:
+            if symbol not in self.resubscribing:  # else: in flight before our resubscription
+                self._resubscribe(symbol, msg["topic"], stream, "delta before any snapshot")
+            return
+        elif u != book.sequence + 1:  # type: ignore[operator]
+            self._resubscribe(symbol, msg["topic"], stream,
+                              f"gap: book at u={book.sequence}, delta has u={u}")
+            return
+        else:
+            book.apply_text_levels(data["b"], data["a"])
+        book.sequence = u
+        if book.is_crossed():
+            self._resubscribe(symbol, msg["topic"], stream,
+                              f"crossed book: bid {book.best_bid()} >= ask {book.best_ask()}")
+            return
+        book.ts_event = msg.get("cts", msg["ts"]) / 1000.0
+        depth = self.depth
+        self.out.book(OrderBook("bybit", symbol, book.ts_event, ts_recv, book.top_bids(depth),
+                                book.top_asks(depth), u))
+
+    def _resubscribe(self, symbol: str, topic: str, stream: Stream, reason: str) -> None:
+        """Drop the book and ask for a fresh snapshot: unsubscribe, then subscribe again."""
+        self.resync(symbol, reason)
+        self.resubscribing.add(symbol)
+        if self.session is not None:
+            for op in ("unsubscribe", "subscribe"):  # sent in this order (tasks run FIFO)
+                self.session.send_soon(stream, orjson.dumps(
+                    {"req_id": "resync", "op": op, "args": [topic]}).decode())
+
+
+CONNECTOR = Bybit
