@@ -39,6 +39,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
 from aiohttp import WSCloseCode, web
 
 __all__ = [
+    "HOST_ALIASES",
     "HttpResponse",
     "Recorder",
     "Recording",
@@ -216,9 +217,23 @@ def replay_url(url: str, base: str) -> str:
     return urlunsplit((scheme, server.netloc, path, live.query, ""))
 
 
+# Hosts that serve the same feed under a newer name -> the name the recordings were made
+# under. Applied to both sides when matching a request to a recording, so a connector keeps
+# its live URL and still gets an old recording.
+HOST_ALIASES = {
+    "ws-feed.exchange.coinbase.com": "ws-feed.pro.coinbase.com",  # Coinbase Pro -> Exchange
+    "api-pub.bitfinex.com": "api.bitfinex.com",  # Bitfinex's public-only host, same protocol
+}
+
+
+def _recorded_host(host: str) -> str:
+    host = host.lower()
+    return HOST_ALIASES.get(host, host)
+
+
 def _host_and_path(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
-    return parts.hostname or "", _normal_path(parts.path)
+    return _recorded_host(parts.hostname or ""), _normal_path(parts.path)
 
 
 def _normal_path(path: str) -> str:
@@ -300,7 +315,7 @@ class ReplayServer:
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         host, _, path = request.rel_url.raw_path.lstrip("/").partition("/")
-        host, path = host.lower(), _normal_path(path)
+        host, path = _recorded_host(host), _normal_path(path)
         ws = web.WebSocketResponse(compress=False, timeout=2.0)
         if ws.can_prepare(request).ok:
             await ws.prepare(request)
