@@ -56,15 +56,12 @@ def checksum(book: L2Book) -> int:
     interleaved level by level (the longer side continues alone), as a signed 32-bit int."""
     bids = book.text_bids(CHECKSUM_LEVELS)
     asks = book.text_asks(CHECKSUM_LEVELS)
-    parts: list[str] = []
-    for i in range(max(len(bids), len(asks))):
-        if i < len(bids):
-            _, price, size = bids[i]
-            parts.append(f"{price}:{size}")
-        if i < len(asks):
-            _, price, size = asks[i]
-            parts.append(f"{price}:{size}")
-    crc = zlib.crc32(":".join(parts).encode())
+    parts: list[str | None] = []
+    for (_, bid_price, bid_size), (_, ask_price, ask_size) in zip(bids, asks, strict=False):
+        parts += (bid_price, bid_size, ask_price, ask_size)
+    for _, price, size in bids[len(asks):] or asks[len(bids):]:  # the longer side's rest
+        parts += (price, size)
+    crc = zlib.crc32(":".join(parts).encode())  # type: ignore[arg-type]
     return crc - 0x100000000 if crc & 0x80000000 else crc
 
 

@@ -325,3 +325,21 @@ def test_sequence_chaining_without_checksums(recording):
     [(topic, _, event, _, _)] = drain(okx)
     assert topic == "ws.error" and "crossed" in json.loads(event)["reason"]
     assert len(okx.session.sent) == 2
+
+
+def test_checksum_when_one_side_is_shorter():
+    """Interleave level by level, then the longer side's rest alone (EXCHANGES.md rule)."""
+    book = L2Book()
+    book.load_text_levels([["100.10", "1.000"], ["100.0", "2"], ["99.5", "0.5"]],
+                          [["100.2", "3.50"]])
+    text = "100.10:1.000:100.2:3.50:100.0:2:99.5:0.5"
+    signed = zlib.crc32(text.encode())
+    signed = signed - 2**32 if signed >= 2**31 else signed
+    assert checksum(book) == signed
+    book.load_text_levels([["1", "1"]], [["2", "1"], ["3", "1"], ["4", "1"]])
+    rebuild = Rebuild()
+    rebuild.load({"bids": [["1", "1"]], "asks": [["2", "1"], ["3", "1"], ["4", "1"]]})
+    assert checksum(book) == rebuild.crc() == zlib.crc32(b"1:1:2:1:3:1:4:1") - (
+        2**32 if zlib.crc32(b"1:1:2:1:3:1:4:1") >= 2**31 else 0)
+    book.load_text_levels([], [])
+    assert checksum(book) == 0  # crc32 of the empty string
