@@ -1,0 +1,234 @@
+"""Coinbase Exchange feed: trades, level 2 books and tickers from `ws-feed.exchange.coinbase.com`.
+
+One socket per chunk of products subscribes to `matches` (trades), `level2_batch` (books;
+`level2` needs authentication now, and both send the same messages), `ticker` and `heartbeat`.
+Books are a `snapshot` then `l2update` messages with absolute sizes; level 2 messages carry no
+sequence number, so loss is detected on the product's other messages, which share the
+connection: `trade_id` rises by exactly 1 per product, and each `heartbeat` names the
+product's `last_trade_id`. A trade that skips an id, or a heartbeat announcing a trade we
+never received, means the feed dropped messages for that product (Coinbase drops them for
+slow clients): the book is dropped (`resync`) and its level 2 subscription renewed
+(unsubscribe + subscribe), which brings a fresh snapshot. A crossed book does the same.
+A `match` names the MAKER's side, so the taker's side is the opposite.
+"""
+
+from __future__ import annotations
+
+import calendar
+
+import orjson
+
+from exchanges.base import Connector, Stream
+from exchanges.book import L2Book
+from exchanges.symbols import split, unified
+from records import BUY, SELL, OrderBook, Ticker, Trade
+
+__all__ = ["Coinbase", "to_native", "to_unified"]
+
+URL = "wss://ws-feed.exchange.coinbase.com"
+BOOK_CHANNEL = "level2_batch"  # public; `level2` (unbatched) needs an authenticated feed
+MAX_PRODUCTS = 100  # per socket: keeps one slow product's batch from delaying many others
+TAKER_SIDE = {"buy": SELL, "sell": BUY}  # a match's `side` is the maker's
+
+
+def to_native(symbol: str) -> str:
+    base, quote = split(symbol)
+    return f"{base}-{quote}"
+
+
+def to_unified(product: str) -> str:
+    base, _, quote = product.partition("-")
+    return unified(base, quote)
+
+
+_SECONDS: dict[str, int] = {}
+
+
+def _epoch(text: str) -> float:
+    """RFC 3339 `2021-04-17T16:43:37.075687Z` -> epoch seconds (the whole second is cached)."""
+    head = text[:19]
+    seconds = _SECONDS.get(head)
+    if seconds is None:
+        if len(_SECONDS) > 4096:
+            _SECONDS.clear()
+        seconds = _SECONDS[head] = calendar.timegm((
+            int(head[0:4]), int(head[5:7]), int(head[8:10]), int(head[11:13]),
+            int(head[14:16]), int(head[17:19])))
+    fraction = text[19:].rstrip("Z")
+    return seconds + float(fraction) if fraction else float(seconds)
+
+
+class Coinbase(Connector):
+    name = "coinbase"
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.last_trade: dict[str, int] = {}  # product -> last trade_id received
+        self.ticker_sequence: dict[str, int] = {}  # product -> sequence of the last ticker
+        self.book_streams: dict[str, Stream] = {}  # where to renew a book subscription
+        self._symbols: dict[str, str] = {}  # product id -> unified symbol, memoized
+
+    def connections(self) -> list[Stream]:
+        streams = []
+        symbols = sorted(self.subscriptions)
+        for symbol in self.symbols_with("book"):
+            self.books.setdefault(symbol, L2Book())
+        for i in range(0, len(symbols), MAX_PRODUCTS):
+            chunk = symbols[i:i + MAX_PRODUCTS]
+            messages = []
+            for channel, name in (("book", BOOK_CHANNEL), ("trades", "matches"),
+                                  ("ticker", "ticker")):
+                products = [to_native(s) for s in chunk if channel in self.subscriptions[s]]
+                if products:
+                    messages.append(orjson.dumps({"type": "subscribe", "product_ids": products,
+                                                  "channels": [name]}).decode())
+            # heartbeats keep quiet products alive and announce their last trade id
+            messages.append(orjson.dumps({"type": "subscribe",
+                                          "product_ids": [to_native(s) for s in chunk],
+                                          "channels": ["heartbeat"]}).decode())
+            streams.append(Stream(URL, messages, chunk))
+            for symbol in chunk:
+                self.book_streams[symbol] = streams[-1]
+        return streams
+
+    def on_close(self, stream: Stream) -> None:
+        super().on_close(stream)
+        for symbol in stream.symbols:  # a new connection starts a new trade id chain
+            self.last_trade.pop(to_native(symbol), None)
+
+    def _symbol(self, product: str) -> str:
+        symbol = self._symbols.get(product)
+        if symbol is None:
+            symbol = self._symbols[product] = to_unified(product)
+        return symbol
+
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        msg = orjson.loads(frame)
+        kind = msg["type"]
+        if kind == "l2update":
+            self._update(msg, ts_recv, stream)
+        elif kind == "match" or kind == "last_match":
+            self._match(msg, ts_recv, stream)
+        elif kind == "ticker":
+            self._ticker(msg, ts_recv)
+        elif kind == "snapshot":
+            self._snapshot(msg, ts_recv, stream)
+        elif kind == "heartbeat":
+            self._heartbeat(msg, stream)
+        elif kind == "subscriptions":
+            return
+        elif kind == "error":
+            raise ValueError(f"coinbase error: {msg.get('message')}: {msg.get('reason')}")
+        else:
+            raise ValueError(f"unknown message type {kind!r}")
+
+    # -- books -----------------------------------------------------------------------------
+
+    def _snapshot(self, msg: dict, ts_recv: float, stream: Stream) -> None:
+        """{"type":"snapshot","product_id":"BTC-USD","bids":[["10101.10","0.45054140"]],
+        "asks":[["10102.55","0.57753524"]]}"""
+        symbol = self._symbol(msg["product_id"])
+        book = self.books.get(symbol)
+        if book is None:
+            raise ValueError(f"snapshot for {symbol}, which has no book subscription")
+        book.load_text_levels(msg["bids"], msg["asks"])
+        book.ready = True
+        self.book_streams[symbol] = stream
+        self._publish(symbol, book, ts_recv, ts_recv, stream)  # a snapshot carries no time
+
+    def _update(self, msg: dict, ts_recv: float, stream: Stream) -> None:
+        """{"type":"l2update","product_id":"BTC-USD","changes":[["buy","22356.27","0.00"]],
+        "time":"2022-08-04T15:25:05.010758Z"} (`buy` = bid side, size 0 removes)"""
+        symbol = self._symbol(msg["product_id"])
+        book = self.books.get(symbol)
+        if book is None:
+            raise ValueError(f"l2update for {symbol}, which has no book subscription")
+        if not book.ready:
+            return  # updates before the snapshot that answers a renewed subscription
+        for side, price, size in msg["changes"]:
+            if side == "buy":
+                book.set_bid(float(price), float(size), price, size)
+            else:
+                book.set_ask(float(price), float(size), price, size)
+        self._publish(symbol, book, _epoch(msg["time"]), ts_recv, stream)
+
+    def _publish(self, symbol: str, book: L2Book, ts_event: float, ts_recv: float,
+                 stream: Stream) -> None:
+        if book.is_crossed():
+            self._resync(symbol, f"crossed book: bid {book.best_bid()} >= ask "
+                                 f"{book.best_ask()}", stream)
+            return
+        book.ts_event = ts_event
+        depth = self.depth
+        self.out.book(OrderBook("coinbase", symbol, ts_event, ts_recv, book.top_bids(depth),
+                                book.top_asks(depth), None))
+
+    def _resync(self, symbol: str, reason: str, stream: Stream) -> None:
+        """Drop the book and renew its level 2 subscription: the answer is a fresh snapshot."""
+        book = self.books.get(symbol)
+        if book is None:
+            return  # trades only: nothing to rebuild
+        self.resync(symbol, reason)
+        if self.session is not None:
+            product = [to_native(symbol)]
+            for kind in ("unsubscribe", "subscribe"):
+                self.session.send_soon(stream, orjson.dumps(
+                    {"type": kind, "product_ids": product, "channels": [BOOK_CHANNEL]}).decode())
+
+    # -- trades, tickers, heartbeats -------------------------------------------------------
+
+    def _match(self, msg: dict, ts_recv: float, stream: Stream) -> None:
+        """{"type":"match","trade_id":10,"sequence":50,"maker_order_id":"..",
+        "taker_order_id":"..","time":"2014-11-07T08:19:27.028459Z","product_id":"BTC-USD",
+        "size":"5.23512","price":"400.23","side":"sell"} (`last_match` first: the latest
+        trade before we subscribed)"""
+        product = msg["product_id"]
+        trade_id = msg["trade_id"]
+        last = self.last_trade.get(product)
+        if last is not None:
+            if trade_id <= last:
+                return  # already published (a `last_match` after renewing a subscription)
+            if trade_id != last + 1:
+                self._resync(self._symbol(product), f"trade ids jump from {last} to "
+                                                    f"{trade_id}: messages were lost", stream)
+        self.last_trade[product] = trade_id
+        self.out.trade(Trade("coinbase", self._symbol(product), _epoch(msg["time"]), ts_recv,
+                             float(msg["price"]), float(msg["size"]), TAKER_SIDE[msg["side"]],
+                             str(trade_id)))
+
+    def _heartbeat(self, msg: dict, stream: Stream) -> None:
+        """{"type":"heartbeat","sequence":90,"last_trade_id":20,"product_id":"BTC-USD",
+        "time":"2014-11-07T08:19:28.464459Z"}"""
+        product = msg["product_id"]
+        last = self.last_trade.get(product)
+        announced = msg.get("last_trade_id")
+        if last is not None and announced is not None and announced > last:
+            self.last_trade[product] = announced  # those trades are gone: do not report twice
+            self._resync(self._symbol(product), f"heartbeat announces trade {announced}, "
+                                                f"last received {last}", stream)
+
+    def _ticker(self, msg: dict, ts_recv: float) -> None:
+        """{"type":"ticker","sequence":333938798,"product_id":"BAND-GBP","price":"14.7775",
+        "open_24h":"14.6647","volume_24h":"94381.28","low_24h":"14.3691","high_24h":"16.55",
+        "volume_30d":"2295579.57","best_bid":"14.7550","best_bid_size":"1.2",
+        "best_ask":"14.8060","best_ask_size":"0.5","side":"buy",
+        "time":"2021-04-17T16:43:30.244075Z","trade_id":881613,"last_size":"0.04"}"""
+        product = msg["product_id"]
+        sequence = msg.get("sequence")
+        if sequence is not None:
+            if sequence <= self.ticker_sequence.get(product, -1):
+                return  # older than the ticker already published
+            self.ticker_sequence[product] = sequence
+        stamp = msg.get("time")
+        bid_size = msg.get("best_bid_size")  # absent in older feeds
+        ask_size = msg.get("best_ask_size")
+        self.out.ticker(Ticker("coinbase", self._symbol(product),
+                               _epoch(stamp) if stamp else ts_recv, ts_recv,
+                               float(msg["price"]), float(msg["best_bid"]),
+                               float(bid_size) if bid_size is not None else None,
+                               float(msg["best_ask"]),
+                               float(ask_size) if ask_size is not None else None,
+                               float(msg["volume_24h"]), None))
+
+
+CONNECTOR = Coinbase
