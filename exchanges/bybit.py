@@ -9,9 +9,10 @@ Any new snapshot replaces the book, and so does a message with `u == 1` (the ser
 restarted). Between those, each delta's update id `u` must be the previous `u` + 1: a delta
 that does not chain, or a delta before any snapshot, cannot be proven to apply, so the book
 is dropped (`resync`, visible on `ws.error`) and the topic is resubscribed (unsubscribe +
-subscribe), which makes Bybit send a fresh snapshot. (The docs promise consecutive `u` only
-for `orderbook.full`; on depth-N streams it is unconfirmed: a wrong assumption shows up as
-resyncs on `ws.error`, never as a wrong book.)
+subscribe), which makes Bybit send a fresh snapshot. (The v5 docs promise consecutive `u`
+only for `orderbook.full`; Bybit's older docs call the depth-N `u` "normally continuous" and
+client SDKs rely on it. Were it not, it would show as resyncs on `ws.error`, never as a
+wrong book.)
 Native symbols (`BTCUSDT`) cannot be split without the market list, so the subscribed ones
 are mapped.
 """

@@ -38,6 +38,8 @@ CHANNELS = {"trades": "trades", "book": "books", "ticker": "tickers"}
 MAX_ARGS = 100  # per subscribe request; OKX caps a request at 64 KB of args
 CHECKSUM_LEVELS = 25
 TAKER_SIDE = {"buy": BUY, "sell": SELL}  # `side` is the taker's side
+# acknowledgements and connection-count reports that need no action
+QUIET_EVENTS = frozenset({"subscribe", "unsubscribe", "channel-conn-count"})
 
 
 def to_native(symbol: str) -> str:
@@ -109,8 +111,12 @@ class Okx(Connector):
         arg = msg.get("arg")
         data = msg.get("data")
         if data is None:
+            # {"event":"subscribe","arg":{..},"connId":".."}; errors carry `code` and `msg`
             event = msg.get("event")
-            if event == "subscribe" or event == "unsubscribe":
+            if event in QUIET_EVENTS:
+                return
+            if event == "notice":  # e.g. a service upgrade will close this socket soon
+                log.warning("okx: notice %s: %s", msg.get("code"), msg.get("msg"))
                 return
             raise ValueError(f"unexpected message: {msg}")
         channel = arg["channel"]

@@ -343,3 +343,16 @@ def test_checksum_when_one_side_is_shorter():
         2**32 if zlib.crc32(b"1:1:2:1:3:1:4:1") >= 2**31 else 0)
     book.load_text_levels([], [])
     assert checksum(book) == 0  # crc32 of the empty string
+
+
+def test_events(recording):
+    okx, stream = new_okx(recording)
+    okx.on_frame('{"event":"notice","code":"64008","msg":"The connection will soon be closed '
+                 'for a service upgrade.","connId":"a4d3ae55"}', 1.0, stream)
+    okx.on_frame('{"event":"channel-conn-count","channel":"books","connCount":"2",'
+                 '"connId":"a4d3ae55"}', 1.0, stream)
+    okx.on_frame('{"event":"unsubscribe","arg":{"channel":"books","instId":"BTC-USDT"}}', 1.0,
+                 stream)
+    assert okx.out.pending == []
+    with pytest.raises(ValueError, match="unexpected"):
+        okx.on_frame('{"event":"login","code":"0"}', 1.0, stream)
