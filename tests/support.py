@@ -151,7 +151,10 @@ def read_topic(broker_url: str, topic: str, expect: int | None = None, idle: flo
 def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.3) -> Any:
     deadline = time.monotonic() + timeout
     while True:
-        value = predicate()
+        try:
+            value = predicate()
+        except OSError:  # e.g. a worker whose web server is not up yet
+            value = None
         if value:
             return value
         if time.monotonic() > deadline:

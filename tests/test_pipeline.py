@@ -48,13 +48,17 @@ def test_replay_to_topics_and_market_state(fresh_broker: EmbeddedBroker, tmp_pat
     # Every Upbit trade exactly once, with its exact id, price, amount and side.
     raw_trades = [m for m in messages if m["ty"] == "trade"]
     records = read_topic(fresh_broker.url, "trade-data.upbit", expect=len(raw_trades))
-    got = sorted((r.key.decode(), json.loads(r.value)) for r in records)
-    expected = sorted(
+
+    def order(item: tuple[str, dict]) -> tuple[str, str]:
+        return item[0], item[1]["trade_id"]
+
+    got = sorted(((r.key.decode(), json.loads(r.value)) for r in records), key=order)
+    expected = sorted((
         (f"upbit:{m['cd'].split('-')[1]}-{m['cd'].split('-')[0]}",
          {"exchange": "upbit", "symbol": f"{m['cd'].split('-')[1]}-{m['cd'].split('-')[0]}",
           "ts_event": m["ttms"] / 1000.0, "price": m["tp"], "amount": m["tv"],
           "side": BUY if m["ab"] == "BID" else SELL, "trade_id": str(m["sid"])})
-        for m in raw_trades)
+        for m in raw_trades), key=order)
     assert len(got) == len(expected) == 95
     for (key, value), (want_key, want) in zip(got, expected, strict=True):
         assert key == want_key
