@@ -10,14 +10,15 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-from app.settings import REPO_ROOT, Settings
+from app.settings import Settings
+from config import DEFAULT_SUBSCRIPTIONS
 from exchanges.base import CHANNELS, Subscriptions
 from exchanges.replay import Recording
 from exchanges.symbols import split
 
 __all__ = ["load_subscriptions", "DEFAULT_FILE", "RECORDING_NAMES"]
 
-DEFAULT_FILE = REPO_ROOT / "config" / "subscriptions.toml"
+DEFAULT_FILE = DEFAULT_SUBSCRIPTIONS
 # Recording file prefixes that differ from our exchange names.
 RECORDING_NAMES = {"huobi": "htx"}
 # Channel names used in recordings (cryptofeed's) -> ours.
