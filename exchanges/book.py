@@ -10,18 +10,80 @@ from __future__ import annotations
 
 from sortedcontainers import SortedDict
 
-__all__ = ["L2Book", "Level"]
+__all__ = ["L2Book", "Level", "BookSide"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
+
+
+class BookSide(SortedDict):
+    """One side of a book (price -> Level), remembering its published top N.
+
+    Most changes land below the top N (deep levels of a 1000-level book), so the top-N
+    list is rebuilt only when a change reaches into it. Every mutator invalidates, so
+    code that edits the side directly stays correct.
+    """
+
+    def __init__(self, descending: bool) -> None:
+        super().__init__()
+        self.descending = descending  # bids: the best price is the highest
+        self.top: list[tuple[float, float]] | None = None
+        self.top_depth = 0
+
+    def _touch(self, price: float) -> None:
+        top = self.top
+        if top is not None and (len(top) < self.top_depth or (
+                price >= top[-1][0] if self.descending else price <= top[-1][0])):
+            self.top = None
+
+    def __setitem__(self, price: float, level: Level) -> None:
+        self._touch(price)
+        super().__setitem__(price, level)
+
+    def __delitem__(self, price: float) -> None:
+        self._touch(price)
+        super().__delitem__(price)
+
+    def pop(self, price: float, *default: object) -> object:  # type: ignore[override]
+        self._touch(price)
+        return super().pop(price, *default)
+
+    def popitem(self, index: int = -1) -> tuple[float, Level]:
+        self.top = None
+        return super().popitem(index)
+
+    def clear(self) -> None:
+        self.top = None
+        super().clear()
+
+    def update(self, *args: object, **kwargs: object) -> None:
+        self.top = None
+        super().update(*args, **kwargs)
+
+    def setdefault(self, price: float, level: Level | None = None) -> object:  # type: ignore
+        self._touch(price)
+        return super().setdefault(price, level)
+
+    def best(self, depth: int) -> list[tuple[float, float]]:
+        """The best `depth` levels as (price, size), best first; cached until touched."""
+        top = self.top
+        if top is None or self.top_depth != depth:
+            items = self.items()
+            if self.descending:
+                top = [(p, lv[0]) for p, lv in reversed(items[-depth:])]
+            else:
+                top = [(p, lv[0]) for p, lv in items[:depth]]
+            self.top = top
+            self.top_depth = depth
+        return top
 
 
 class L2Book:
     __slots__ = ("bids", "asks", "sequence", "ts_event", "ready")
 
     def __init__(self) -> None:
-        self.bids: SortedDict = SortedDict()  # ascending: best bid is the last key
-        self.asks: SortedDict = SortedDict()  # ascending: best ask is the first key
+        self.bids = BookSide(descending=True)  # ascending keys: best bid is the last key
+        self.asks = BookSide(descending=False)  # ascending keys: best ask is the first key
         self.sequence: int | None = None
         self.ts_event = 0.0
         self.ready = False  # True once a snapshot was loaded and the book is publishable
@@ -72,11 +134,11 @@ class L2Book:
             self.asks.peekitem(0)[0]
 
     def top_bids(self, depth: int) -> list[tuple[float, float]]:
-        items = self.bids.items()
-        return [(p, lv[0]) for p, lv in reversed(items[-depth:])]
+        """Best first. The list is shared until the top changes: do not modify it."""
+        return self.bids.best(depth)
 
     def top_asks(self, depth: int) -> list[tuple[float, float]]:
-        return [(p, lv[0]) for p, lv in self.asks.items()[:depth]]
+        return self.asks.best(depth)
 
     def text_bids(self, depth: int) -> list[Level]:
         """Best-first levels with their original text, for checksums."""
