@@ -35,12 +35,12 @@ class Collector:
         return [v for t, _, v in self.sent if t == topic]
 
 
-async def replay_through_session(directory: Path) -> Collector:
+async def replay_through_session(directory: Path, record: Path | None = None) -> Collector:
     recordings = load_recordings(directory)
     server = ReplayServer(recordings)
     await server.start()
     collector = Collector()
-    settings = load_settings({})
+    settings = load_settings({"KCS_RECORD": str(record)} if record else {})
     connector = Binance(from_recordings(recordings)["binance"], Publisher("binance", collector),
                         settings)
     session = Session(connector, settings, server.base_url)
