@@ -257,13 +257,13 @@ class Bitfinex(Connector):
             channel.dirty = True  # published once the next checksum proves it
 
     def _publish(self, chan_id: int, channel: _Channel, book: L2Book, ts_recv: float) -> None:
-        if book.is_crossed():
-            self._resubscribe(chan_id, channel, f"crossed book: bid {book.best_bid()} >= ask "
-                                                f"{book.best_ask()}")
-            return
         depth = self.depth
-        self.out.book(OrderBook("bitfinex", channel.symbol, ts_recv, ts_recv,
-                                book.top_bids(depth), book.top_asks(depth), None))
+        bids, asks = book.top_bids(depth), book.top_asks(depth)  # cached until they change
+        if bids and asks and bids[0][0] >= asks[0][0]:
+            self._resubscribe(chan_id, channel, f"crossed book: bid {bids[0][0]} >= ask "
+                                                f"{asks[0][0]}")
+            return
+        self.out.book(OrderBook("bitfinex", channel.symbol, ts_recv, ts_recv, bids, asks, None))
 
     # -- trades and tickers ----------------------------------------------------------------
 

@@ -154,14 +154,13 @@ class Coinbase(Connector):
 
     def _publish(self, symbol: str, book: L2Book, ts_event: float, ts_recv: float,
                  stream: Stream) -> None:
-        if book.is_crossed():
-            self._resync(symbol, f"crossed book: bid {book.best_bid()} >= ask "
-                                 f"{book.best_ask()}", stream)
+        depth = self.depth
+        bids, asks = book.top_bids(depth), book.top_asks(depth)  # cached until they change
+        if bids and asks and bids[0][0] >= asks[0][0]:
+            self._resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}", stream)
             return
         book.ts_event = ts_event
-        depth = self.depth
-        self.out.book(OrderBook("coinbase", symbol, ts_event, ts_recv, book.top_bids(depth),
-                                book.top_asks(depth), None))
+        self.out.book(OrderBook("coinbase", symbol, ts_event, ts_recv, bids, asks, None))
 
     def _resync(self, symbol: str, reason: str, stream: Stream) -> None:
         """Drop the book and renew its level 2 subscription: the answer is a fresh snapshot."""

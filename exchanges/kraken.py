@@ -76,17 +76,16 @@ def _digits(text: str) -> str:
     return text.replace(".", "").lstrip("0")
 
 
+def _side_text(levels: list) -> str:
+    """One side's part of the checksum input: price then quantity text of each level, with
+    the decimal point and leading zeros removed."""
+    return "".join([_digits(price) + _digits(qty) for _, price, qty in levels])
+
+
 def book_checksum(book: L2Book) -> int:
-    """CRC32 (unsigned) of the top 10 asks then the top 10 bids: each level's price then
-    quantity text, with the decimal point and leading zeros removed."""
-    parts = []
-    for _, price, qty in book.text_asks(CHECKSUM_LEVELS):
-        parts.append(_digits(price))  # type: ignore[arg-type]
-        parts.append(_digits(qty))  # type: ignore[arg-type]
-    for _, price, qty in book.text_bids(CHECKSUM_LEVELS):
-        parts.append(_digits(price))  # type: ignore[arg-type]
-        parts.append(_digits(qty))  # type: ignore[arg-type]
-    return zlib.crc32("".join(parts).encode())
+    """CRC32 (unsigned) of the top 10 asks then the top 10 bids (see `_side_text`)."""
+    return zlib.crc32((_side_text(book.text_asks(CHECKSUM_LEVELS)) +
+                       _side_text(book.text_bids(CHECKSUM_LEVELS))).encode())
 
 
 def _truncate(book: L2Book, depth: int) -> None:
@@ -130,6 +129,11 @@ class Kraken(Connector):
         self.book_streams: dict[str, Stream] = {}  # where to resubscribe a book
         self.channels: dict[int, int] = {}  # v1 book channelID -> its depth
         self.last_trade: dict[str, int] = {}  # v2 trade_id per pair: snapshots repeat trades
+        # Checksum input per book side, kept with the top list it was made from: the book
+        # hands out the same list object until a change reaches its top, and most changes
+        # of a deep book do not, so most checksums reuse both sides' text.
+        self.top_levels = max(self.depth, CHECKSUM_LEVELS)
+        self.side_texts: dict[str, tuple[list, str, list, str]] = {}
         self._symbols: dict[str, str] = {}  # native pair -> unified symbol, memoized
 
     # -- connections -----------------------------------------------------------------------
@@ -259,7 +263,7 @@ class Kraken(Connector):
             if not book.ready:
                 continue  # waiting for the snapshot that answers a resubscription
             _truncate(book, self.book_depths.get(symbol, self.book_depth))
-            checksum = book_checksum(book)
+            checksum = self._checksum(symbol, book)
             if checksum != item["checksum"]:
                 self.resync(symbol, f"checksum mismatch: computed {checksum}, "
                                     f"kraken sent {item['checksum']}")
@@ -270,16 +274,34 @@ class Kraken(Connector):
         if used != len(prices) or used != len(qtys):
             raise ValueError(f"{len(prices)} price tokens for {used} book levels")
 
+    def _checksum(self, symbol: str, book: L2Book) -> int:
+        """`book_checksum(book)`, rebuilding only the text of a side whose top changed."""
+        n = self.top_levels
+        asks, bids = book.top_asks(n), book.top_bids(n)
+        cached = self.side_texts.get(symbol)
+        if cached is not None and cached[0] is asks:
+            ask_text = cached[1]
+        else:
+            ask_text = _side_text(book.text_asks(CHECKSUM_LEVELS))
+        if cached is not None and cached[2] is bids:
+            bid_text = cached[3]
+        else:
+            bid_text = _side_text(book.text_bids(CHECKSUM_LEVELS))
+        self.side_texts[symbol] = (asks, ask_text, bids, bid_text)
+        return zlib.crc32((ask_text + bid_text).encode())
+
     def _publish(self, symbol: str, book: L2Book, ts_event: float, ts_recv: float,
                  stream: Stream) -> None:
-        if book.is_crossed():
-            self.resync(symbol, f"crossed book: bid {book.best_bid()} >= ask {book.best_ask()}")
+        depth, n = self.depth, self.top_levels
+        bids, asks = book.top_bids(n), book.top_asks(n)  # cached until they change
+        if bids and asks and bids[0][0] >= asks[0][0]:
+            self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
             self._resubscribe(symbol, stream)
             return
+        if n != depth:
+            bids, asks = bids[:depth], asks[:depth]
         book.ts_event = ts_event
-        depth = self.depth
-        self.out.book(OrderBook("kraken", symbol, ts_event, ts_recv, book.top_bids(depth),
-                                book.top_asks(depth), None))
+        self.out.book(OrderBook("kraken", symbol, ts_event, ts_recv, bids, asks, None))
 
     def _trades(self, msg: dict, ts_recv: float) -> None:
         """{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy",
@@ -396,7 +418,7 @@ class Kraken(Connector):
                         newest = when
         _truncate(book, depth)
         if checksum is not None:
-            computed = book_checksum(book)
+            computed = self._checksum(symbol, book)
             if computed != checksum:
                 self.resync(symbol, f"checksum mismatch: computed {computed}, kraken sent "
                                     f"{checksum}")
