@@ -6,7 +6,9 @@ once and replaces the socket's whole subscription set (there is no unsubscribe a
 acknowledgement). Bithumb publishes no per-connection subscription cap (EXCHANGES.md §2
 Limits: unconfirmed; a probe ran all 493 markets on one socket), so we keep one connection.
 We ask for the `DEFAULT` format (the documented long keys). Frames arrive as binary UTF-8 JSON;
-WebSocket pings from the session keep the socket alive, so no application heartbeat is sent.
+permessage-deflate is optional (negotiated only when offered, since 2026-08-12) and not
+offered. WebSocket pings from the session (every 20 s; the idle close comes at 60-120 s) keep
+the socket alive, so no application heartbeat is sent.
 
 Books: every order book message is the whole top-15 book, with no sequence number and no
 checksum, so there is nothing to chain. Zero levels (sizes print with 4 decimals) and

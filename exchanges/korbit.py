@@ -14,6 +14,8 @@ descending), with no sequence number and no checksum, so it replaces the book. P
 messages may be dropped under load; the next complete message heals that. Zero levels are
 dropped, a crossed or unordered book is dropped with `resync()`. A suspended pair sends a
 book with empty sides, which is published as it is.
+Trades: each (re)subscription starts with a snapshot of recent trades; those already
+published (by `tradeId`) are not published again.
 """
 
 from __future__ import annotations
@@ -72,6 +74,7 @@ class Korbit(Connector):
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self._symbols: dict[str, str] = {}  # native symbol -> unified, memoized
+        self.last_trade_id: dict[str, int] = {}  # symbol -> highest `tradeId` published
 
     def connections(self) -> list[Stream]:
         request: list[dict] = []
@@ -113,13 +116,26 @@ class Korbit(Connector):
         "isBuyerTaker":false,"tradeId":25441720}]}
 
         `isBuyerTaker` true = the buyer took liquidity. The envelope `timestamp` is the send
-        time; each trade's own `timestamp` is when it happened.
+        time; each trade's own `timestamp` is when it happened (the snapshot above is a trade
+        from 10 s before it was sent).
         """
         symbol = self._symbol(msg["symbol"])
+        # The first message after every (re)subscribe is a snapshot of recent trades, which
+        # may have been published already. `tradeId` grows per pair (not contiguously), so a
+        # trade at or below the highest id published is a repeat. Compare with the id from
+        # before this message, so the order of trades inside `data` does not matter.
+        last = self.last_trade_id.get(symbol, -1)
+        newest = last
         trade = self.out.trade
         for t in msg["data"]:
+            trade_id = int(t["tradeId"])
+            if trade_id <= last:
+                continue
+            if trade_id > newest:
+                newest = trade_id
             trade(Trade("korbit", symbol, t["timestamp"] / 1000.0, ts_recv, float(t["price"]),
-                        float(t["qty"]), BUY if t["isBuyerTaker"] else SELL, str(t["tradeId"])))
+                        float(t["qty"]), BUY if t["isBuyerTaker"] else SELL, str(trade_id)))
+        self.last_trade_id[symbol] = newest
 
     def _book(self, msg: dict, ts_recv: float) -> None:
         """{"symbol":"btc_krw","timestamp":1790134242857,"type":"orderbook","snapshot":true,

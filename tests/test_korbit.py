@@ -73,6 +73,19 @@ def test_every_trade_of_a_message_with_its_own_time_and_side(connector):
     assert [e[:2] for e in connector.out.pending] == [("trade-data.korbit", b"korbit:BTC-KRW")] * 2
 
 
+def test_trades_repeated_by_a_snapshot_are_not_published_twice(connector):
+    feed(connector, "trade.json")
+    records = feed(connector, "trade_after_reconnect.json")[2:]
+    assert records == [Trade("korbit", "BTC-KRW", 1790134399.0, TS_RECV, 116450000.0, 0.2, SELL,
+                             "25441790")]
+    assert feed(connector, "trade_after_reconnect.json")[3:] == []  # nothing new at all
+    # ids are per pair: the same id on another pair is a different trade
+    other = frame("trade.json").replace("btc_krw", "eth_krw")
+    connector.on_frame(other, TS_RECV, connector.connections()[0])
+    assert [(t.symbol, t.trade_id) for t in (e[2] for e in connector.out.pending[3:])] == [
+        ("ETH-KRW", "25441720"), ("ETH-KRW", "25441725")]
+
+
 def test_book_uses_the_book_time(connector):
     (book,) = feed(connector, "orderbook.json")
     assert book == OrderBook("korbit", "BTC-KRW", 1790134242.563, TS_RECV,
