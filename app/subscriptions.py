@@ -7,6 +7,7 @@ replaying with no file named, the subscriptions are the ones recorded with the r
 
 from __future__ import annotations
 
+import logging
 import tomllib
 from pathlib import Path
 
@@ -17,6 +18,8 @@ from exchanges.replay import Recording
 from exchanges.symbols import split
 
 __all__ = ["load_subscriptions", "DEFAULT_FILE", "RECORDING_NAMES"]
+
+log = logging.getLogger(__name__)
 
 DEFAULT_FILE = DEFAULT_SUBSCRIPTIONS
 # Recording file prefixes that differ from our exchange names.
@@ -56,6 +59,11 @@ def from_recordings(recordings: dict[str, Recording]) -> dict[str, Subscriptions
             if channel is None:
                 continue
             for symbol in symbols:
+                try:
+                    split(symbol)
+                except ValueError:  # e.g. futures ids (BTC-USD-22K27) in the OKX recording
+                    log.warning("%s: %s is not a BASE-QUOTE market: not subscribed", name, symbol)
+                    continue
                 subs.setdefault(symbol.upper(), set()).add(channel)
         if subs:
             result[RECORDING_NAMES.get(name, name)] = subs

@@ -113,8 +113,8 @@ class Session:
                 if recording is not None:
                     recording.sent(message, time.time())
             self.connected[stream.url] = True
+            stream.ws = ws  # before on_open, which may send (send_soon) on it
             await connector.on_open(stream)
-            stream.ws = ws
             helpers = [self.spawn(self._watchdog(ws, stream))]
             if connector.ping_interval and connector.ping_message is not None:
                 helpers.append(self.spawn(self._heartbeat(ws, connector.ping_message,
