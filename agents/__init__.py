@@ -4,3 +4,4 @@ from agents import market_state  # noqa: F401
 from agents import signals  # noqa: F401
 from agents import candles  # noqa: F401
 from agents import features  # noqa: F401
+from agents import cross_exchange  # noqa: F401

@@ -1,0 +1,248 @@
+"""Cross-exchange state keyed by base asset: the Korean premium and the consolidated BBO.
+
+Market data is keyed `exchange:BASE-QUOTE`; these tables are keyed by the base asset, so the
+data is re-keyed in two steps:
+
+1. `cross-exchange-rekey` reads the trade and order-book topics, keeps per batch the latest
+   top of book and latest trade of each market, and sends one compact update per market to
+   the internal topic `<app id>-cross-by-asset`, keyed by the base asset (raw key bytes, the
+   same bytes as the tables' keys, so a table view is routed to the worker owning the key).
+   Updates of the rate market (`KCS_PREMIUM_RATE_MARKET`, default `upbit:USDT-KRW`) are also
+   *broadcast* to every partition of that topic under the key `#rate`: every partition then
+   holds the rate it needs, with no global table and no cross-worker lookup.
+2. `cross-exchange` folds those updates, in batches, into the `cross_state` table (per asset:
+   the quote of each of its markets and the asset's clock; per partition, under the key
+   `#partition-<n>`: the rate market's quote and the assets with a Korean KRW market), then
+   recomputes the premium (`agents/premium.py`) and the BBO (`agents/bbo.py`) of each asset
+   touched, and of every asset of a partition whose rate price changed. A changed result is
+   written once per batch to the `premium` / `bbo` table and published to the `premium` /
+   `bbo` topic (key = asset, value = JSON of the table value; a null value when a premium
+   can no longer be computed).
+
+Every timestamp used is a record's own `ts_recv`, never a Kafka message timestamp. Updates
+older (by `ts_recv`) than what a market already holds are ignored, so the events re-read after
+a crash (at-least-once) change nothing. Views: `GET /premium/`, `GET /premium/{asset}/`,
+`GET /bbo/`, `GET /bbo/{asset}/` from any worker.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from faust.types import EventT
+from faust.web import Request, Response, View
+
+from agents.batching import BATCH_SIZE, BATCH_WITHIN, in_partition_of
+from agents.bbo import bbo_changed, compute_bbo
+from agents.premium import (apply_update, compute_premium, is_korean_krw, market_parts,
+                            premium_changed, price_of)
+from app import app, settings
+from app.views import gather_all, routed
+from exchanges import EXCHANGES
+from records import book_topic, trade_topic
+
+__all__ = ["premium_table", "bbo_table", "cross_state", "by_asset_topic", "premium_topic",
+           "bbo_topic", "RATE_KEY"]
+
+RATE_KEY = "#rate"
+PARTITIONS = app.conf.topic_partitions
+RATE_MARKET = settings.premium_rate_market
+REFERENCE = settings.premium_reference
+MAX_AGE = settings.bbo_max_age
+
+source_topic = app.topic(
+    *[name for ex in EXCHANGES for name in (trade_topic(ex), book_topic(ex))],
+    key_type=str, key_serializer="raw", value_serializer="raw",
+)
+by_asset_topic = app.topic(f"{app.conf.id}-cross-by-asset", partitions=PARTITIONS,
+                           key_type=str, key_serializer="raw", value_serializer="raw",
+                           internal=True)
+premium_topic = app.topic("premium", partitions=PARTITIONS, key_type=str,
+                          key_serializer="raw", value_serializer="raw")
+bbo_topic = app.topic("bbo", partitions=PARTITIONS, key_type=str, key_serializer="raw",
+                      value_serializer="raw")
+
+# Raw keys: the same bytes as the by-asset topic's keys. Faust serializes table keys as JSON
+# (`"BTC"`) unless key_type is bytes, and routes a view by the partition of the serialized
+# key: JSON keys would send views to a worker that does not hold the key. Keys are written
+# as str (the raw codec encodes them); iterating a table yields bytes.
+TABLE_OPTIONS: dict[str, Any] = {"default": None, "key_type": bytes,
+                                 "partitions": PARTITIONS}
+cross_state = app.Table("cross_state", **TABLE_OPTIONS,
+                        help="Quotes of every market per base asset; rate per partition")
+premium_table = app.Table("premium", **TABLE_OPTIONS, help="Korean premium per base asset")
+bbo_table = app.Table("bbo", **TABLE_OPTIONS,
+                      help="Consolidated best bid and offer per base asset and quote currency")
+
+
+def _partition_key(partition: int) -> str:
+    return f"#partition-{partition}"
+
+
+def _fold(latest: dict[str, dict[str, Any]], market: str, is_book: bool,
+          record: dict[str, Any]) -> None:
+    """Keep the newest (by ts_recv, later wins a tie) book and trade of a market in a batch."""
+    update = latest.get(market)
+    if update is None:
+        update = latest[market] = {"m": market}
+    ts = record["ts_recv"]
+    if is_book:
+        old = update.get("b")
+        if old is None or ts >= old[4]:
+            bids, asks = record["bids"], record["asks"]
+            update["b"] = [bids[0][0] if bids else None, bids[0][1] if bids else None,
+                           asks[0][0] if asks else None, asks[0][1] if asks else None, ts]
+    else:
+        old = update.get("t")
+        if old is None or ts >= old[1]:
+            update["t"] = [record["price"], ts]
+
+
+@app.agent(source_topic, name="cross-exchange-rekey")
+async def rekey_by_asset(stream: Any) -> None:
+    async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+        latest: dict[str, dict[str, Any]] = {}
+        for event in events:
+            _fold(latest, event.key, event.message.topic.startswith("orderbook-data."),
+                  orjson.loads(event.value))
+        for market, update in latest.items():
+            payload = orjson.dumps(update)
+            await by_asset_topic.send(key=market_parts(market)[1], value=payload)
+            if market == RATE_MARKET:
+                for partition in range(PARTITIONS):
+                    await by_asset_topic.send(key=RATE_KEY, value=payload, partition=partition)
+
+
+class _Partition:
+    """One partition's rate and Korean-KRW assets, as loaded at the start of a batch."""
+
+    __slots__ = ("state", "event", "rate_before", "dirty")
+
+    def __init__(self, state: dict[str, Any], event: EventT) -> None:
+        self.state, self.event, self.dirty = state, event, False
+        self.rate_before = price_of(state.get("rate"))
+
+
+async def _publish(table: Any, topic: Any, asset: str, value: dict[str, Any] | None,
+                   event: EventT) -> None:
+    with in_partition_of(event):
+        if value is None:
+            del table[asset]
+        else:
+            table[asset] = value
+    await topic.send(key=asset, value=None if value is None else orjson.dumps(value))
+
+
+async def _refresh(asset: str, state: dict[str, Any], rate: dict[str, Any] | None,
+                   event: EventT, with_bbo: bool) -> None:
+    """Recompute an asset's premium (and BBO); write and publish what changed."""
+    with in_partition_of(event):
+        old_premium = premium_table.get(asset)
+        old_bbo = bbo_table.get(asset) if with_bbo else None
+    premium = compute_premium(asset, state["markets"], rate, RATE_MARKET, REFERENCE)
+    if premium_changed(old_premium, premium):
+        await _publish(premium_table, premium_topic, asset, premium, event)
+    if with_bbo:
+        bbo = compute_bbo(asset, state["markets"], state["clock"], MAX_AGE)
+        if bbo_changed(old_bbo, bbo):
+            await _publish(bbo_table, bbo_topic, asset, bbo, event)
+
+
+@app.agent(by_asset_topic, name="cross-exchange")
+async def track_cross_exchange(stream: Any) -> None:
+    await premium_topic.maybe_declare()
+    await bbo_topic.maybe_declare()
+    async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+        parts: dict[int, _Partition] = {}
+        # asset -> [state, its latest event, partition, changed in this batch]
+        assets: dict[str, list[Any]] = {}
+        for event in events:
+            partition = event.message.partition
+            part = parts.get(partition)
+            if part is None:
+                with in_partition_of(event):  # the partition's own copy of the rate
+                    state = cross_state.get(_partition_key(partition))
+                part = parts[partition] = _Partition(state or {"rate": None, "assets": []},
+                                                     event)
+            else:
+                part.event = event
+            update = orjson.loads(event.value)
+            if event.key == RATE_KEY:
+                rate = part.state["rate"] or {}
+                if apply_update(rate, update):
+                    part.state["rate"], part.dirty = rate, True
+                continue
+            asset = event.key
+            entry = assets.get(asset)
+            if entry is None:
+                with in_partition_of(event):
+                    state = cross_state.get(asset) or {"markets": {}, "clock": 0.0}
+                entry = assets[asset] = [state, event, partition, False]
+            market = update["m"]
+            state = entry[0]
+            if apply_update(state["markets"].setdefault(market, {}), update):
+                for side in ("b", "t"):
+                    if side in update:
+                        state["clock"] = max(state["clock"], update[side][-1])
+                entry[1], entry[3] = event, True
+                if is_korean_krw(market) and asset not in part.state["assets"]:
+                    part.state["assets"] = sorted([*part.state["assets"], asset])
+                    part.dirty = True
+        touched = {asset for asset, entry in assets.items() if entry[3]}
+        for asset in touched:
+            state, event, partition, _ = assets[asset]
+            with in_partition_of(event):
+                cross_state[asset] = state
+            await _refresh(asset, state, parts[partition].state["rate"], event, with_bbo=True)
+        for partition, part in parts.items():
+            if part.dirty:
+                with in_partition_of(part.event):
+                    cross_state[_partition_key(partition)] = part.state
+            if price_of(part.state["rate"]) == part.rate_before:
+                continue
+            for asset in part.state["assets"]:
+                if asset in touched:
+                    continue
+                with in_partition_of(part.event):
+                    state = cross_state.get(asset)
+                if state is not None:
+                    await _refresh(asset, state, part.state["rate"], part.event, with_bbo=False)
+
+
+def _local(table: Any) -> dict[str, Any]:
+    return {key.decode(): value for key, value in table.items()
+            if value is not None and not key.startswith(b"#")}
+
+
+def _one(view: View, table: Any, asset: str, what: str) -> Response:
+    value = table.get(asset)
+    if value is None:
+        return view.json({"error": f"no {what} for {asset}"}, status=404)
+    return view.json(value)
+
+
+@app.page("/premium/")
+async def premium_all(view: View, request: Request) -> Response:
+    values = await gather_all(app, view, request, premium_table, lambda: _local(premium_table))
+    return view.json(dict(sorted(values.items())))
+
+
+@app.page("/premium/{asset}/")
+async def premium_one(view: View, request: Request, asset: str) -> Response:
+    key = asset.upper()
+    return await routed(app, view, request, premium_table, key,
+                        lambda: _one(view, premium_table, key, "premium"))
+
+
+@app.page("/bbo/")
+async def bbo_all(view: View, request: Request) -> Response:
+    values = await gather_all(app, view, request, bbo_table, lambda: _local(bbo_table))
+    return view.json(dict(sorted(values.items())))
+
+
+@app.page("/bbo/{asset}/")
+async def bbo_one(view: View, request: Request, asset: str) -> Response:
+    key = asset.upper()
+    return await routed(app, view, request, bbo_table, key,
+                        lambda: _one(view, bbo_table, key, "BBO"))
