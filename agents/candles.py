@@ -18,9 +18,9 @@ Semantics, for an interval I and grace G, per market:
 - A candle of a market that stops trading closes with the market's next trade (event time
   only advances with the market's own trades).
 
-Tables: `candles` (key `exchange:BASE-QUOTE`: open candles, t, offset) and `candle_history`
-(key `exchange:BASE-QUOTE|<interval>`: the last KCS_CANDLE_HISTORY closed candles, oldest
-first, written only when a candle closes). Topic `candles.<interval>`, key `exchange:BASE-QUOTE`,
+Tables: `candles` (key `exchange:BASE-QUOTE|<interval>`: the last KCS_CANDLE_HISTORY closed
+candles, oldest first, written only when a candle closes); the open candles are part of the
+market's `features` entry. Topic `candles.<interval>`, key `exchange:BASE-QUOTE`,
 value JSON: exchange, symbol, interval, start, end, open, high, low, close, volume,
 quote_volume, trades. View: `GET /candles/{exchange}/{symbol}/?interval=1m&limit=N`.
 """
@@ -35,7 +35,7 @@ from faust.web import Request, Response, View
 from app import app, settings
 from app.views import routed
 
-__all__ = ["Candles", "parse_intervals", "INTERVALS", "candles_table", "history_table",
+__all__ = ["Candles", "parse_intervals", "INTERVALS", "history_table",
            "candle_topics", "candle_record", "GRACE", "HISTORY"]
 
 # A candle is a list (compact in the table): these are its fields' positions.
@@ -65,7 +65,7 @@ HISTORY = settings.candle_history
 class Candles:
     """The open candles of one market, every interval; closed ones go to `closed`."""
 
-    __slots__ = ("intervals", "grace", "open", "t", "offset", "late", "closed")
+    __slots__ = ("intervals", "grace", "open", "t", "offset", "late", "closed", "due")
 
     def __init__(self, intervals: dict[str, float], grace: float,
                  state: dict[str, Any] | None = None) -> None:
@@ -79,6 +79,7 @@ class Candles:
         self.open: dict[str, dict[float, list[float]]] = {
             label: {c[START]: c for c in saved.get(label, [])} for label in intervals}
         self.closed: list[tuple[str, list[float]]] = []  # (label, candle), in closing order
+        self.due = -math.inf  # no open candle closes before t reaches this
 
     def state(self) -> dict[str, Any]:
         return {"t": self.t, "offset": self.offset, "late": self.late,
@@ -97,6 +98,8 @@ class Candles:
             if c is None:
                 candles[start] = [start, price, price, price, price, amount, price * amount, 1,
                                   ts, ts]
+                if start + interval + grace < self.due:
+                    self.due = start + interval + grace
                 continue
             if price > c[HIGH]:
                 c[HIGH] = price
@@ -109,19 +112,21 @@ class Candles:
             c[VOLUME] += amount
             c[QUOTE_VOLUME] += price * amount
             c[TRADES] += 1
-        self.close_due()
+        if t >= self.due:
+            self.close_due()
 
     def close_due(self) -> None:
         """Move every candle with end + grace <= t to `closed`, oldest first."""
         t, grace = self.t, self.grace
+        due = math.inf
         for label, interval in self.intervals.items():
             candles = self.open[label]
-            if len(candles) == 0:
-                continue
             for start in sorted(candles):
                 if start + interval + grace > t:
+                    due = min(due, start + interval + grace)
                     break
                 self.closed.append((label, candles.pop(start)))
+        self.due = due
 
 
 def candle_record(exchange: str, symbol: str, label: str, interval: float,
@@ -132,13 +137,10 @@ def candle_record(exchange: str, symbol: str, label: str, interval: float,
             "trades": c[TRADES]}
 
 
-# Keyed like the source topics (raw str keys): Faust routes views by the serialized key.
-candles_table = app.Table("candles", default=None, key_type=str,
-                          partitions=app.conf.topic_partitions,
-                          help="Open candles per exchange:BASE-QUOTE")
-# Keyed `exchange:BASE-QUOTE|<interval>`; always written in the partition of the market's
-# source events, so the worker owning the market's key holds it.
-history_table = app.Table("candle_history", default=None, key_type=str,
+# Keyed `exchange:BASE-QUOTE|<interval>`, written only when a candle closes, always in the
+# partition of the market's source events: the worker owning the market's key holds it.
+# The open candles live in the market's `features` entry (written every batch anyway).
+history_table = app.Table("candles", default=None, key_type=str,
                           partitions=app.conf.topic_partitions,
                           help="Closed candles per exchange:BASE-QUOTE|interval")
 candle_topics = {label: app.topic(f"candles.{label}", key_type=str, key_serializer="raw",
@@ -160,7 +162,9 @@ async def candles_view(view: View, request: Request, exchange: str, symbol: str)
     interval = INTERVALS[label]
 
     def local() -> Response:
-        state = candles_table.get(key)
+        from agents.features import features_table  # the open candles live there
+
+        state = features_table.get(key)
         if state is None:
             return view.json({"error": f"no candles for {key}"}, status=404)
         history = history_table.get(f"{key}|{label}") or []
@@ -170,7 +174,9 @@ async def candles_view(view: View, request: Request, exchange: str, symbol: str)
             "exchange": exchange_, "symbol": symbol_, "interval": label,
             "candles": [candle_record(exchange_, symbol_, label, interval, c) for c in closed],
             "open": [candle_record(exchange_, symbol_, label, interval, c)
-                     for c in sorted(state["open"].get(label, []))],
+                     for c in sorted(state["candles"]["open"].get(label, []))],
         })
 
-    return await routed(app, view, request, candles_table, key, local)
+    from agents.features import features_table  # routed like the market's features
+
+    return await routed(app, view, request, features_table, key, local)

@@ -50,8 +50,8 @@ from typing import Any
 import orjson
 from faust.web import Request, Response, View
 
-from agents import signals
-from agents.batching import BATCH_SIZE, BATCH_WITHIN, in_partition_of
+from agents import output, signals
+from agents.batching import in_partition_of
 from agents.candles import (
     GRACE,
     HISTORY,
@@ -59,7 +59,6 @@ from agents.candles import (
     Candles,
     candle_record,
     candle_topics,
-    candles_table,
     history_table,
 )
 from app import app
@@ -75,6 +74,12 @@ HORIZON = max(WINDOWS.values())
 # Seconds of event time per stored bucket: small enough that a busy market's bucket stays a
 # few kB (it is rewritten every batch), large enough that 15 minutes are few buckets to sum.
 BUCKET = 5.0
+
+# Batches larger than agents/batching.py's: each costs a few table writes per market, and on
+# the embedded broker Faust's producer sends each changelog record in its own request (a few
+# thousand per second for the whole worker); 0.25 s is the most a trade waits for its batch.
+BATCH_MAX = 10_000
+BATCH_WITHIN = 0.25
 
 # An entry merges the trades of one market with the same ts_event.
 TS, BUY_VOL, SELL_VOL, NOTIONAL, COUNT, FIRST, LAST = range(7)
@@ -222,7 +227,7 @@ class Windows:
 
 features_table = app.Table("features", default=None, key_type=str,
                            partitions=app.conf.topic_partitions,
-                           help="Rolling trade features per exchange:BASE-QUOTE")
+                           help="Rolling trade features and open candles per exchange:BASE-QUOTE")
 windows_table = app.Table("feature_windows", default=None, key_type=str,
                           partitions=app.conf.topic_partitions,
                           help="The trades of the feature windows, per market and 5 s bucket")
@@ -230,8 +235,9 @@ features_topic = app.topic("features", key_type=str, key_serializer="raw",
                            value_serializer="raw")
 trade_source = app.topic(*[trade_topic(ex) for ex in EXCHANGES], key_type=str,
                          key_serializer="raw", value_serializer="raw")
+output.declare(features_topic, signals.signals_topic, *candle_topics.values())
 
-PRIVATE = ("offset", "buckets", "spike")  # table-only fields, not published
+PRIVATE = ("offset", "buckets", "spike", "candles")  # table-only fields, not published
 
 
 class Market:
@@ -257,10 +263,9 @@ _markets: dict[str, Market] = {}  # the in-memory copies, checked against the ta
 def _load(key: str) -> Market:
     """The market's state as the tables hold it; call within the partition of its event."""
     state = features_table.get(key)
-    candle_state = candles_table.get(key)
     cached = _markets.get(key)
     offset = state["offset"] if state else -1
-    candle_offset = candle_state["offset"] if candle_state else -1
+    candle_offset = state["candles"]["offset"] if state else -1
     if cached is not None and cached.windows.offset == offset and \
             cached.candles.offset == candle_offset:
         return cached
@@ -273,18 +278,34 @@ def _load(key: str) -> Market:
     windows = Windows(state["ts"] if state and state["ts"] is not None else -math.inf,
                       offset, state["n"] if state else 0, state["late"] if state else 0,
                       buckets)
-    market = Market(key, windows, Candles(INTERVALS, GRACE, candle_state),
+    market = Market(key, windows, Candles(INTERVALS, GRACE, state and state["candles"]),
                     bool(state and state["spike"]), state["updated"] if state else 0.0)
     _markets[key] = market
     return market
 
 
-def _save(market: Market) -> dict[str, Any]:
-    """Write the market's tables, call within the partition of its event; returns the
-    published features. Buckets are written before the state that lists them, so a crash in
-    between leaves them ahead of the state (their `hi` says so), never behind."""
+def _evaluate(market: Market) -> dict[str, Any]:
+    """The market's features after a batch (and its volume-spike signal, if it starts)."""
+    market.windows.evict()
+    features = {"exchange": market.exchange, "symbol": market.symbol}
+    features.update(market.windows.features())
+    spike, average = signals.volume_spike(features["volume_1m"], features["volume_15m"],
+                                          signals.SPIKE_FACTOR)
+    if spike and not market.spike:
+        market.signals.append({
+            "type": "volume_spike", "exchange": market.exchange, "symbol": market.symbol,
+            "ts": features["ts"], "volume_1m": features["volume_1m"], "average": average,
+            "factor": signals.SPIKE_FACTOR, "ratio": features["volume_1m"] / average})
+    market.spike = spike
+    features.update(n=market.windows.n, late=market.windows.late, updated=market.updated)
+    return features
+
+
+def _save(market: Market, features: dict[str, Any]) -> None:
+    """Write the market's tables; call within the partition of its event. Buckets are
+    written before the state that lists them, so a crash in between leaves them ahead of the
+    state (their `hi` says so), never behind."""
     key, windows, candles = market.key, market.windows, market.candles
-    windows.evict()
     for index in windows.dirty:
         windows_table[f"{key}|{index}"] = windows.buckets[index].value()
     windows.dirty.clear()
@@ -295,31 +316,19 @@ def _save(market: Market) -> dict[str, Any]:
             continue
         history.append(candle)
         history_table[history_key] = history[-HISTORY:]
-    candles_table[key] = candles.state()
-    features = {"exchange": market.exchange, "symbol": market.symbol}
-    features.update(windows.features())
-    spike, average = signals.volume_spike(features["volume_1m"], features["volume_15m"],
-                                          signals.SPIKE_FACTOR)
-    if spike and not market.spike:
-        market.signals.append({
-            "type": "volume_spike", "exchange": market.exchange, "symbol": market.symbol,
-            "ts": features["ts"], "volume_1m": features["volume_1m"], "average": average,
-            "factor": signals.SPIKE_FACTOR, "ratio": features["volume_1m"] / average})
-    market.spike = spike
-    features.update(n=windows.n, late=windows.late, updated=market.updated)
-    features_table[key] = {**features, "offset": windows.offset,
-                           "buckets": sorted(windows.buckets), "spike": spike}
+    candles.closed.clear()
+    features_table[key] = {**features, "offset": windows.offset, "candles": candles.state(),
+                           "buckets": sorted(windows.buckets), "spike": market.spike}
     # Deleted last: a crash before this leaves an orphan key, never a listed bucket missing.
     for index in windows.removed:
         del windows_table[f"{key}|{index}"]
     windows.removed.clear()
-    return features
 
 
 @app.agent(trade_source, name="features")
 async def compute_features(stream: Any) -> None:
     thresholds = signals.THRESHOLDS
-    async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+    async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
         touched: dict[str, tuple[Market, Any]] = {}
         for event in events:
             key = event.key
@@ -346,18 +355,26 @@ async def compute_features(stream: Any) -> None:
                 candles.offset = offset
                 candles.fold(ts, price, amount)
             touched[key] = (market, event)
+        # Publish first, then save: a crash in between re-sends, never loses, a record.
+        sent = []
+        results = []
         for key, (market, event) in touched.items():
-            with in_partition_of(event):
-                features = _save(market)
+            features = _evaluate(market)
+            results.append((market, event, features))
             raw_key = key.encode()
             for label, candle in market.candles.closed:
-                await candle_topics[label].send(key=raw_key, value=orjson.dumps(candle_record(
-                    market.exchange, market.symbol, label, INTERVALS[label], candle)))
-            market.candles.closed.clear()
+                sent.append(await output.send(candle_topics[label].get_topic_name(), raw_key,
+                                              orjson.dumps(candle_record(
+                                                  market.exchange, market.symbol, label,
+                                                  INTERVALS[label], candle))))
             for signal in market.signals:
-                await signals.signals_topic.send(key=raw_key, value=orjson.dumps(signal))
+                sent.append(await output.send("signals", raw_key, orjson.dumps(signal)))
             market.signals.clear()
-            await features_topic.send(key=raw_key, value=orjson.dumps(features))
+            sent.append(await output.send("features", raw_key, orjson.dumps(features)))
+        await output.flush(sent)
+        for market, event, features in results:
+            with in_partition_of(event):
+                _save(market, features)
 
 
 @app.page("/features/{exchange}/{symbol}/")

@@ -1,0 +1,57 @@
+"""The producer of the derived topics (`market-state`, `features`, `candles.<interval>`,
+`signals`): one plain aiokafka producer per worker, batching with a short linger.
+
+Faust's own producer carries the tables' changelogs, and on the embedded broker it must send
+one record per batch (see `app/main.py`), which caps it at a few thousand records per second
+for the whole worker. Derived records need no such care, so they do not queue behind the
+changelogs. Agents send a batch's records, then `await flush(futures)` before writing their
+tables: a record is delivered before the state that says it was sent, so a crash in between
+sends it again (at least once) instead of never.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+
+import aiokafka
+
+from app import app
+
+__all__ = ["send", "flush", "declare"]
+
+_producer: aiokafka.AIOKafkaProducer | None = None
+_lock = asyncio.Lock()
+_topics: list[Any] = []
+
+
+def declare(*topics: Any) -> None:
+    """Faust topics created (with the app's partition count) before the first send."""
+    _topics.extend(topics)
+
+
+async def _start() -> aiokafka.AIOKafkaProducer:
+    global _producer
+    async with _lock:
+        if _producer is None:
+            for topic in _topics:
+                await topic.maybe_declare()
+            servers = ",".join(f"{url.host}:{url.port or 9092}" for url in app.conf.broker)
+            producer = aiokafka.AIOKafkaProducer(
+                bootstrap_servers=servers, client_id=f"{app.conf.id}-derived", acks=1,
+                linger_ms=5, max_batch_size=262144)
+            await producer.start()
+            _producer = producer
+    return _producer
+
+
+async def send(topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
+    """Queue one record; returns its delivery future."""
+    producer = _producer or await _start()
+    return await producer.send(topic, value, key=key)
+
+
+async def flush(futures: Iterable[asyncio.Future[Any]]) -> None:
+    """Wait until every queued record of `futures` is delivered."""
+    await asyncio.gather(*futures)

@@ -1,0 +1,263 @@
+"""Trades per second through the feature agents of one worker, and the naive baseline.
+
+Self-contained: starts its own embedded broker (Tansu), fills `trade-data.binance` with
+synthetic trades beforehand, then runs one real worker (`faust -A app worker`, ingest off,
+RocksDB tables and changelogs on) over it and times it from the Kafka timestamps of the
+`features` records the worker publishes: the first batch's record to the record carrying the
+last trade. The baseline is the naive design, one table write per trade, measured the same
+way with a minimal app (`faust -A bench.features:naive worker`, built only here) whose agent
+reads, folds and writes a market's table entry for every trade.
+
+    python bench/features.py [--trades 200000] [--naive-trades 30000] [--markets 40]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import aiokafka  # noqa: E402
+import orjson  # noqa: E402
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
+
+from app.embedded import EmbeddedBroker, free_port  # noqa: E402
+from records import Trade, encode  # noqa: E402
+
+__all__ = ["main"]
+
+TOPIC = "trade-data.binance"
+PARTITIONS = 4
+
+
+def synthetic_trades(count: int, markets: int, seed: int = 1) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs: `markets` markets, about 500 trades per second of event time,
+    a few percent out of order."""
+    rng = random.Random(seed)
+    symbols = [f"S{i:03d}-USDT" for i in range(markets)]
+    clock = 1_700_000_000.0
+    out = []
+    for i in range(count):
+        clock += rng.expovariate(500.0)
+        symbol = symbols[rng.randrange(markets)]
+        ts = clock - (rng.uniform(0, 3) if rng.random() < 0.03 else 0.0)
+        trade = Trade("binance", symbol, round(ts, 3), clock + 0.05,
+                      round(rng.uniform(99, 101), 2), round(rng.uniform(0.001, 2.0), 4),
+                      rng.choice((1, -1)), str(i))
+        out.append((f"binance:{symbol}".encode(), encode(trade)))
+    return out
+
+
+async def fill(bootstrap: str, records: list[tuple[bytes, bytes]]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(TOPIC, PARTITIONS, 1)])
+    finally:
+        await admin.close()
+    producer = aiokafka.AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=5,
+                                         max_batch_size=262144)
+    await producer.start()
+    try:
+        futures = [await producer.send(TOPIC, value, key=key) for key, value in records]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+def start_worker(broker: EmbeddedBroker, tmp: Path, app_module: str, app_id: str
+                 ) -> tuple[subprocess.Popen[bytes], int, Path]:
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("KCS_")}
+    env.update(KCS_BROKER=broker.url, KCS_INGEST="none", KCS_APP_ID=app_id,
+               KCS_WEB_PORT=str(port), KCS_WEB_HOST="127.0.0.1", KCS_WEB_BIND="127.0.0.1",
+               KCS_DATA_DIR=str(tmp / app_id), KCS_BROKER_PROFILE="tansu")
+    log = tmp / f"{app_id}.log"
+    process = subprocess.Popen([sys.executable, "-m", "faust", "-A", app_module, "worker",
+                                "-l", "warn"], cwd=REPO, env=env,
+                               stdout=open(log, "ab"), stderr=subprocess.STDOUT)
+    return process, port, log
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+async def time_features(bootstrap: str, expected: dict[str, int], timeout: float,
+                        process: subprocess.Popen[bytes]) -> tuple[int, float]:
+    """(trades timed, seconds) from the `features` records' timestamps."""
+    consumer = aiokafka.AIOKafkaConsumer("features", bootstrap_servers=bootstrap,
+                                         auto_offset_reset="earliest", fetch_max_wait_ms=100)
+    await consumer.start()
+    latest: dict[str, int] = {}
+    first_ms: int | None = None
+    first_n = 0
+    last_ms = 0
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                for record in records:
+                    n = orjson.loads(record.value)["n"]
+                    key = record.key.decode()
+                    if first_ms is None or record.timestamp < first_ms:
+                        first_ms = record.timestamp
+                    if first_ms == record.timestamp and key not in latest:
+                        first_n += n  # the first batch: before the clock starts
+                    latest[key] = max(latest.get(key, 0), n)
+                    last_ms = max(last_ms, record.timestamp)
+            if latest == expected:
+                break
+            if process.poll() is not None:
+                raise RuntimeError("the worker exited")
+        else:
+            raise TimeoutError(f"features saw {sum(latest.values())} of "
+                               f"{sum(expected.values())} trades")
+    finally:
+        await consumer.stop()
+    assert first_ms is not None
+    return sum(expected.values()) - first_n, (last_ms - first_ms) / 1000.0
+
+
+def time_naive(port: int, total: int, timeout: float, process: subprocess.Popen[bytes]
+               ) -> tuple[int, float]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError("the worker exited")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/naive/", timeout=2) as r:
+                stats = orjson.loads(r.read())
+            if stats["count"] >= total:
+                return stats["count"] - 1, stats["last"] - stats["first"]
+        except OSError:
+            pass
+        time.sleep(0.5)
+    raise TimeoutError("the naive agent did not finish")
+
+
+def run(trades: int, naive_trades: int, markets: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="kcs-bench-") as scratch:
+        tmp = Path(scratch)
+        broker = EmbeddedBroker(log_path=tmp / "broker.log").start()
+        bootstrap = broker.url.split("://", 1)[1]
+        try:
+            records = synthetic_trades(trades, markets)
+            started = time.monotonic()
+            asyncio.run(fill(bootstrap, records))
+            print(f"filled {TOPIC} with {trades} trades of {markets} markets in "
+                  f"{time.monotonic() - started:.1f} s", flush=True)
+            expected: dict[str, int] = {}
+            for key, _ in records:
+                expected[key.decode()] = expected.get(key.decode(), 0) + 1
+
+            process, _, log = start_worker(broker, tmp, "app", "kcs-bench-features")
+            try:
+                timed, seconds = asyncio.run(time_features(bootstrap, expected, 150.0, process))
+            except BaseException:
+                print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+                raise
+            finally:
+                stop(process)
+            batched = timed / seconds
+            print(f"features (batched, one write per market per batch): {batched:,.0f} "
+                  f"trades/s per worker ({timed} trades in {seconds:.2f} s)", flush=True)
+
+            process, port, log = start_worker(broker, tmp, "bench.features:naive",
+                                              "kcs-bench-naive")
+            try:
+                timed, seconds = time_naive(port, naive_trades, 150.0, process)
+            except BaseException:
+                print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+                raise
+            finally:
+                stop(process)
+            naive_rate = timed / seconds
+            print(f"naive (one table write per trade):                {naive_rate:,.0f} "
+                  f"trades/s per worker ({timed} trades in {seconds:.2f} s)", flush=True)
+            print(f"speed-up: {batched / naive_rate:.1f}x", flush=True)
+        finally:
+            broker.stop()
+
+
+# --- the naive baseline app, built only when `faust -A bench.features:naive` asks for it ---
+
+_naive: Any = None
+
+
+def _build_naive() -> Any:
+    import faust
+
+    from app import kafka, settings
+
+    kafka.install(settings.fetch_max_wait_ms)
+    naive = faust.App(settings.app_id, broker=settings.broker, store="rocksdb://",
+                      datadir=settings.data_dir, topic_partitions=PARTITIONS,
+                      topic_replication_factor=1, web_port=settings.web_port,
+                      web_bind=settings.web_bind, canonical_url=settings.canonical_url,
+                      consumer_auto_offset_reset="earliest",
+                      broker_session_timeout=6.0,
+                      broker_heartbeat_interval=1.0, producer_max_batch_size=1)
+    table = naive.Table("naive", default=None, key_type=str, partitions=PARTITIONS)
+    source = naive.topic(TOPIC, key_type=str, key_serializer="raw", value_serializer="raw")
+    stats = {"count": 0, "first": 0.0, "last": 0.0}
+
+    @naive.agent(source)
+    async def fold_each(stream: Any) -> None:
+        async for event in stream.events():
+            trade = orjson.loads(event.value)
+            state = table.get(event.key) or {"volume": 0.0, "notional": 0.0, "trades": 0}
+            state["volume"] += trade["amount"]
+            state["notional"] += trade["price"] * trade["amount"]
+            state["trades"] += 1
+            state["last_price"] = trade["price"]
+            table[event.key] = state  # the one write per trade
+            now = time.time()
+            if stats["count"] == 0:
+                stats["first"] = now
+            stats["count"] += 1
+            stats["last"] = now
+
+    @naive.page("/naive/")
+    async def naive_stats(view: Any, request: Any) -> Any:
+        return view.json(stats)
+
+    return naive
+
+
+def __getattr__(name: str) -> Any:
+    global _naive
+    if name == "naive":
+        if _naive is None:
+            _naive = _build_naive()
+        return _naive
+    raise AttributeError(name)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trades", type=int, default=200_000)
+    parser.add_argument("--naive-trades", type=int, default=30_000)
+    parser.add_argument("--markets", type=int, default=40)
+    args = parser.parse_args()
+    run(args.trades, args.naive_trades, args.markets)
+
+
+if __name__ == "__main__":
+    main()
