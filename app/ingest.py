@@ -20,15 +20,23 @@ from mode import Service
 
 from app.settings import Settings
 from app.subscriptions import load_subscriptions
-from exchanges import CONNECTORS
+from exchanges import CONNECTORS, EXCHANGES
 from exchanges.publisher import Publisher
 from exchanges.replay import ReplayServer, load_recordings
 from exchanges.session import Session
 from records import DLQ_TOPIC, ERROR_TOPIC, book_topic, ticker_topic, trade_topic
 
-__all__ = ["IngestService", "bootstrap_servers", "new_producer"]
+__all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics"]
 
 log = logging.getLogger(__name__)
+
+
+def market_data_topics() -> list[str]:
+    """Every topic ingest produces to, for every exchange (created before Faust starts)."""
+    names = [DLQ_TOPIC, ERROR_TOPIC]
+    for exchange in EXCHANGES:
+        names += [trade_topic(exchange), book_topic(exchange), ticker_topic(exchange)]
+    return names
 
 
 def bootstrap_servers(broker_url: str) -> str:
@@ -108,7 +116,6 @@ class IngestService(Service):
             log.info("this worker ingests no exchange (KCS_INGEST=%s)", settings.ingest)
             return
         self.producer = await self._start_producer()
-        await self._declare_topics(chosen)
         for name, subs in sorted(chosen.items()):
             connector = CONNECTORS[name](subs, Publisher(name, self.producer), settings)
             session = Session(connector, settings, replay_base)
@@ -129,13 +136,6 @@ class IngestService(Service):
                           self.broker_url, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2.0, 30.0)
-
-    async def _declare_topics(self, chosen: dict[str, Any]) -> None:
-        names = [DLQ_TOPIC, ERROR_TOPIC]
-        for exchange in chosen:
-            names += [trade_topic(exchange), book_topic(exchange), ticker_topic(exchange)]
-        for name in names:
-            await self.app.topic(name, partitions=self.settings.partitions).maybe_declare()
 
     async def on_stop(self) -> None:
         for session in self.sessions:

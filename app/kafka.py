@@ -13,11 +13,13 @@ import logging
 from typing import Any
 
 import aiokafka
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
+from aiokafka.errors import TopicAlreadyExistsError
 from faust.transport import drivers
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-__all__ = ["install", "Transport", "wait_until_reachable"]
+__all__ = ["install", "Transport", "wait_until_reachable", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -67,3 +69,35 @@ async def wait_until_reachable(broker_url: str, bootstrap: str) -> None:
             await client.close()
         await asyncio.sleep(delay)
         delay = min(delay * 2.0, 30.0)
+
+
+async def ensure_topics(bootstrap: str, names: list[str], partitions: int,
+                        replication_factor: int, timeout: float = 30.0) -> None:
+    """Create the topics that do not exist yet, then wait until every partition has a leader.
+
+    An existing topic is left as it is (its partition count is the cluster's business).
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            log.info("creating %d topics (%d partitions each)", len(missing), partitions)
+            try:
+                await admin.create_topics([NewTopic(n, partitions, replication_factor)
+                                           for n in missing])
+            except TopicAlreadyExistsError:
+                pass  # another worker created them first
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            described = await admin.describe_topics(names)
+            leaderless = [t["topic"] for t in described if t["error_code"] or any(
+                p["leader"] < 0 for p in t["partitions"]) or not t["partitions"]]
+            if not leaderless:
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise RuntimeError(f"topics without a leader after {timeout} s: {leaderless}")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()

@@ -30,10 +30,10 @@ log = logging.getLogger(__name__)
 
 embedded_broker: EmbeddedBroker | None = None
 
-# Measured on the embedded broker (see the README's "Embedded broker" section).
-EMBEDDED_PROFILE = {
+# Measured with Faust on Tansu, the embedded broker (see the README's "Embedded broker").
+TANSU_PROFILE = {
     # Tansu holds every JoinGroup for half the session timeout: 6 s makes a rebalance 3 s.
-    "broker_session_timeout": settings.embedded_session_timeout,
+    "broker_session_timeout": 6.0,
     "broker_heartbeat_interval": 1.0,
     # Tansu reports the end offset of a topic as the last batch's base offset + 1; with one
     # record per batch that is right, and Faust's changelog recovery depends on it.
@@ -49,19 +49,28 @@ if settings.embedded:
     print(f"kor-coin-stream: embedded Kafka broker (Tansu) listening on {embedded_broker.url}",
           file=sys.stderr, flush=True)
     broker_url = embedded_broker.url
-    profile = EMBEDDED_PROFILE
 else:
     broker_url = settings.broker
-    profile = {}
+profile = TANSU_PROFILE if settings.profile == "tansu" else {}
 
 kafka.install(settings.fetch_max_wait_ms)
 
 
 class App(faust.App):
     async def on_first_start(self) -> None:
-        from app.ingest import bootstrap_servers
+        """Before Faust starts: wait for Kafka, and create the market-data topics.
 
-        await kafka.wait_until_reachable(broker_url, bootstrap_servers(broker_url))
+        The topics must exist, with leaders, before Faust's consumer subscribes to them and
+        before the first record is produced: created while both happen, their partitions
+        can answer NotLeaderForPartition until the producer's delivery timeout, and those
+        records would be lost.
+        """
+        from app.ingest import bootstrap_servers, market_data_topics
+
+        bootstrap = bootstrap_servers(broker_url)
+        await kafka.wait_until_reachable(broker_url, bootstrap)
+        await kafka.ensure_topics(bootstrap, market_data_topics(), settings.partitions,
+                                  settings.replication_factor)
         await super().on_first_start()
 
 

@@ -70,8 +70,10 @@ class Settings:
     # Largest WebSocket frame accepted (bytes) and largest decompressed payload (bytes).
     max_frame_bytes: int = 8 * 1024 * 1024
     max_inflated_bytes: int = 32 * 1024 * 1024
-    # Embedded-broker group session timeout (s): Tansu holds each JoinGroup for half of it.
-    embedded_session_timeout: float = 6.0
+    # Broker profile: "tansu" applies the settings measured on the Tansu broker (fast group
+    # joins, one record per changelog batch), "kafka" keeps Faust's defaults. Empty: "tansu"
+    # for the embedded broker, "kafka" otherwise.
+    broker_profile: str = ""
     # Korean premium: the KRW-USDT market whose price is the USDT-KRW rate, and the global
     # exchange of the headline premium.
     premium_rate_market: str = "upbit:USDT-KRW"
@@ -95,6 +97,13 @@ class Settings:
     @property
     def embedded(self) -> bool:
         return not self.broker
+
+    @property
+    def profile(self) -> str:
+        profile = self.broker_profile.strip().lower() or ("tansu" if self.embedded else "kafka")
+        if profile not in ("tansu", "kafka"):
+            raise ValueError(f"KCS_BROKER_PROFILE={self.broker_profile!r}: use tansu or kafka")
+        return profile
 
     @property
     def canonical_url(self) -> str:

@@ -363,10 +363,11 @@ class Kraken(Connector):
         elif name == "trade":
             # [0,[["5541.20000","0.15850568","1534614057.321597","s","l",""]],"trade","XBT/USD"]
             # price, volume, time, taker side (b/s), order type, misc. v1 trades carry no id:
-            # the time (µs) names them.
-            for price, volume, when, side, *_ in msg[1]:
+            # the time (µs) and the position in the message name them (several fills of one
+            # order share a time).
+            for i, (price, volume, when, side, *_) in enumerate(msg[1]):
                 self.out.trade(Trade("kraken", symbol, float(when), ts_recv, float(price),
-                                     float(volume), TAKER_SIDE[side], when))
+                                     float(volume), TAKER_SIDE[side], f"{when}-{i}"))
         elif name == "ticker":
             # {"a":[ask, whole lot vol, lot vol],"b":[..],"c":[last, lot vol],
             #  "v":[volume today, 24 h],"p":[vwap today, 24 h],...}

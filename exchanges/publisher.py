@@ -59,7 +59,7 @@ class Publisher:
     """Collects one exchange's output and sends it to Kafka; one per connector."""
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
-                 "on_ack", "sent")
+                 "on_ack", "sent", "keys")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
                  on_ack: Callable[[float], None] | None = None) -> None:
@@ -71,17 +71,24 @@ class Publisher:
         self.ticker_topic = ticker_topic(exchange)
         self.on_ack = on_ack  # called with ts_recv of each acknowledged record (benchmark)
         self.sent = 0
+        self.keys: dict[str, bytes] = {}  # symbol -> Kafka key, built once per market
+
+    def key(self, symbol: str) -> bytes:
+        key = self.keys.get(symbol)
+        if key is None:
+            key = self.keys[symbol] = market_key(self.exchange, symbol)
+        return key
 
     def trade(self, trade: Trade) -> None:
-        self.pending.append((self.trade_topic, market_key(self.exchange, trade.symbol), trade,
+        self.pending.append((self.trade_topic, self.key(trade.symbol), trade,
                              None, trade.ts_recv))
 
     def book(self, book: OrderBook) -> None:
-        self.pending.append((self.book_topic, market_key(self.exchange, book.symbol), book, None,
+        self.pending.append((self.book_topic, self.key(book.symbol), book, None,
                              book.ts_recv))
 
     def ticker(self, ticker: Ticker) -> None:
-        self.pending.append((self.ticker_topic, market_key(self.exchange, ticker.symbol), ticker,
+        self.pending.append((self.ticker_topic, self.key(ticker.symbol), ticker,
                              None, ticker.ts_recv))
 
     def dlq(self, raw: bytes | str, reason: str, ts_recv: float, url: str = "") -> None:

@@ -47,9 +47,11 @@ def copy_recordings(dest: Path, *prefixes: str, source: Path = REPLAYS) -> Path:
 class Worker:
     """`faust -A app worker` in a subprocess, on its own port and data dir."""
 
-    def __init__(self, broker_url: str, tmp: Path, **settings: Any) -> None:
+    def __init__(self, broker_url: str, tmp: Path, data_dir: Path | None = None,
+                 **settings: Any) -> None:
         self.port = free_port()
-        self.data_dir = tmp / f"worker-{self.port}"
+        # A restarted worker passes its predecessor's data dir to keep its RocksDB tables.
+        self.data_dir = data_dir if data_dir is not None else tmp / f"worker-{self.port}"
         self.log_path = tmp / f"worker-{self.port}.log"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("KCS_")}
         self.env.update({
@@ -58,7 +60,7 @@ class Worker:
             "KCS_WEB_HOST": "127.0.0.1",
             "KCS_WEB_BIND": "127.0.0.1",
             "KCS_DATA_DIR": str(self.data_dir),
-            "KCS_EMBEDDED_SESSION_TIMEOUT": "6",
+            "KCS_BROKER_PROFILE": "tansu",  # the tests' broker is Tansu
         })
         self.env.update({f"KCS_{k.upper()}": str(v) for k, v in settings.items()})
         self.process: subprocess.Popen[bytes] | None = None

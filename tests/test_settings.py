@@ -39,3 +39,27 @@ def test_every_setting_is_in_the_readme() -> None:
     missing = [f"KCS_{f.name.upper()}" for f in fields(Settings)
                if f"`KCS_{f.name.upper()}`" not in readme]
     assert not missing, f"settings missing from the README's configuration table: {missing}"
+
+
+def test_default_subscriptions_cover_every_exchange_and_build_connections() -> None:
+    from app.subscriptions import load_subscriptions
+    from exchanges import CONNECTORS, EXCHANGES
+    from exchanges.publisher import Publisher
+
+    settings = load_settings({}, Path("/x"))
+    subscriptions = load_subscriptions(settings)
+    assert sorted(subscriptions) == sorted(EXCHANGES) == sorted(CONNECTORS)
+    for name, subs in subscriptions.items():
+        assert subs and all(channels == {"trades", "book", "ticker"} for channels in subs.values())
+        streams = CONNECTORS[name](subs, Publisher(name), settings).connections()
+        assert streams and all(s.url.startswith("wss://") for s in streams), name
+        assert set(subs) <= {sym for s in streams for sym in s.symbols}, name
+
+
+def test_a_bad_subscription_is_refused_with_its_name(tmp_path: Path) -> None:
+    from app.subscriptions import load_subscriptions
+
+    path = tmp_path / "subs.toml"
+    path.write_text('[upbit]\n"BTC-KRW" = ["trades", "candles"]\n')
+    with pytest.raises(ValueError, match="candles"):
+        load_subscriptions(load_settings({"KCS_SUBSCRIPTIONS": str(path)}, Path("/x")))
