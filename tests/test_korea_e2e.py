@@ -10,13 +10,11 @@ would; the test reads every topic back and asks the worker's web views.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import urllib.request
 from pathlib import Path
 
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.embedded import EmbeddedBroker
 from records import BUY, SELL
@@ -105,26 +103,6 @@ URLS = {"bithumb": "wss://ws-api.bithumb.com/websocket/v1",
         "korbit": "wss://ws-api.korbit.co.kr/v2/public"}
 
 
-def create_topics(broker_url: str, names: list[str], partitions: int = 4) -> None:
-    """Create the topics the worker will produce to before it starts.
-
-    Left to the worker, ingest creates its topics just before its first send while the Faust
-    consumer, already subscribed to them, looks them up at the same moment; on Tansu some
-    partitions then answer NotLeaderForPartition for the whole 30 s delivery timeout and their
-    records are lost (seen in 3 of 4 runs). Existing topics are left alone.
-    """
-
-    async def create() -> None:
-        admin = AIOKafkaAdminClient(bootstrap_servers=broker_url.split("://", 1)[-1])
-        await admin.start()
-        try:  # per-topic errors (TOPIC_ALREADY_EXISTS) come back in the response, not raised
-            await admin.create_topics([NewTopic(name, partitions, 1) for name in names])
-        finally:
-            await admin.close()
-
-    asyncio.run(create())
-
-
 def by_key(records: list, fields: tuple[str, ...]) -> dict[str, list[tuple]]:
     """Topic records as field tuples per key, in topic (per-key) order."""
     out: dict[str, list[tuple]] = {}
@@ -149,9 +127,7 @@ def test_korean_exchanges_end_to_end(broker: EmbeddedBroker, tmp_path: Path,
     for prefix in ("BITHUMB", "COINONE", "KORBIT"):
         for path in (FIXTURES / "replays").glob(f"{prefix}.*"):
             shutil.copy(path, replay / path.name)
-    create_topics(broker.url, ["ws.dlq", "ws.error"] + [
-        f"{kind}.{exchange}" for exchange in EXCHANGES
-        for kind in ("trade-data", "orderbook-data", "ticker-data")])
+    # The worker creates its topics itself, before anything is produced (app.main).
     worker = Worker(broker.url, tmp_path, replay=replay, app_id="kcs-test-korea",
                     ingest="bithumb,coinone,korbit")
     workers.append(worker.start())
