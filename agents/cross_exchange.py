@@ -15,9 +15,11 @@ data is re-keyed in two steps:
    `#partition-<n>`: the rate market's quote and the assets with a Korean KRW market), then
    recomputes the premium (`agents/premium.py`) and the BBO (`agents/bbo.py`) of each asset
    touched, and of every asset of a partition whose rate price changed. A changed result is
-   written once per batch to the `premium` / `bbo` table and published to the `premium` /
-   `bbo` topic (key = asset, value = JSON of the table value; a null value when a premium
-   can no longer be computed).
+   published once per batch to the `premium` / `bbo` topic (key = asset, value = JSON of the
+   table value; a null value when a premium can no longer be computed) through
+   `agents.output`, and once delivered, written to the `premium` / `bbo` table; the inputs
+   (`cross_state`) are written last. A crash in between leaves inputs that the re-read events
+   change again, so a result is published at least once, never skipped.
 
 Every timestamp used is a record's own `ts_recv`, never a Kafka message timestamp. Updates
 older (by `ts_recv`) than what a market already holds are ignored, so the events re-read after
@@ -33,6 +35,7 @@ import orjson
 from faust.types import EventT
 from faust.web import Request, Response, View
 
+from agents import output
 from agents.batching import BATCH_SIZE, BATCH_WITHIN, in_partition_of
 from agents.bbo import bbo_changed, compute_bbo
 from agents.premium import (apply_update, compute_premium, is_korean_krw, market_parts,
@@ -58,10 +61,13 @@ source_topic = app.topic(
 by_asset_topic = app.topic(f"{app.conf.id}-cross-by-asset", partitions=PARTITIONS,
                            key_type=str, key_serializer="raw", value_serializer="raw",
                            internal=True)
-premium_topic = app.topic("premium", partitions=PARTITIONS, key_type=str,
+PREMIUM_TOPIC, BBO_TOPIC = "premium", "bbo"
+# Published through agents.output's producer, like the other derived topics.
+premium_topic = app.topic(PREMIUM_TOPIC, partitions=PARTITIONS, key_type=str,
                           key_serializer="raw", value_serializer="raw")
-bbo_topic = app.topic("bbo", partitions=PARTITIONS, key_type=str, key_serializer="raw",
+bbo_topic = app.topic(BBO_TOPIC, partitions=PARTITIONS, key_type=str, key_serializer="raw",
                       value_serializer="raw")
+output.declare(premium_topic, bbo_topic)
 
 # Raw keys: the same bytes as the by-asset topic's keys. Faust serializes table keys as JSON
 # (`"BTC"`) unless key_type is bytes, and routes a view by the partition of the serialized
@@ -124,35 +130,26 @@ class _Partition:
         self.rate_before = price_of(state.get("rate"))
 
 
-async def _publish(table: Any, topic: Any, asset: str, value: dict[str, Any] | None,
-                   event: EventT) -> None:
-    with in_partition_of(event):
-        if value is None:
-            del table[asset]
-        else:
-            table[asset] = value
-    await topic.send(key=asset, value=None if value is None else orjson.dumps(value))
-
-
-async def _refresh(asset: str, state: dict[str, Any], rate: dict[str, Any] | None,
-                   event: EventT, with_bbo: bool) -> None:
-    """Recompute an asset's premium (and BBO); write and publish what changed."""
+def _changes(asset: str, state: dict[str, Any], rate: dict[str, Any] | None, event: EventT,
+             with_bbo: bool) -> list[tuple[Any, str, str, dict[str, Any] | None, EventT]]:
+    """An asset's premium (and BBO) recomputed: (table, topic, asset, value, event) of each
+    that changed; value None when it can no longer be computed."""
     with in_partition_of(event):
         old_premium = premium_table.get(asset)
         old_bbo = bbo_table.get(asset) if with_bbo else None
+    out = []
     premium = compute_premium(asset, state["markets"], rate, RATE_MARKET, REFERENCE)
     if premium_changed(old_premium, premium):
-        await _publish(premium_table, premium_topic, asset, premium, event)
+        out.append((premium_table, PREMIUM_TOPIC, asset, premium, event))
     if with_bbo:
         bbo = compute_bbo(asset, state["markets"], state["clock"], MAX_AGE)
         if bbo_changed(old_bbo, bbo):
-            await _publish(bbo_table, bbo_topic, asset, bbo, event)
+            out.append((bbo_table, BBO_TOPIC, asset, bbo, event))
+    return out
 
 
 @app.agent(by_asset_topic, name="cross-exchange")
 async def track_cross_exchange(stream: Any) -> None:
-    await premium_topic.maybe_declare()
-    await bbo_topic.maybe_declare()
     async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
         parts: dict[int, _Partition] = {}
         # asset -> [state, its latest event, partition, changed in this batch]
@@ -190,24 +187,38 @@ async def track_cross_exchange(stream: Any) -> None:
                     part.state["assets"] = sorted([*part.state["assets"], asset])
                     part.dirty = True
         touched = {asset for asset, entry in assets.items() if entry[3]}
+        changes = []
         for asset in touched:
             state, event, partition, _ = assets[asset]
+            changes += _changes(asset, state, parts[partition].state["rate"], event, True)
+        for part in parts.values():
+            if price_of(part.state["rate"]) == part.rate_before:
+                continue
+            for asset in part.state["assets"]:  # a new rate: every premium of the partition
+                if asset not in touched:
+                    with in_partition_of(part.event):
+                        state = cross_state.get(asset)
+                    if state is not None:
+                        changes += _changes(asset, state, part.state["rate"], part.event, False)
+        # Publish, then write the results, then the inputs (see the module docstring).
+        sent = [await output.send(topic, asset.encode(),
+                                  None if value is None else orjson.dumps(value))  # type: ignore[arg-type]
+                for _, topic, asset, value, _ in changes]
+        await output.flush(sent)
+        for table, _, asset, value, event in changes:
+            with in_partition_of(event):
+                if value is None:
+                    del table[asset]
+                else:
+                    table[asset] = value
+        for asset in touched:
+            state, event, _, _ = assets[asset]
             with in_partition_of(event):
                 cross_state[asset] = state
-            await _refresh(asset, state, parts[partition].state["rate"], event, with_bbo=True)
         for partition, part in parts.items():
             if part.dirty:
                 with in_partition_of(part.event):
                     cross_state[_partition_key(partition)] = part.state
-            if price_of(part.state["rate"]) == part.rate_before:
-                continue
-            for asset in part.state["assets"]:
-                if asset in touched:
-                    continue
-                with in_partition_of(part.event):
-                    state = cross_state.get(asset)
-                if state is not None:
-                    await _refresh(asset, state, part.state["rate"], part.event, with_bbo=False)
 
 
 def _local(table: Any) -> dict[str, Any]:
