@@ -32,6 +32,7 @@ from typing import Any
 
 from faust.web import Request, Response, View
 
+from agents.tables import raw_key_table
 from app import app, settings
 from app.views import routed
 
@@ -140,9 +141,7 @@ def candle_record(exchange: str, symbol: str, label: str, interval: float,
 # Keyed `exchange:BASE-QUOTE|<interval>`, written only when a candle closes, always in the
 # partition of the market's source events: the worker owning the market's key holds it.
 # The open candles live in the market's `features` entry (written every batch anyway).
-history_table = app.Table("candles", default=None, key_type=str,
-                          partitions=app.conf.topic_partitions,
-                          help="Closed candles per exchange:BASE-QUOTE|interval")
+history_table = raw_key_table("candles", "Closed candles per exchange:BASE-QUOTE|interval")
 candle_topics = {label: app.topic(f"candles.{label}", key_type=str, key_serializer="raw",
                                   value_serializer="raw") for label in INTERVALS}
 

@@ -61,6 +61,7 @@ from agents.candles import (
     candle_topics,
     history_table,
 )
+from agents.tables import raw_key_table
 from app import app
 from app.views import routed
 from exchanges import EXCHANGES
@@ -143,11 +144,12 @@ class Bucket:
 class Windows:
     """Exact rolling windows over one market's trades (see the module docstring)."""
 
-    __slots__ = ("t", "offset", "n", "late", "buckets", "dirty", "removed")
+    __slots__ = ("t", "offset", "n", "late", "since", "buckets", "dirty", "removed")
 
     def __init__(self, t: float = -math.inf, offset: int = -1, n: int = 0, late: int = 0,
-                 buckets: dict[int, Bucket] | None = None) -> None:
+                 buckets: dict[int, Bucket] | None = None, since: float = math.inf) -> None:
         self.t = t
+        self.since = since  # the oldest ts_event ever folded: how much history there is
         self.offset = offset  # the source offset of the last trade folded
         self.n = n
         self.late = late
@@ -164,6 +166,8 @@ class Windows:
             return False
         if ts > self.t:
             self.t = ts
+        if ts < self.since:
+            self.since = ts
         index = math.floor(ts / BUCKET)
         bucket = self.buckets.get(index)
         if bucket is None:
@@ -225,19 +229,18 @@ class Windows:
         return out
 
 
-features_table = app.Table("features", default=None, key_type=str,
-                           partitions=app.conf.topic_partitions,
-                           help="Rolling trade features and open candles per exchange:BASE-QUOTE")
-windows_table = app.Table("feature_windows", default=None, key_type=str,
-                          partitions=app.conf.topic_partitions,
-                          help="The trades of the feature windows, per market and 5 s bucket")
+features_table = raw_key_table("features",
+                               "Rolling trade features and open candles per exchange:BASE-QUOTE")
+windows_table = raw_key_table("feature_windows",
+                              "The trades of the feature windows, per market and 5 s bucket")
 features_topic = app.topic("features", key_type=str, key_serializer="raw",
                            value_serializer="raw")
 trade_source = app.topic(*[trade_topic(ex) for ex in EXCHANGES], key_type=str,
                          key_serializer="raw", value_serializer="raw")
 output.declare(features_topic, signals.signals_topic, *candle_topics.values())
 
-PRIVATE = ("offset", "buckets", "spike", "candles")  # table-only fields, not published
+# Table-only fields, not published
+PRIVATE = ("offset", "buckets", "spike", "candles", "since")
 
 
 class Market:
@@ -277,7 +280,8 @@ def _load(key: str) -> Market:
                 buckets[index] = Bucket(saved["e"], saved["hi"])
     windows = Windows(state["ts"] if state and state["ts"] is not None else -math.inf,
                       offset, state["n"] if state else 0, state["late"] if state else 0,
-                      buckets)
+                      buckets, state["since"] if state and state["since"] is not None
+                      else math.inf)
     market = Market(key, windows, Candles(INTERVALS, GRACE, state and state["candles"]),
                     bool(state and state["spike"]), state["updated"] if state else 0.0)
     _markets[key] = market
@@ -289,8 +293,9 @@ def _evaluate(market: Market) -> dict[str, Any]:
     market.windows.evict()
     features = {"exchange": market.exchange, "symbol": market.symbol}
     features.update(market.windows.features())
+    history = market.windows.since <= market.windows.t - HORIZON
     spike, average = signals.volume_spike(features["volume_1m"], features["volume_15m"],
-                                          signals.SPIKE_FACTOR)
+                                          signals.SPIKE_FACTOR, history)
     if spike and not market.spike:
         market.signals.append({
             "type": "volume_spike", "exchange": market.exchange, "symbol": market.symbol,
@@ -318,6 +323,7 @@ def _save(market: Market, features: dict[str, Any]) -> None:
         history_table[history_key] = history[-HISTORY:]
     candles.closed.clear()
     features_table[key] = {**features, "offset": windows.offset, "candles": candles.state(),
+                           "since": windows.since if windows.since != math.inf else None,
                            "buckets": sorted(windows.buckets), "spike": market.spike}
     # Deleted last: a crash before this leaves an orphan key, never a listed bucket missing.
     for index in windows.removed:

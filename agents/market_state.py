@@ -26,6 +26,7 @@ import orjson
 
 from agents import output
 from agents.batching import in_partition_of
+from agents.tables import raw_key_table
 from app import app, settings
 from exchanges import EXCHANGES
 from records import book_topic, ticker_topic, trade_topic
@@ -39,11 +40,10 @@ market_data_topic = app.topic(
     key_type=str, key_serializer="raw", value_serializer="raw",
 )
 
-# Keys are str with Faust's default raw key serializer: the same bytes, hence the same
-# partition, as the source topics' keys (Faust routes table views by the serialized key).
-market_state = app.Table("market_state", default=None, key_type=str,
-                         partitions=app.conf.topic_partitions,
-                         help="Latest trade and top of book per exchange:BASE-QUOTE")
+# Keys serialized raw: the same bytes, hence the same partition, as the source topics' keys
+# (Faust routes table views by the serialized key; see agents/tables.py).
+market_state = raw_key_table("market_state",
+                             "Latest trade and top of book per exchange:BASE-QUOTE")
 market_state_topic = app.topic("market-state", key_type=str, key_serializer="raw",
                                value_serializer="raw")
 output.declare(market_state_topic)

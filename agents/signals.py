@@ -13,7 +13,9 @@ Topic `signals`, key `exchange:BASE-QUOTE`, value JSON with `type` and:
 - `volume_spike`: the last minute's volume `volume_1m` above `KCS_SPIKE_FACTOR` (k) times the
   trailing average `(volume_15m - volume_1m) / 14`, the mean volume per minute over the 14
   minutes before the last one (windows as in `agents/features.py`, at the market's event time
-  t). It requires a positive trailing average (no signal without history). Evaluated each time
+  t). It needs 15 minutes of history (the market's oldest trade folded is at or before
+  t - 15 min, else the average would be diluted by minutes with no data yet) and a positive
+  trailing average. Evaluated each time
   the market's features are published (once per batch of trades) and emitted on the rising
   edge only: once when the condition becomes true, again only after it was seen false. Fields:
   exchange, symbol, ts (t), volume_1m, average, factor, ratio (volume_1m / average).
@@ -69,7 +71,9 @@ def large_trade(exchange: str, symbol: str, trade: dict[str, Any],
             "trade_id": trade["trade_id"]}
 
 
-def volume_spike(volume_1m: float, volume_15m: float, factor: float) -> tuple[bool, float]:
-    """(is the last minute a spike, the trailing average volume per minute)."""
+def volume_spike(volume_1m: float, volume_15m: float, factor: float,
+                 history: bool = True) -> tuple[bool, float]:
+    """(is the last minute a spike, the trailing average volume per minute); `history`:
+    the market has trades at least 15 minutes older than t."""
     average = (volume_15m - volume_1m) / TRAILING_MINUTES
-    return average > 0.0 and volume_1m > factor * average, average
+    return history and average > 0.0 and volume_1m > factor * average, average

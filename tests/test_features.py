@@ -76,7 +76,7 @@ def fold_all(windows: Windows, trades: list[tuple[float, float, float, int]],
 def reload(windows: Windows) -> Windows:
     """What `_load` rebuilds after a restart: buckets through JSON, as the table holds them."""
     buckets = {i: Bucket(**_decode(b.value())) for i, b in windows.buckets.items()}
-    return Windows(windows.t, windows.offset, windows.n, windows.late, buckets)
+    return Windows(windows.t, windows.offset, windows.n, windows.late, buckets, windows.since)
 
 
 def _decode(value: dict[str, object]) -> dict[str, object]:
@@ -294,4 +294,5 @@ def test_volume_spike_against_the_trailing_average():
     # 14 minutes of 1.0 per minute before the last one: average 1.0
     assert volume_spike(3.01, 14.0 + 3.01, 3.0) == (True, pytest.approx(1.0))
     assert volume_spike(3.0, 17.0, 3.0)[0] is False  # not above k times
-    assert volume_spike(5.0, 5.0, 3.0) == (False, 0.0)  # no history, no signal
+    assert volume_spike(5.0, 5.0, 3.0) == (False, 0.0)  # no trades before the last minute
+    assert volume_spike(3.01, 14.0 + 3.01, 3.0, history=False)[0] is False  # warming up
