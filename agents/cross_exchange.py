@@ -50,8 +50,9 @@ __all__ = ["premium_table", "bbo_table", "cross_state", "by_asset_topic", "premi
 
 RATE_KEY = "#rate"
 PARTITIONS = app.conf.topic_partitions
-RATE_MARKET = settings.premium_rate_market
-REFERENCE = settings.premium_reference
+_rate_exchange, _, _rate_symbol = settings.premium_rate_market.strip().partition(":")
+RATE_MARKET = f"{_rate_exchange.lower()}:{_rate_symbol.upper()}"  # as market keys are spelt
+REFERENCE = settings.premium_reference.strip().lower()
 MAX_AGE = settings.bbo_max_age
 
 source_topic = app.topic(
