@@ -4,4 +4,5 @@ from agents import market_state  # noqa: F401
 from agents import signals  # noqa: F401
 from agents import candles  # noqa: F401
 from agents import features  # noqa: F401
+from agents import market_data  # noqa: F401
 from agents import cross_exchange  # noqa: F401

@@ -51,7 +51,6 @@ import orjson
 from faust.web import Request, Response, View
 
 from agents import output, signals
-from agents.batching import in_partition_of
 from agents.candles import (
     GRACE,
     HISTORY,
@@ -64,23 +63,16 @@ from agents.candles import (
 from agents.tables import raw_key_table
 from app import app
 from app.views import routed
-from exchanges import EXCHANGES
-from records import BUY, trade_topic
+from records import BUY
 
-__all__ = ["Windows", "Bucket", "WINDOWS", "BUCKET", "HORIZON", "features_table",
-           "windows_table", "features_topic", "trade_source"]
+__all__ = ["Windows", "Bucket", "Market", "WINDOWS", "BUCKET", "HORIZON", "features_table",
+           "windows_table", "features_topic", "load", "fold_trade", "publish", "save"]
 
 WINDOWS = {"1m": 60.0, "5m": 300.0, "15m": 900.0}
 HORIZON = max(WINDOWS.values())
 # Seconds of event time per stored bucket: small enough that a busy market's bucket stays a
 # few kB (it is rewritten every batch), large enough that 15 minutes are few buckets to sum.
 BUCKET = 5.0
-
-# Batches larger than agents/batching.py's: each costs a few table writes per market, and on
-# the embedded broker Faust's producer sends each changelog record in its own request (a few
-# thousand per second for the whole worker); 0.25 s is the most a trade waits for its batch.
-BATCH_MAX = 10_000
-BATCH_WITHIN = 0.25
 
 # An entry merges the trades of one market with the same ts_event.
 TS, BUY_VOL, SELL_VOL, NOTIONAL, COUNT, FIRST, LAST = range(7)
@@ -187,6 +179,18 @@ class Windows:
             self.dirty.discard(index)
             self.removed.add(index)
 
+    def volume(self, width: float) -> float:
+        """The volume of the window of `width` seconds ending at t."""
+        lo = self.t - width
+        volume = 0.0
+        for bucket in self.buckets.values():
+            times = bucket.times
+            if times[-1] <= lo:
+                continue
+            b, s, _, _ = bucket.totals(0 if times[0] > lo else bisect_right(times, lo))
+            volume += b + s
+        return volume
+
     def features(self) -> dict[str, Any]:
         t = self.t
         order = sorted(self.buckets)
@@ -235,27 +239,26 @@ windows_table = raw_key_table("feature_windows",
                               "The trades of the feature windows, per market and 5 s bucket")
 features_topic = app.topic("features", key_type=str, key_serializer="raw",
                            value_serializer="raw")
-trade_source = app.topic(*[trade_topic(ex) for ex in EXCHANGES], key_type=str,
-                         key_serializer="raw", value_serializer="raw")
 output.declare(features_topic, signals.signals_topic, *candle_topics.values())
 
 # Table-only fields, not published
-PRIVATE = ("offset", "buckets", "spike", "candles", "since")
+PRIVATE = ("offset", "buckets", "spike", "checked", "candles", "since")
 
 
 class Market:
     """Everything the agent keeps in memory for one market between batches."""
 
-    __slots__ = ("key", "exchange", "symbol", "windows", "candles", "spike", "updated",
-                 "signals")
+    __slots__ = ("key", "exchange", "symbol", "windows", "candles", "spike", "checked",
+                 "updated", "signals")
 
     def __init__(self, key: str, windows: Windows, candles: Candles, spike: bool,
-                 updated: float) -> None:
+                 checked: int, updated: float) -> None:
         self.key = key
         self.exchange, _, self.symbol = key.partition(":")
         self.windows = windows
         self.candles = candles
-        self.spike = spike
+        self.spike = spike  # the volume-spike condition held at the last check
+        self.checked = checked  # the whole second of event time of the last check
         self.updated = updated
         self.signals: list[dict[str, Any]] = []
 
@@ -263,7 +266,7 @@ class Market:
 _markets: dict[str, Market] = {}  # the in-memory copies, checked against the tables
 
 
-def _load(key: str) -> Market:
+def load(key: str) -> Market:
     """The market's state as the tables hold it; call within the partition of its event."""
     state = features_table.get(key)
     cached = _markets.get(key)
@@ -283,30 +286,22 @@ def _load(key: str) -> Market:
                       buckets, state["since"] if state and state["since"] is not None
                       else math.inf)
     market = Market(key, windows, Candles(INTERVALS, GRACE, state and state["candles"]),
-                    bool(state and state["spike"]), state["updated"] if state else 0.0)
+                    bool(state and state["spike"]), state["checked"] if state else -1,
+                    state["updated"] if state else 0.0)
     _markets[key] = market
     return market
 
 
 def _evaluate(market: Market) -> dict[str, Any]:
-    """The market's features after a batch (and its volume-spike signal, if it starts)."""
+    """The market's features after a batch."""
     market.windows.evict()
     features = {"exchange": market.exchange, "symbol": market.symbol}
     features.update(market.windows.features())
-    history = market.windows.since <= market.windows.t - HORIZON
-    spike, average = signals.volume_spike(features["volume_1m"], features["volume_15m"],
-                                          signals.SPIKE_FACTOR, history)
-    if spike and not market.spike:
-        market.signals.append({
-            "type": "volume_spike", "exchange": market.exchange, "symbol": market.symbol,
-            "ts": features["ts"], "volume_1m": features["volume_1m"], "average": average,
-            "factor": signals.SPIKE_FACTOR, "ratio": features["volume_1m"] / average})
-    market.spike = spike
     features.update(n=market.windows.n, late=market.windows.late, updated=market.updated)
     return features
 
 
-def _save(market: Market, features: dict[str, Any]) -> None:
+def save(market: Market, features: dict[str, Any]) -> None:
     """Write the market's tables; call within the partition of its event. Buckets are
     written before the state that lists them, so a crash in between leaves them ahead of the
     state (their `hi` says so), never behind."""
@@ -324,63 +319,65 @@ def _save(market: Market, features: dict[str, Any]) -> None:
     candles.closed.clear()
     features_table[key] = {**features, "offset": windows.offset, "candles": candles.state(),
                            "since": windows.since if windows.since != math.inf else None,
-                           "buckets": sorted(windows.buckets), "spike": market.spike}
+                           "buckets": sorted(windows.buckets), "spike": market.spike,
+                           "checked": market.checked}
     # Deleted last: a crash before this leaves an orphan key, never a listed bucket missing.
     for index in windows.removed:
         del windows_table[f"{key}|{index}"]
     windows.removed.clear()
 
 
-@app.agent(trade_source, name="features")
-async def compute_features(stream: Any) -> None:
-    thresholds = signals.THRESHOLDS
-    async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-        touched: dict[str, tuple[Market, Any]] = {}
-        for event in events:
-            key = event.key
-            entry = touched.get(key)
-            if entry is None:
-                with in_partition_of(event):  # a key is read from its partition's store
-                    market = _load(key)
-            else:
-                market = entry[0]
-            offset = event.message.offset
-            windows, candles = market.windows, market.candles
-            if offset <= windows.offset and offset <= candles.offset:
-                continue  # folded before a restart: Kafka delivered it again
-            trade = orjson.loads(event.value)
-            ts, price, amount = trade["ts_event"], trade["price"], trade["amount"]
-            if offset > windows.offset:
-                windows.fold(ts, price, amount, trade["side"], offset)
-                if trade["ts_recv"] > market.updated:
-                    market.updated = trade["ts_recv"]
-                signal = signals.large_trade(market.exchange, market.symbol, trade, thresholds)
-                if signal is not None:
-                    market.signals.append(signal)
-            if offset > candles.offset:
-                candles.offset = offset
-                candles.fold(ts, price, amount)
-            touched[key] = (market, event)
-        # Publish first, then save: a crash in between re-sends, never loses, a record.
-        sent = []
-        results = []
-        for key, (market, event) in touched.items():
-            features = _evaluate(market)
-            results.append((market, event, features))
-            raw_key = key.encode()
-            for label, candle in market.candles.closed:
-                sent.append(await output.send(candle_topics[label].get_topic_name(), raw_key,
-                                              orjson.dumps(candle_record(
-                                                  market.exchange, market.symbol, label,
-                                                  INTERVALS[label], candle))))
-            for signal in market.signals:
-                sent.append(await output.send("signals", raw_key, orjson.dumps(signal)))
-            market.signals.clear()
-            sent.append(await output.send("features", raw_key, orjson.dumps(features)))
-        await output.flush(sent)
-        for market, event, features in results:
-            with in_partition_of(event):
-                _save(market, features)
+def fold_trade(market: Market, trade: dict[str, Any], offset: int) -> None:
+    """Fold one trade (decoded records.Trade at `offset` of its partition) into a market,
+    unless a run before a restart already did."""
+    windows, candles = market.windows, market.candles
+    if offset <= windows.offset and offset <= candles.offset:
+        return  # folded before a restart: Kafka delivered it again
+    ts, price, amount = trade["ts_event"], trade["price"], trade["amount"]
+    if offset > windows.offset:
+        windows.fold(ts, price, amount, trade["side"], offset)
+        if trade["ts_recv"] > market.updated:
+            market.updated = trade["ts_recv"]
+        signal = signals.large_trade(market.exchange, market.symbol, trade, signals.THRESHOLDS)
+        if signal is not None:
+            market.signals.append(signal)
+        if windows.t >= market.checked + 1:  # t entered a new second: check for a spike
+            check_spike(market)
+    if offset > candles.offset:
+        candles.offset = offset
+        candles.fold(ts, price, amount)
+
+
+def check_spike(market: Market) -> None:
+    """The volume-spike check at the market's t (see agents/signals.py)."""
+    windows = market.windows
+    market.checked = math.floor(windows.t)
+    volume_1m, volume_15m = windows.volume(WINDOWS["1m"]), windows.volume(HORIZON)
+    spike, average = signals.volume_spike(volume_1m, volume_15m, signals.SPIKE_FACTOR,
+                                          windows.since <= windows.t - HORIZON)
+    if spike and not market.spike:
+        market.signals.append({
+            "type": "volume_spike", "exchange": market.exchange, "symbol": market.symbol,
+            "ts": windows.t, "volume_1m": volume_1m, "average": average,
+            "factor": signals.SPIKE_FACTOR, "ratio": volume_1m / average})
+    market.spike = spike
+
+
+async def publish(market: Market, sent: list[Any]) -> dict[str, Any]:
+    """Send the market's closed candles, signals and features (their delivery futures go to
+    `sent`); returns the features, to save once the records are delivered."""
+    features = _evaluate(market)
+    raw_key = market.key.encode()
+    for label, candle in market.candles.closed:
+        sent.append(await output.send(
+            candle_topics[label].get_topic_name(), raw_key,
+            orjson.dumps(candle_record(market.exchange, market.symbol, label,
+                                       INTERVALS[label], candle))))
+    for signal in market.signals:
+        sent.append(await output.send("signals", raw_key, orjson.dumps(signal)))
+    market.signals.clear()
+    sent.append(await output.send("features", raw_key, orjson.dumps(features)))
+    return features
 
 
 @app.page("/features/{exchange}/{symbol}/")

@@ -14,24 +14,24 @@ markets whose partitions it owns. Fields (absent or null until the first event o
 Top of book comes from order books; an exchange's ticker fills it only for markets without
 a book subscription.
 
-Each batch publishes the new state of every market it changed, once, on topic `market-state`
-(key `exchange:BASE-QUOTE`, value the JSON of the state above).
+The agent of agents/market_data.py folds every market-data record into this state and, once
+per batch, publishes the new state of every market the batch changed on topic `market-state`
+(key `exchange:BASE-QUOTE`, value the JSON of the state above) and writes it here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import orjson
 
 from agents import output
-from agents.batching import in_partition_of
 from agents.tables import raw_key_table
 from app import app, settings
 from exchanges import EXCHANGES
 from records import book_topic, ticker_topic, trade_topic
 
-__all__ = ["market_state", "market_data_topic", "market_state_topic", "apply_event", "LEVELS"]
+__all__ = ["market_state", "market_data_topic", "market_state_topic", "apply_event", "load",
+           "LEVELS"]
 
 LEVELS = settings.book_levels
 
@@ -98,35 +98,10 @@ def apply_event(state: dict[str, Any], kind: str, record: dict[str, Any],
     state["updated"] = max(state.get("updated", 0.0), record["ts_recv"])
 
 
-# As in agents/features.py: fewer, larger batches leave Faust's producer (the changelogs)
-# room for the other agents; 0.25 s is the most an event waits for its batch.
-BATCH_MAX = 10_000
-BATCH_WITHIN = 0.25
-
-KINDS = {"trade-data": "trade", "orderbook-data": "book", "ticker-data": "ticker"}
-
-
-@app.agent(market_data_topic, name="market-state")
-async def track_market_state(stream: Any) -> None:
-    async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-        changed: dict[str, tuple[dict[str, Any], Any]] = {}
-        for event in events:
-            key = event.key
-            entry = changed.get(key)
-            if entry is None:
-                with in_partition_of(event):  # a key is read from its partition's store
-                    state = market_state.get(key) or {}
-                if not state:
-                    exchange, _, symbol = key.partition(":")
-                    state = {"exchange": exchange, "symbol": symbol}
-            else:
-                state = entry[0]
-            kind = KINDS[event.message.topic.partition(".")[0]]
-            apply_event(state, kind, orjson.loads(event.value))
-            changed[key] = (state, event)
-        sent = [await output.send("market-state", key.encode(), orjson.dumps(state))
-                for key, (state, _) in changed.items()]
-        await output.flush(sent)
-        for key, (state, event) in changed.items():
-            with in_partition_of(event):
-                market_state[key] = state
+def load(key: str) -> dict[str, Any]:
+    """The market's state as the table holds it; call within the partition of its event."""
+    state = market_state.get(key)
+    if not state:
+        exchange, _, symbol = key.partition(":")
+        state = {"exchange": exchange, "symbol": symbol}
+    return state

@@ -15,9 +15,10 @@ Topic `signals`, key `exchange:BASE-QUOTE`, value JSON with `type` and:
   minutes before the last one (windows as in `agents/features.py`, at the market's event time
   t). It needs 15 minutes of history (the market's oldest trade folded is at or before
   t - 15 min, else the average would be diluted by minutes with no data yet) and a positive
-  trailing average. Evaluated each time
-  the market's features are published (once per batch of trades) and emitted on the rising
-  edge only: once when the condition becomes true, again only after it was seen false. Fields:
+  trailing average. Checked once per second of event time, when a trade moves t into a new
+  whole second (with the windows at that t, the trade included), so the result depends only
+  on the trades, not on batching; emitted on the rising edge only: once when the condition
+  becomes true, again only after a check found it false. Fields:
   exchange, symbol, ts (t), volume_1m, average, factor, ratio (volume_1m / average).
 
 Delivery is at least once: a worker killed between sending a signal and saving its tables

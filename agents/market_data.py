@@ -1,0 +1,68 @@
+"""The one agent over the market-data topics: market state from every record, and features,
+candles and signals from every trade.
+
+One pass, because per record Faust's stream machinery costs more than the folds themselves:
+a second agent over the trade topics would pay it twice. Records come in batches; each
+market's entries are read once per batch (inside its partition), folded in plain Python, and
+at the end of the batch its derived records are sent (`market-state`, `features`,
+`candles.<interval>`, `signals`), their delivery awaited, and its tables written once
+(`market_state`, `features`, the touched `feature_windows` buckets, `candles` when one
+closed). Sending before writing makes a crash in between send a record twice, never lose it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from agents import features, market_state, output
+from agents.batching import in_partition_of
+from app import app
+
+__all__ = ["process_market_data", "BATCH_MAX", "BATCH_WITHIN"]
+
+# Batches larger than agents/batching.py's: each costs a few table writes per market, and on
+# the embedded broker Faust's producer sends each changelog record in its own request (a few
+# thousand a second for the whole worker); 0.25 s is the most a record waits for its batch.
+BATCH_MAX = 10_000
+BATCH_WITHIN = 0.25
+
+KINDS = {"trade-data": "trade", "orderbook-data": "book", "ticker-data": "ticker"}
+
+
+@app.agent(market_state.market_data_topic, name="market-data")
+async def process_market_data(stream: Any) -> None:
+    kind_of: dict[str, str] = {}
+    async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        states: dict[str, list[Any]] = {}  # key -> [state, an event of the key]
+        markets: dict[str, features.Market] = {}
+        for event in events:
+            key = event.key
+            entry = states.get(key)
+            if entry is None:
+                with in_partition_of(event):  # a key is read from its partition's store
+                    entry = states[key] = [market_state.load(key), event]
+            else:
+                entry[1] = event
+            topic = event.message.topic
+            kind = kind_of.get(topic)
+            if kind is None:
+                kind = kind_of[topic] = KINDS[topic.partition(".")[0]]
+            record = orjson.loads(event.value)
+            market_state.apply_event(entry[0], kind, record)
+            if kind == "trade":
+                market = markets.get(key)
+                if market is None:
+                    with in_partition_of(event):
+                        market = markets[key] = features.load(key)
+                features.fold_trade(market, record, event.message.offset)
+        sent = [await output.send("market-state", key.encode(), orjson.dumps(state))
+                for key, (state, _) in states.items()]
+        results = {key: await features.publish(market, sent) for key, market in markets.items()}
+        await output.flush(sent)
+        for key, (state, event) in states.items():
+            with in_partition_of(event):
+                market_state.market_state[key] = state
+                if key in results:
+                    features.save(markets[key], results[key])
