@@ -1,10 +1,10 @@
 """Rolling trade features per market, exact in event time, in the `features` table.
 
-One agent reads every `trade-data.<exchange>` topic and, per market (`exchange:BASE-QUOTE`),
-folds each trade into three things: the rolling windows here, the candles
-(`agents/candles.py`) and the large-trade signal (`agents/signals.py`). It takes trades in
-batches and writes each market's tables once per batch, which is what keeps it far above the
-~2,400 table writes per second a worker manages.
+The agent of `agents/market_data.py` folds each trade of a market (`exchange:BASE-QUOTE`)
+with `fold_trade` into the rolling windows here, the candles (`agents/candles.py`) and the
+signals (`agents/signals.py`); it takes records in batches and, per market and batch, reads
+the tables once (`load`), publishes once (`publish`) and writes once (`save`), which is what
+keeps it far above the ~2,400 table writes per second a worker manages.
 
 Window semantics. t is the newest ts_event (the exchange's time) among the market's trades
 folded so far. The window W ending at t holds the trades with `t - W < ts_event <= t`: a trade
