@@ -2,11 +2,13 @@
 
 Self-contained: starts its own embedded broker (Tansu), fills `trade-data.binance` with
 synthetic trades beforehand, then runs one real worker (`faust -A app worker`, ingest off,
-RocksDB tables and changelogs on) over it and times it from the Kafka timestamps of the
-`features` records the worker publishes: the first batch's record to the record carrying the
-last trade. The baseline is the naive design, one table write per trade, measured the same
-way with a minimal app (`faust -A bench.features:naive worker`, built only here) whose agent
-reads, folds and writes a market's table entry for every trade.
+RocksDB tables and changelogs on, every agent of the app running: the market-data agent of
+market state, features, candles and signals, and the cross-exchange agents, which read the
+trades too) over it and times it from the Kafka timestamps of the `features` records the
+worker publishes: the first batch's record to the record carrying the last trade. The
+baseline is the naive design, one table write per trade, measured the same way with a
+minimal app (`faust -A bench.features:naive worker`, built only here) whose agent reads,
+folds and writes a market's table entry for every trade.
 
     python bench/features.py [--trades 200000] [--naive-trades 30000] [--markets 40]
 """
