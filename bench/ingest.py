@@ -27,7 +27,7 @@ import orjson
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.embedded import EmbeddedBroker  # noqa: E402
-from app.ingest import new_producer  # noqa: E402
+from app.ingest import new_producer, tune_gc  # noqa: E402
 from app.settings import load_settings  # noqa: E402
 from exchanges.base import Stream  # noqa: E402
 from exchanges.binance import Binance  # noqa: E402
@@ -142,6 +142,7 @@ def main() -> None:
     print(f"ingest benchmark: {args.exchange} trade frames -> connector -> embedded broker "
           f"(acks={settings.producer_acks}, linger={settings.producer_linger_ms} ms)")
     broker = EmbeddedBroker().start()
+    tune_gc()  # as the worker's ingest service does
     try:
         rate = asyncio.run(throughput(broker, args.exchange, build(args.frames)))
         print(f"throughput: {rate:,.0f} messages/s in one process ({args.frames:,} frames)")
