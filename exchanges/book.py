@@ -68,11 +68,11 @@ class BookSide(SortedDict):
         """The best `depth` levels as (price, size), best first; cached until touched."""
         top = self.top
         if top is None or self.top_depth != depth:
-            items = self.items()
+            get = dict.__getitem__  # the plain dict lookup, without SortedDict's item view
             if self.descending:
-                top = [(p, lv[0]) for p, lv in reversed(items[-depth:])]
+                top = [(p, get(self, p)[0]) for p in reversed(self.keys()[-depth:])]
             else:
-                top = [(p, lv[0]) for p, lv in items[:depth]]
+                top = [(p, get(self, p)[0]) for p in self.keys()[:depth]]
             self.top = top
             self.top_depth = depth
         return top
