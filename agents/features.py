@@ -181,15 +181,25 @@ class Windows:
 
     def volume(self, width: float) -> float:
         """The volume of the window of `width` seconds ending at t."""
-        lo = self.t - width
-        volume = 0.0
+        return self.volumes(width, width)[0]
+
+    def volumes(self, short: float, long: float) -> tuple[float, float]:
+        """The volumes of the windows of `short` and `long` (>= short) seconds ending at t,
+        in one pass."""
+        lo_short, lo_long = self.t - short, self.t - long
+        volume_short = volume_long = 0.0
         for bucket in self.buckets.values():
             times = bucket.times
-            if times[-1] <= lo:
+            if times[-1] <= lo_long:
                 continue
-            b, s, _, _ = bucket.totals(0 if times[0] > lo else bisect_right(times, lo))
-            volume += b + s
-        return volume
+            b, s, _, _ = bucket.totals(0 if times[0] > lo_long else
+                                       bisect_right(times, lo_long))
+            volume_long += b + s
+            if times[-1] > lo_short:
+                b, s, _, _ = bucket.totals(0 if times[0] > lo_short else
+                                           bisect_right(times, lo_short))
+                volume_short += b + s
+        return volume_short, volume_long
 
     def features(self) -> dict[str, Any]:
         t = self.t
@@ -258,7 +268,7 @@ class Market:
         self.windows = windows
         self.candles = candles
         self.spike = spike  # the volume-spike condition held at the last check
-        self.checked = checked  # the whole second of event time of the last check
+        self.checked = checked  # floor(t / SPIKE_CHECK) at the last spike check
         self.updated = updated
         self.signals: list[dict[str, Any]] = []
 
@@ -341,8 +351,8 @@ def fold_trade(market: Market, trade: dict[str, Any], offset: int) -> None:
         signal = signals.large_trade(market.exchange, market.symbol, trade, signals.THRESHOLDS)
         if signal is not None:
             market.signals.append(signal)
-        if windows.t >= market.checked + 1:  # t entered a new second: check for a spike
-            check_spike(market)
+        if math.floor(windows.t / signals.SPIKE_CHECK) > market.checked:
+            check_spike(market)  # t entered a new 5-second span
     if offset > candles.offset:
         candles.offset = offset
         candles.fold(ts, price, amount)
@@ -351,10 +361,12 @@ def fold_trade(market: Market, trade: dict[str, Any], offset: int) -> None:
 def check_spike(market: Market) -> None:
     """The volume-spike check at the market's t (see agents/signals.py)."""
     windows = market.windows
-    market.checked = math.floor(windows.t)
-    volume_1m, volume_15m = windows.volume(WINDOWS["1m"]), windows.volume(HORIZON)
-    spike, average = signals.volume_spike(volume_1m, volume_15m, signals.SPIKE_FACTOR,
-                                          windows.since <= windows.t - HORIZON)
+    market.checked = math.floor(windows.t / signals.SPIKE_CHECK)
+    if windows.since > windows.t - HORIZON:  # less than 15 minutes of history: no spike
+        market.spike = False
+        return
+    volume_1m, volume_15m = windows.volumes(WINDOWS["1m"], HORIZON)
+    spike, average = signals.volume_spike(volume_1m, volume_15m, signals.SPIKE_FACTOR)
     if spike and not market.spike:
         market.signals.append({
             "type": "volume_spike", "exchange": market.exchange, "symbol": market.symbol,

@@ -15,9 +15,9 @@ Topic `signals`, key `exchange:BASE-QUOTE`, value JSON with `type` and:
   minutes before the last one (windows as in `agents/features.py`, at the market's event time
   t). It needs 15 minutes of history (the market's oldest trade folded is at or before
   t - 15 min, else the average would be diluted by minutes with no data yet) and a positive
-  trailing average. Checked once per second of event time, when a trade moves t into a new
-  whole second (with the windows at that t, the trade included), so the result depends only
-  on the trades, not on batching; emitted on the rising edge only: once when the condition
+  trailing average. Checked every 5 s of event time: when a trade moves t into a new span
+  `floor(t / 5)` (with the windows at that t, the trade included), so the result depends
+  only on the trades, not on batching; emitted on the rising edge only: once when the condition
   becomes true, again only after a check found it false. Fields:
   exchange, symbol, ts (t), volume_1m, average, factor, ratio (volume_1m / average).
 
@@ -32,9 +32,13 @@ from typing import Any
 from app import app, settings
 
 __all__ = ["signals_topic", "parse_thresholds", "large_trade", "volume_spike", "THRESHOLDS",
-           "SPIKE_FACTOR", "TRAILING_MINUTES"]
+           "SPIKE_FACTOR", "SPIKE_CHECK", "TRAILING_MINUTES"]
 
 TRAILING_MINUTES = 14  # the 15-minute window minus the last minute
+# Seconds of event time between spike checks: a check sums the 15-minute window (about 180
+# buckets), too much to do for every trade of a quiet market; a minute-scale signal loses
+# nothing by being checked every 5 s.
+SPIKE_CHECK = 5.0
 
 
 def parse_thresholds(text: str) -> dict[str, float]:

@@ -11,6 +11,7 @@ minimal app (`faust -A bench.features:naive worker`, built only here) whose agen
 folds and writes a market's table entry for every trade.
 
     python bench/features.py [--trades 200000] [--naive-trades 30000] [--markets 40]
+                             [--rate 500]
 """
 
 from __future__ import annotations
@@ -43,15 +44,16 @@ TOPIC = "trade-data.binance"
 PARTITIONS = 4
 
 
-def synthetic_trades(count: int, markets: int, seed: int = 1) -> list[tuple[bytes, bytes]]:
-    """(key, value) pairs: `markets` markets, about 500 trades per second of event time,
-    a few percent out of order."""
+def synthetic_trades(count: int, markets: int, rate: float = 500.0, seed: int = 1
+                     ) -> list[tuple[bytes, bytes]]:
+    """(key, value) pairs: `markets` markets, `rate` trades per second of event time, a few
+    percent out of order. At 500/s, 200,000 trades span 400 s: the 1m and 5m windows fill."""
     rng = random.Random(seed)
     symbols = [f"S{i:03d}-USDT" for i in range(markets)]
     clock = 1_700_000_000.0
     out = []
     for i in range(count):
-        clock += rng.expovariate(500.0)
+        clock += rng.expovariate(rate)
         symbol = symbols[rng.randrange(markets)]
         ts = clock - (rng.uniform(0, 3) if rng.random() < 0.03 else 0.0)
         trade = Trade("binance", symbol, round(ts, 3), clock + 0.05,
@@ -154,13 +156,13 @@ def time_naive(port: int, total: int, timeout: float, process: subprocess.Popen[
     raise TimeoutError("the naive agent did not finish")
 
 
-def run(trades: int, naive_trades: int, markets: int) -> None:
+def run(trades: int, naive_trades: int, markets: int, rate: float) -> None:
     with tempfile.TemporaryDirectory(prefix="kcs-bench-") as scratch:
         tmp = Path(scratch)
         broker = EmbeddedBroker(log_path=tmp / "broker.log").start()
         bootstrap = broker.url.split("://", 1)[1]
         try:
-            records = synthetic_trades(trades, markets)
+            records = synthetic_trades(trades, markets, rate)
             started = time.monotonic()
             asyncio.run(fill(bootstrap, records))
             print(f"filled {TOPIC} with {trades} trades of {markets} markets in "
@@ -257,8 +259,10 @@ def main() -> None:
     parser.add_argument("--trades", type=int, default=200_000)
     parser.add_argument("--naive-trades", type=int, default=30_000)
     parser.add_argument("--markets", type=int, default=40)
+    parser.add_argument("--rate", type=float, default=500.0,
+                        help="trades per second of event time in the synthetic data")
     args = parser.parse_args()
-    run(args.trades, args.naive_trades, args.markets)
+    run(args.trades, args.naive_trades, args.markets, args.rate)
 
 
 if __name__ == "__main__":

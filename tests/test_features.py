@@ -159,6 +159,8 @@ def test_random_out_of_order_trades_match_brute_force_after_every_batch():
         assert_features(windows.features(), expected)
         for label, width in WINDOWS.items():  # the spike check's sums
             assert close(windows.volume(width), expected[f"volume_{label}"])
+        short, long = windows.volumes(60.0, 900.0)
+        assert close(short, expected["volume_1m"]) and close(long, expected["volume_15m"])
     assert windows.late == late_expected > 0
     assert windows.n == len(trades)
     # evicted buckets are exactly those wholly out of the longest window

@@ -158,7 +158,7 @@ def expected_features(trades: list[Trade]) -> dict[str, object]:
 
 def brute_spikes(trades: list[Trade]) -> list[tuple[float, float, float]]:
     """(ts, volume_1m, average) of each rising edge of the spike condition, checked when a
-    trade moves the newest ts_event into a new whole second (agents/signals.py)."""
+    trade moves the newest ts_event t into a new span floor(t / 5) (agents/signals.py)."""
     out, t, checked, was, since = [], -math.inf, -1, False, math.inf
     live: list[Trade] = []  # the trades that can still be in a window
     for trade in trades:
@@ -167,9 +167,9 @@ def brute_spikes(trades: list[Trade]) -> list[tuple[float, float, float]]:
         t = max(t, trade.ts_event)
         since = min(since, trade.ts_event)
         live.append(trade)
-        if t < checked + 1:
+        if math.floor(t / 5.0) <= checked:
             continue
-        checked = math.floor(t)
+        checked = math.floor(t / 5.0)
         live = [x for x in live if x.ts_event > t - 900]
         volume_1m = sum(x.amount for x in live if x.ts_event > t - 60)
         volume_15m = sum(x.amount for x in live)
