@@ -64,29 +64,40 @@ class Worker:
         })
         self.env.update({f"KCS_{k.upper()}": str(v) for k, v in settings.items()})
         self.process: subprocess.Popen[bytes] | None = None
+        # True for tests that expect a worker to keep retrying past start()'s wait.
+        self.keep_trying = False
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, wait: float = 90.0) -> Worker:
+        """Start the worker and wait until it is ready; a worker that is not, is stopped.
+        Starting again (after `kill()`) reuses the port and the data dir."""
+        offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "faust", "-A", "app", "worker", "-l", "info"],
             cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"worker exited early:\n{self.log()}")
-            try:
-                if http_json(self.url + "/health/", timeout=1)[0] == 200 and \
-                        "Worker]: Ready" in self.log():
-                    return self
-            except OSError:
-                pass
-            time.sleep(0.3)
-        raise TimeoutError(f"worker not ready in {wait} s:\n{self.log()[-4000:]}")
+        try:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise RuntimeError(f"worker exited early:\n{self.log()[-4000:]}")
+                try:
+                    # Only this run's log counts: a restart appends to the same file.
+                    if "Worker]: Ready" in self.log()[offset:] and \
+                            http_json(self.url + "/health/", timeout=1)[0] == 200:
+                        return self
+                except OSError:
+                    pass
+                time.sleep(0.3)
+            raise TimeoutError(f"worker not ready in {wait} s:\n{self.log()[-4000:]}")
+        except BaseException:
+            if not self.keep_trying:
+                self.stop()
+            raise
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""

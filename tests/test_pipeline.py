@@ -129,6 +129,7 @@ def test_a_down_broker_is_reported_and_retried_until_it_is_up(tmp_path: Path,
                                                               workers: list[Worker]) -> None:
     broker = EmbeddedBroker(log_path=tmp_path / "late-broker.log")
     worker = Worker(broker.url, tmp_path, ingest="none", app_id="kcs-test-late-broker")
+    worker.keep_trying = True
     workers.append(worker)
     try:
         worker.start(wait=4)
