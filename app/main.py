@@ -73,6 +73,24 @@ class App(faust.App):
                                   settings.replication_factor)
         await super().on_first_start()
 
+    async def on_started(self) -> None:
+        await super().on_started()
+        _stop_debug_records()
+
+
+def _stop_debug_records() -> None:
+    """Faust animates its start-up spinner by putting the root logger at DEBUG whenever the
+    log level is WARN or above (its default) and never puts it back: every debug call of
+    aiokafka then builds a record only for the handlers to drop it, on the hot path. The
+    spinner is done once the worker has started; the handlers' own levels still apply."""
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if type(handler).__name__ == "SpinnerHandler":
+            root.removeHandler(handler)
+    levels = [h.level for h in root.handlers if h.level]
+    if root.level == logging.DEBUG and levels and min(levels) > logging.DEBUG:
+        root.setLevel(min(levels))
+
 
 app = App(
     settings.app_id,

@@ -144,3 +144,29 @@ def test_a_down_broker_is_reported_and_retried_until_it_is_up(tmp_path: Path,
     finally:
         worker.stop()
         broker.stop()
+
+
+def test_two_workers_answer_every_market_view_alike(fresh_broker: EmbeddedBroker, tmp_path: Path,
+                                                     replays: Path,
+                                                     workers: list[Worker]) -> None:
+    directory = copy_recordings(tmp_path / "replay", "UPBIT", "BINANCE", source=replays)
+    first = Worker(fresh_broker.url, tmp_path, replay=directory, app_id="kcs-test-two")
+    workers.append(first.start())
+    second = Worker(fresh_broker.url, tmp_path, ingest="none", app_id="kcs-test-two")
+    workers.append(second.start())
+
+    # The markets with data in these recordings.
+    expected = {"upbit:LAMB-KRW", "upbit:WAVES-KRW", "upbit:XTZ-BTC", "upbit:ITAM-BTC",
+                "binance:NKN-USDT", "binance:BLZ-ETH", "binance:LRC-BTC", "binance:RUNE-EUR"}
+
+    def owned_by_both() -> bool:
+        local = [set(http_json(w.url + "/markets/?local=1")[1]) for w in (first, second)]
+        return all(local) and not local[0] & local[1] and local[0] | local[1] == expected
+    wait_for(owned_by_both, timeout=90)  # each worker owns some markets, none owns all
+    _, everything = http_json(first.url + "/markets/")
+    assert http_json(second.url + "/markets/")[1] == everything
+    assert set(everything) == expected
+    for key, state in everything.items():
+        exchange, symbol = key.split(":")
+        answers = [http_json(f"{w.url}/market/{exchange}/{symbol}/") for w in (first, second)]
+        assert answers[0] == answers[1] == (200, state), key
