@@ -17,9 +17,9 @@ from typing import Any
 
 import aiokafka
 
-from app import app
+from app import settings
 
-__all__ = ["send", "flush", "declare"]
+__all__ = ["send", "flush", "declare", "declared_topic_names", "stop"]
 
 _producer: aiokafka.AIOKafkaProducer | None = None
 _lock = asyncio.Lock()
@@ -31,19 +31,30 @@ def declare(*topics: Any) -> None:
     _topics.extend(topics)
 
 
+def declared_topic_names() -> list[str]:
+    """The derived topics, created with the market-data topics before Faust starts."""
+    return [topic.get_topic_name() for topic in _topics]
+
+
 async def _start() -> aiokafka.AIOKafkaProducer:
     global _producer
     async with _lock:
         if _producer is None:
-            for topic in _topics:
-                await topic.maybe_declare()
-            servers = ",".join(f"{url.host}:{url.port or 9092}" for url in app.conf.broker)
-            producer = aiokafka.AIOKafkaProducer(
-                bootstrap_servers=servers, client_id=f"{app.conf.id}-derived", acks=1,
-                linger_ms=5, max_batch_size=262144)
+            from app.ingest import new_producer
+            from app.main import broker_url
+
+            # The ingest producer's settings (acks, linger, partitioner) serve here too.
+            producer = new_producer(settings, broker_url, client="derived")
             await producer.start()
             _producer = producer
     return _producer
+
+
+async def stop() -> None:
+    global _producer
+    producer, _producer = _producer, None
+    if producer is not None:
+        await producer.stop()
 
 
 async def send(topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:

@@ -84,11 +84,12 @@ class CachedPartitioner(DefaultPartitioner):
         return partition
 
 
-def new_producer(settings: Settings, broker_url: str) -> aiokafka.AIOKafkaProducer:
+def new_producer(settings: Settings, broker_url: str,
+                 client: str = "ingest") -> aiokafka.AIOKafkaProducer:
     return aiokafka.AIOKafkaProducer(
         partitioner=CachedPartitioner(),
         bootstrap_servers=bootstrap_servers(broker_url),
-        client_id=f"{settings.app_id}-ingest",
+        client_id=f"{settings.app_id}-{client}",
         acks=settings.producer_acks if settings.producer_acks == "all" else int(
             settings.producer_acks),
         linger_ms=settings.producer_linger_ms,

@@ -65,13 +65,20 @@ class App(faust.App):
         can answer NotLeaderForPartition until the producer's delivery timeout, and those
         records would be lost.
         """
+        from agents.output import declared_topic_names
         from app.ingest import bootstrap_servers, market_data_topics
 
         bootstrap = bootstrap_servers(broker_url)
         await kafka.wait_until_reachable(broker_url, bootstrap)
-        await kafka.ensure_topics(bootstrap, market_data_topics(), settings.partitions,
-                                  settings.replication_factor)
+        await kafka.ensure_topics(bootstrap, market_data_topics() + declared_topic_names(),
+                                  settings.partitions, settings.replication_factor)
         await super().on_first_start()
+
+    async def on_stop(self) -> None:
+        from agents import output
+
+        await output.stop()
+        await super().on_stop()
 
     async def on_started(self) -> None:
         await super().on_started()

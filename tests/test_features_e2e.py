@@ -262,7 +262,7 @@ def test_features_exact_through_a_kill_and_from_two_workers(
     restarted = start_worker(fresh_broker, tmp_path, data_dir=worker.data_dir)
     workers.append(restarted)
     wait_for(lambda: all(n_of(restarted, key) == len(trades[key]) for key in trades),
-             timeout=120)
+             timeout=240)  # generous: recovery plus ~40k trades on a 2-core machine
     assert 0 < at_kill < total
     answers = check_views(restarted, trades)
 
