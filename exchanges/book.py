@@ -8,9 +8,11 @@ A book knows nothing about sequence rules: connectors decide when a change is va
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from sortedcontainers import SortedDict
 
-__all__ = ["L2Book", "Level", "BookSide"]
+__all__ = ["L2Book", "Level", "BookSide", "is_ordered"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
@@ -76,6 +78,14 @@ class BookSide(SortedDict):
             self.top = top
             self.top_depth = depth
         return top
+
+
+def is_ordered(levels: list[tuple[float, float]], descending: bool) -> bool:
+    """True when prices strictly improve towards the front, as a side of a book must: a full
+    book message that breaks it is not published (its best level could be the worst)."""
+    if descending:
+        return all(a[0] > b[0] for a, b in pairwise(levels))
+    return all(a[0] < b[0] for a, b in pairwise(levels))
 
 
 def _levels(levels: list[list[str]]) -> dict[float, Level]:

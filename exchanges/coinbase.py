@@ -14,10 +14,10 @@ A `match` names the MAKER's side, so the taker's side is the opposite.
 
 from __future__ import annotations
 
-import calendar
 
 import orjson
 
+from exchanges.codecs import rfc3339_epoch
 from exchanges.base import Connector, Stream
 from exchanges.book import L2Book
 from exchanges.symbols import split, unified
@@ -41,21 +41,6 @@ def to_unified(product: str) -> str:
     return unified(base, quote)
 
 
-_SECONDS: dict[str, int] = {}
-
-
-def _epoch(text: str) -> float:
-    """RFC 3339 `2021-04-17T16:43:37.075687Z` -> epoch seconds (the whole second is cached)."""
-    head = text[:19]
-    seconds = _SECONDS.get(head)
-    if seconds is None:
-        if len(_SECONDS) > 4096:
-            _SECONDS.clear()
-        seconds = _SECONDS[head] = calendar.timegm((
-            int(head[0:4]), int(head[5:7]), int(head[8:10]), int(head[11:13]),
-            int(head[14:16]), int(head[17:19])))
-    fraction = text[19:].rstrip("Z")
-    return seconds + float(fraction) if fraction else float(seconds)
 
 
 class Coinbase(Connector):
@@ -150,7 +135,7 @@ class Coinbase(Connector):
                 book.set_bid(float(price), float(size), price, size)
             else:
                 book.set_ask(float(price), float(size), price, size)
-        self._publish(symbol, book, _epoch(msg["time"]), ts_recv, stream)
+        self._publish(symbol, book, rfc3339_epoch(msg["time"]), ts_recv, stream)
 
     def _publish(self, symbol: str, book: L2Book, ts_event: float, ts_recv: float,
                  stream: Stream) -> None:
@@ -191,7 +176,7 @@ class Coinbase(Connector):
                 self._resync(self._symbol(product), f"trade ids jump from {last} to "
                                                     f"{trade_id}: messages were lost", stream)
         self.last_trade[product] = trade_id
-        self.out.trade(Trade("coinbase", self._symbol(product), _epoch(msg["time"]), ts_recv,
+        self.out.trade(Trade("coinbase", self._symbol(product), rfc3339_epoch(msg["time"]), ts_recv,
                              float(msg["price"]), float(msg["size"]), TAKER_SIDE[msg["side"]],
                              str(trade_id)))
 
@@ -222,7 +207,7 @@ class Coinbase(Connector):
         bid_size = msg.get("best_bid_size")  # absent in older feeds
         ask_size = msg.get("best_ask_size")
         self.out.ticker(Ticker("coinbase", self._symbol(product),
-                               _epoch(stamp) if stamp else ts_recv, ts_recv,
+                               rfc3339_epoch(stamp) if stamp else ts_recv, ts_recv,
                                float(msg["price"]), float(msg["best_bid"]),
                                float(bid_size) if bid_size is not None else None,
                                float(msg["best_ask"]),

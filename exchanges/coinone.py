@@ -19,10 +19,10 @@ last one published is stale and skipped (see `_book`).
 from __future__ import annotations
 
 from collections.abc import Iterable
-from itertools import pairwise
 
 import orjson
 
+from exchanges.book import is_ordered
 from exchanges.base import Connector, Stream
 from exchanges.publisher import metrics
 from exchanges.symbols import split, unified
@@ -62,11 +62,6 @@ def _levels(levels: Iterable[dict], depth: int) -> list[tuple[float, float]]:
     return out
 
 
-def _ordered(levels: list[tuple[float, float]], descending: bool) -> bool:
-    """True when prices strictly improve towards the front (a side as a book must be)."""
-    if descending:
-        return all(a[0] > b[0] for a, b in pairwise(levels))
-    return all(a[0] < b[0] for a, b in pairwise(levels))
 
 
 class Coinone(Connector):
@@ -148,7 +143,7 @@ class Coinone(Connector):
         if bids and asks and bids[0][0] >= asks[0][0]:
             self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
             return
-        if not (_ordered(bids, True) and _ordered(asks, False)):
+        if not (is_ordered(bids, True) and is_ordered(asks, False)):
             # e.g. asks arriving best-first one day: reversing them would publish the worst
             # ask as the best; refuse rather than guess
             self.resync(symbol, "book side out of price order")

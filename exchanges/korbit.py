@@ -20,10 +20,10 @@ published (by `tradeId`) are not published again.
 
 from __future__ import annotations
 
-from itertools import pairwise
 
 import orjson
 
+from exchanges.book import is_ordered
 from exchanges.base import Connector, Stream
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -61,11 +61,6 @@ def _levels(levels: list[dict], depth: int) -> list[tuple[float, float]]:
     return out
 
 
-def _ordered(levels: list[tuple[float, float]], descending: bool) -> bool:
-    """True when prices strictly improve towards the front (a side as a book must be)."""
-    if descending:
-        return all(a[0] > b[0] for a, b in pairwise(levels))
-    return all(a[0] < b[0] for a, b in pairwise(levels))
 
 
 class Korbit(Connector):
@@ -152,7 +147,7 @@ class Korbit(Connector):
         if bids and asks and bids[0][0] >= asks[0][0]:
             self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
             return
-        if not (_ordered(bids, True) and _ordered(asks, False)):
+        if not (is_ordered(bids, True) and is_ordered(asks, False)):
             self.resync(symbol, "book side out of price order")
             return
         self.out.book(OrderBook("korbit", symbol, data["timestamp"] / 1000.0, ts_recv, bids,

@@ -21,13 +21,13 @@ parser serves both, and the v1 parsing is small: the same book, checksum and tru
 
 from __future__ import annotations
 
-import calendar
 import re
 import zlib
 from pathlib import Path
 
 import orjson
 
+from exchanges.codecs import rfc3339_epoch
 from exchanges.base import Connector, Stream
 from exchanges.book import L2Book
 from exchanges.symbols import ASSET_ALIASES, split, unified
@@ -97,21 +97,6 @@ def _truncate(book: L2Book, depth: int) -> None:
         asks.popitem(-1)  # the highest ask is the worst
 
 
-_SECONDS: dict[str, int] = {}
-
-
-def _epoch(text: str) -> float:
-    """RFC 3339 `2026-08-16T23:37:03.745044Z` -> epoch seconds (the whole second is cached)."""
-    head = text[:19]
-    seconds = _SECONDS.get(head)
-    if seconds is None:
-        if len(_SECONDS) > 4096:
-            _SECONDS.clear()
-        seconds = _SECONDS[head] = calendar.timegm((
-            int(head[0:4]), int(head[5:7]), int(head[8:10]), int(head[11:13]),
-            int(head[14:16]), int(head[17:19])))
-    fraction = text[19:].rstrip("Z")
-    return seconds + float(fraction) if fraction else float(seconds)
 
 
 class Kraken(Connector):
@@ -270,7 +255,7 @@ class Kraken(Connector):
                 self._resubscribe(symbol, stream)
                 continue
             stamp = item.get("timestamp")
-            self._publish(symbol, book, _epoch(stamp) if stamp else ts_recv, ts_recv, stream)
+            self._publish(symbol, book, rfc3339_epoch(stamp) if stamp else ts_recv, ts_recv, stream)
         if used != len(prices) or used != len(qtys):
             raise ValueError(f"{len(prices)} price tokens for {used} book levels")
 
@@ -315,7 +300,7 @@ class Kraken(Connector):
             if trade_id <= last_trade.get(symbol, -1):
                 continue
             last_trade[symbol] = trade_id
-            self.out.trade(Trade("kraken", symbol, _epoch(trade["timestamp"]), ts_recv,
+            self.out.trade(Trade("kraken", symbol, rfc3339_epoch(trade["timestamp"]), ts_recv,
                                  float(trade["price"]), float(trade["qty"]),
                                  TAKER_SIDE[trade["side"]], str(trade_id)))
 
@@ -331,7 +316,7 @@ class Kraken(Connector):
             # vwap is quote traded / base traded over the same 24 h, so their product is
             # exactly the quote volume.
             self.out.ticker(Ticker("kraken", self._symbol(t["symbol"]),
-                                   _epoch(stamp) if stamp else ts_recv, ts_recv,
+                                   rfc3339_epoch(stamp) if stamp else ts_recv, ts_recv,
                                    float(t["last"]), float(t["bid"]), float(t["bid_qty"]),
                                    float(t["ask"]), float(t["ask_qty"]), volume,
                                    volume * float(vwap) if vwap is not None else None))
