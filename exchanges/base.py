@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -52,6 +53,8 @@ class Connector:
     ping_message: ClassVar[str | bytes | None] = None
     # Offer permessage-deflate where the exchange supports it.
     compression: ClassVar[bool] = False
+    # The exchange's market code -> our `BASE-QUOTE` (modules set their `to_unified`).
+    to_unified: ClassVar[Callable[[str], str]]
 
     def __init__(self, subscriptions: Subscriptions, out: Publisher, settings: Settings) -> None:
         self.subscriptions = subscriptions
@@ -60,6 +63,7 @@ class Connector:
         self.depth = settings.book_depth
         self.books: dict[str, L2Book] = {}
         self.session: Session | None = None  # set by the session that runs this connector
+        self._unified: dict[str, str] = {}
 
     # -- to implement per exchange -------------------------------------------------------
 
@@ -74,6 +78,13 @@ class Connector:
         """Called after connecting and subscribing; e.g. to request snapshots."""
 
     # -- shared helpers --------------------------------------------------------------------
+
+    def symbol(self, native: str) -> str:
+        """The unified symbol of an exchange's market code, worked out once per market."""
+        symbol = self._unified.get(native)
+        if symbol is None:
+            symbol = self._unified[native] = self.to_unified(native)
+        return symbol
 
     def symbols_with(self, channel: str) -> list[str]:
         return [s for s, channels in self.subscriptions.items() if channel in channels]

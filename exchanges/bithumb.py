@@ -56,10 +56,7 @@ def to_unified(code: str) -> str:
 
 class Bithumb(Connector):
     name = "bithumb"
-
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._symbols: dict[str, str] = {}  # native code -> unified symbol, memoized
+    to_unified = staticmethod(to_unified)
 
     def connections(self) -> list[Stream]:
         request: list[dict] = [{"ticket": str(uuid.uuid4())}]
@@ -77,12 +74,6 @@ class Bithumb(Connector):
             return []
         request.append({"format": "DEFAULT"})
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
-
-    def _symbol(self, code: str) -> str:
-        symbol = self._symbols.get(code)
-        if symbol is None:
-            symbol = self._symbols[code] = to_unified(code)
-        return symbol
 
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
         msg = orjson.loads(frame)
@@ -107,7 +98,7 @@ class Bithumb(Connector):
         `trade_date`/`trade_time` are KST strings; `trade_timestamp` (ms) is the same instant.
         `sequential_id` may come as a number or a string: str() gives the same text for both.
         """
-        self.out.trade(Trade("bithumb", self._symbol(msg["code"]),
+        self.out.trade(Trade("bithumb", self.symbol(msg["code"]),
                              msg["trade_timestamp"] / 1000.0, ts_recv,
                              float(msg["trade_price"]), float(msg["trade_volume"]),
                              TAKER_SIDE[msg["ask_bid"]], str(msg["sequential_id"])))
@@ -127,7 +118,7 @@ class Bithumb(Connector):
                 if u["bid_price"] and u["bid_size"]][:depth]
         asks = [(float(u["ask_price"]), float(u["ask_size"])) for u in units
                 if u["ask_price"] and u["ask_size"]][:depth]
-        symbol = self._symbol(msg["code"])
+        symbol = self.symbol(msg["code"])
         if bids and asks and bids[0][0] >= asks[0][0]:
             self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
             return
@@ -144,7 +135,7 @@ class Bithumb(Connector):
         """
         volume = msg.get("acc_trade_volume_24h")
         quote_volume = msg.get("acc_trade_price_24h")
-        self.out.ticker(Ticker("bithumb", self._symbol(msg["code"]), msg["timestamp"] / 1000.0,
+        self.out.ticker(Ticker("bithumb", self.symbol(msg["code"]), msg["timestamp"] / 1000.0,
                                ts_recv, float(msg["trade_price"]), None, None, None, None,
                                None if volume is None else float(volume),
                                None if quote_volume is None else float(quote_volume)))

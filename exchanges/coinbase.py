@@ -45,13 +45,13 @@ def to_unified(product: str) -> str:
 
 class Coinbase(Connector):
     name = "coinbase"
+    to_unified = staticmethod(to_unified)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.last_trade: dict[str, int] = {}  # product -> last trade_id received
         self.ticker_sequence: dict[str, int] = {}  # product -> sequence of the last ticker
         self.book_streams: dict[str, Stream] = {}  # where to renew a book subscription
-        self._symbols: dict[str, str] = {}  # product id -> unified symbol, memoized
 
     def connections(self) -> list[Stream]:
         streams = []
@@ -81,12 +81,6 @@ class Coinbase(Connector):
         for symbol in stream.symbols:  # a new connection starts a new trade id chain
             self.last_trade.pop(to_native(symbol), None)
 
-    def _symbol(self, product: str) -> str:
-        symbol = self._symbols.get(product)
-        if symbol is None:
-            symbol = self._symbols[product] = to_unified(product)
-        return symbol
-
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
         msg = orjson.loads(frame)
         kind = msg["type"]
@@ -112,7 +106,7 @@ class Coinbase(Connector):
     def _snapshot(self, msg: dict, ts_recv: float, stream: Stream) -> None:
         """{"type":"snapshot","product_id":"BTC-USD","bids":[["10101.10","0.45054140"]],
         "asks":[["10102.55","0.57753524"]]}"""
-        symbol = self._symbol(msg["product_id"])
+        symbol = self.symbol(msg["product_id"])
         book = self.books.get(symbol)
         if book is None:
             raise ValueError(f"snapshot for {symbol}, which has no book subscription")
@@ -124,7 +118,7 @@ class Coinbase(Connector):
     def _update(self, msg: dict, ts_recv: float, stream: Stream) -> None:
         """{"type":"l2update","product_id":"BTC-USD","changes":[["buy","22356.27","0.00"]],
         "time":"2022-08-04T15:25:05.010758Z"} (`buy` = bid side, size 0 removes)"""
-        symbol = self._symbol(msg["product_id"])
+        symbol = self.symbol(msg["product_id"])
         book = self.books.get(symbol)
         if book is None:
             raise ValueError(f"l2update for {symbol}, which has no book subscription")
@@ -173,10 +167,10 @@ class Coinbase(Connector):
             if trade_id <= last:
                 return  # already published (a `last_match` after renewing a subscription)
             if trade_id != last + 1:
-                self._resync(self._symbol(product), f"trade ids jump from {last} to "
+                self._resync(self.symbol(product), f"trade ids jump from {last} to "
                                                     f"{trade_id}: messages were lost", stream)
         self.last_trade[product] = trade_id
-        self.out.trade(Trade("coinbase", self._symbol(product), rfc3339_epoch(msg["time"]), ts_recv,
+        self.out.trade(Trade("coinbase", self.symbol(product), rfc3339_epoch(msg["time"]), ts_recv,
                              float(msg["price"]), float(msg["size"]), TAKER_SIDE[msg["side"]],
                              str(trade_id)))
 
@@ -188,7 +182,7 @@ class Coinbase(Connector):
         announced = msg.get("last_trade_id")
         if last is not None and announced is not None and announced > last:
             self.last_trade[product] = announced  # those trades are gone: do not report twice
-            self._resync(self._symbol(product), f"heartbeat announces trade {announced}, "
+            self._resync(self.symbol(product), f"heartbeat announces trade {announced}, "
                                                 f"last received {last}", stream)
 
     def _ticker(self, msg: dict, ts_recv: float) -> None:
@@ -206,7 +200,7 @@ class Coinbase(Connector):
         stamp = msg.get("time")
         bid_size = msg.get("best_bid_size")  # absent in older feeds
         ask_size = msg.get("best_ask_size")
-        self.out.ticker(Ticker("coinbase", self._symbol(product),
+        self.out.ticker(Ticker("coinbase", self.symbol(product),
                                rfc3339_epoch(stamp) if stamp else ts_recv, ts_recv,
                                float(msg["price"]), float(msg["best_bid"]),
                                float(bid_size) if bid_size is not None else None,

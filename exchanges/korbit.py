@@ -65,10 +65,10 @@ def _levels(levels: list[dict], depth: int) -> list[tuple[float, float]]:
 
 class Korbit(Connector):
     name = "korbit"
+    to_unified = staticmethod(to_unified)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._symbols: dict[str, str] = {}  # native symbol -> unified, memoized
         self.last_trade_id: dict[str, int] = {}  # symbol -> highest `tradeId` published
 
     def connections(self) -> list[Stream]:
@@ -84,12 +84,6 @@ class Korbit(Connector):
         if not symbols:
             return []
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
-
-    def _symbol(self, native: str) -> str:
-        symbol = self._symbols.get(native)
-        if symbol is None:
-            symbol = self._symbols[native] = to_unified(native)
-        return symbol
 
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
         msg = orjson.loads(frame)
@@ -114,7 +108,7 @@ class Korbit(Connector):
         time; each trade's own `timestamp` is when it happened (the snapshot above is a trade
         from 10 s before it was sent).
         """
-        symbol = self._symbol(msg["symbol"])
+        symbol = self.symbol(msg["symbol"])
         # The first message after every (re)subscribe is a snapshot of recent trades, which
         # may have been published already. `tradeId` grows per pair (not contiguously), so a
         # trade at or below the highest id published is a repeat. Compare with the id from
@@ -139,7 +133,7 @@ class Korbit(Connector):
 
         `data.timestamp` is the book's time, the envelope's is the send time.
         """
-        symbol = self._symbol(msg["symbol"])
+        symbol = self.symbol(msg["symbol"])
         data = msg["data"]
         depth = self.depth
         bids = _levels(data["bids"], depth)
@@ -162,7 +156,7 @@ class Korbit(Connector):
         No best bid/ask sizes; `data` has no time of its own, so the envelope's is used.
         """
         data = msg["data"]
-        self.out.ticker(Ticker("korbit", self._symbol(msg["symbol"]), msg["timestamp"] / 1000.0,
+        self.out.ticker(Ticker("korbit", self.symbol(msg["symbol"]), msg["timestamp"] / 1000.0,
                                ts_recv, float(data["close"]), float(data["bestBidPrice"]), None,
                                float(data["bestAskPrice"]), None, float(data["volume"]),
                                float(data["quoteVolume"])))

@@ -101,6 +101,7 @@ def _truncate(book: L2Book, depth: int) -> None:
 
 class Kraken(Connector):
     name = "kraken"
+    to_unified = staticmethod(to_unified)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -119,7 +120,6 @@ class Kraken(Connector):
         # of a deep book do not, so most checksums reuse both sides' text.
         self.top_levels = max(self.depth, CHECKSUM_LEVELS)
         self.side_texts: dict[str, tuple[list, str, list, str]] = {}
-        self._symbols: dict[str, str] = {}  # native pair -> unified symbol, memoized
 
     # -- connections -----------------------------------------------------------------------
 
@@ -179,12 +179,6 @@ class Kraken(Connector):
             for message in messages:
                 self.session.send_soon(stream, orjson.dumps(message).decode())
 
-    def _symbol(self, pair: str) -> str:
-        symbol = self._symbols.get(pair)
-        if symbol is None:
-            symbol = self._symbols[pair] = to_unified(pair)
-        return symbol
-
     # -- frames ----------------------------------------------------------------------------
 
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
@@ -215,7 +209,7 @@ class Kraken(Connector):
             raise ValueError(f"{msg.get('method')} refused: {msg.get('error')}")
         result = msg.get("result") or {}
         if msg.get("method") == "subscribe" and result.get("channel") == "book":
-            self.book_depths[self._symbol(result["symbol"])] = result["depth"]
+            self.book_depths[self.symbol(result["symbol"])] = result["depth"]
 
     def _book(self, msg: dict, text: str, ts_recv: float, stream: Stream) -> None:
         """{"channel":"book","type":"update","data":[{"symbol":"BTC/USD","bids":[],
@@ -226,7 +220,7 @@ class Kraken(Connector):
         snapshot = msg["type"] == "snapshot"
         used = 0  # tokens consumed: levels appear in the text in the order orjson kept
         for item in msg["data"]:
-            symbol = self._symbol(item["symbol"])
+            symbol = self.symbol(item["symbol"])
             book = self.books.get(symbol)
             if book is None:
                 raise ValueError(f"book data for {symbol}, which has no book subscription")
@@ -294,7 +288,7 @@ class Kraken(Connector):
         "timestamp":"2026-08-16T23:37:03.745044Z"}]}"""
         last_trade = self.last_trade
         for trade in msg["data"]:
-            symbol = self._symbol(trade["symbol"])
+            symbol = self.symbol(trade["symbol"])
             trade_id = trade["trade_id"]
             # A (re)subscription starts with recent trades: publish only the ones not seen.
             if trade_id <= last_trade.get(symbol, -1):
@@ -315,7 +309,7 @@ class Kraken(Connector):
             vwap = t.get("vwap")
             # vwap is quote traded / base traded over the same 24 h, so their product is
             # exactly the quote volume.
-            self.out.ticker(Ticker("kraken", self._symbol(t["symbol"]),
+            self.out.ticker(Ticker("kraken", self.symbol(t["symbol"]),
                                    rfc3339_epoch(stamp) if stamp else ts_recv, ts_recv,
                                    float(t["last"]), float(t["bid"]), float(t["bid_qty"]),
                                    float(t["ask"]), float(t["ask_qty"]), volume,
@@ -334,7 +328,7 @@ class Kraken(Connector):
             if msg.get("status") == "subscribed" and subscription.get("name") == "book":
                 depth = subscription.get("depth", 10)
                 self.channels[msg["channelID"]] = depth
-                self.book_depths[self._symbol(msg["pair"])] = depth
+                self.book_depths[self.symbol(msg["pair"])] = depth
         elif event == "error":
             raise ValueError(f"kraken error: {msg.get('errorMessage')}")
         # heartbeat, systemStatus, pong: nothing to do
@@ -342,7 +336,7 @@ class Kraken(Connector):
     def _v1_data(self, msg: list, ts_recv: float, stream: Stream) -> None:
         """[channelID, payload..., channelName, pair]; the payload depends on the channel."""
         name = msg[-2]
-        symbol = self._symbol(msg[-1])
+        symbol = self.symbol(msg[-1])
         if name.startswith("book"):
             self._v1_book(msg, symbol, ts_recv, stream)
         elif name == "trade":

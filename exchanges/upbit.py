@@ -49,6 +49,7 @@ def _simple(message: dict) -> dict:
 
 class Upbit(Connector):
     name = "upbit"
+    to_unified = staticmethod(to_unified)
 
     def connections(self) -> list[Stream]:
         request: list[dict] = [{"ticket": str(uuid.uuid4())}, {"format": "SIMPLE"}]
@@ -64,16 +65,6 @@ class Upbit(Connector):
             return []
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self._symbols: dict[str, str] = {}  # native code -> unified symbol, memoized
-
-    def _symbol(self, code: str) -> str:
-        symbol = self._symbols.get(code)
-        if symbol is None:
-            symbol = self._symbols[code] = to_unified(code)
-        return symbol
-
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
         msg = orjson.loads(frame)
         kind = msg.get("ty")
@@ -86,12 +77,12 @@ class Upbit(Connector):
             else:
                 raise ValueError(f"unexpected message: {msg.get('error') or msg}")
         if kind == "trade":
-            self.out.trade(Trade("upbit", self._symbol(msg["cd"]), msg["ttms"] / 1000.0, ts_recv,
+            self.out.trade(Trade("upbit", self.symbol(msg["cd"]), msg["ttms"] / 1000.0, ts_recv,
                                  msg["tp"], msg["tv"], TAKER_SIDE[msg["ab"]], str(msg["sid"])))
         elif kind == "orderbook":
             self._book(msg, ts_recv)
         elif kind == "ticker":
-            self.out.ticker(Ticker("upbit", self._symbol(msg["cd"]), msg["tms"] / 1000.0, ts_recv,
+            self.out.ticker(Ticker("upbit", self.symbol(msg["cd"]), msg["tms"] / 1000.0, ts_recv,
                                    msg["tp"], None, None, None, None, msg.get("atv24h"),
                                    msg.get("atp24h")))
         else:
@@ -105,7 +96,7 @@ class Upbit(Connector):
         # Sides shorter than the book are padded with zero units: drop those.
         bids = [(u["bp"], u["bs"]) for u in units if u["bs"] and u["bp"]][:depth]
         asks = [(u["ap"], u["as"]) for u in units if u["as"] and u["ap"]][:depth]
-        symbol = self._symbol(msg["cd"])
+        symbol = self.symbol(msg["cd"])
         if bids and asks and bids[0][0] >= asks[0][0]:
             self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
             return
