@@ -17,7 +17,8 @@ from pathlib import Path
 
 from app.embedded import EmbeddedBroker, free_port
 from records import BUY, SELL
-from tests.support import REPO, Worker, copy_recordings, http_json, read_topic, wait_for
+from tests.support import (FIXTURES, REPO, Worker, copy_recordings, http_json, read_topic,
+                           wait_for)
 from tests.test_binance import rebuild_books
 
 BAD_FRAME = b'{"ty":"trade","cd":"KRW-LAMB","tms":16186782'  # cut off mid-frame
@@ -170,3 +171,35 @@ def test_two_workers_answer_every_market_view_alike(fresh_broker: EmbeddedBroker
         exchange, symbol = key.split(":")
         answers = [http_json(f"{w.url}/market/{exchange}/{symbol}/") for w in (first, second)]
         assert answers[0] == answers[1] == (200, state), key
+
+
+def test_binance_trades_tickers_and_books_through_a_worker(fresh_broker: EmbeddedBroker,
+                                                            tmp_path: Path,
+                                                            workers: list[Worker]) -> None:
+    # The real Binance recording has books only: its trades and tickers come from the fixture
+    # recording (documented frame shapes, REST snapshots included).
+    directory = copy_recordings(tmp_path / "replay", "BINANCE", source=FIXTURES / "replays")
+    worker = Worker(fresh_broker.url, tmp_path, replay=directory, app_id="kcs-test-binance")
+    workers.append(worker.start())
+    trades = [json.loads(r.value) for r in read_topic(fresh_broker.url, "trade-data.binance",
+                                                      expect=5)]
+    assert sorted((t["symbol"], t["trade_id"], t["price"], t["amount"], t["side"])
+                  for t in trades) == sorted([
+        ("BTC-USDT", "5001", 97000.5, 0.01, BUY), ("BTC-USDT", "5002", 97000.0, 0.25, SELL),
+        ("ETH-USDT", "7001", 3100.1, 1.5, BUY), ("ETH-USDT", "300", 3100.0, 0.75, SELL),
+        ("BTC-USDT", "5003", 97001.0, 0.05, BUY)])
+    tickers = [json.loads(r.value) for r in read_topic(fresh_broker.url, "ticker-data.binance",
+                                                       expect=2)]
+    assert {(t["symbol"], t["last"], t["volume_24h"]) for t in tickers} == {
+        ("BTC-USDT", 97000.0, 12345.678), ("ETH-USDT", 3100.1, 5000.0)}
+    books = [json.loads(r.value) for r in read_topic(fresh_broker.url, "orderbook-data.binance",
+                                                     expect=7)]
+    expected = rebuild_books(directory)
+    for native, symbol in (("BTCUSDT", "BTC-USDT"), ("ETHUSDT", "ETH-USDT")):
+        published = [(tuple(b["bids"][0]), tuple(b["asks"][0])) for b in books
+                     if b["symbol"] == symbol]
+        assert published == expected[native], symbol
+    url = worker.url + "/market/binance/BTC-USDT/"
+    wait_for(lambda: http_json(url)[1].get("last_trade_id") == "5003")
+    _, state = http_json(url)
+    assert (state["best_bid"], state["best_ask"]) == (97000.1, 97001.0)
