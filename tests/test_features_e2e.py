@@ -20,7 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.embedded import EmbeddedBroker
 from records import BUY, SELL, OrderBook, Trade, encode
-from tests.support import Worker, http_json, read_topic, wait_for
+from tests.support import Worker, copy_recordings, http_json, read_topic, wait_for
 from tests.test_features import brute_candles, brute_features, close
 
 APP_ID = "kcs-test-features"
@@ -337,3 +337,34 @@ def test_features_exact_through_a_kill_and_from_two_workers(
                                                       idle=3.0)
               if r.key == b"upbit:BTC-KRW"]
     assert states and states[-1]["last_price"] == trades["upbit:BTC-KRW"][-1].price
+
+
+def test_features_of_a_replayed_recording_equal_brute_force(
+        fresh_broker: EmbeddedBroker, tmp_path: Path, replays: Path,
+        workers: list[Worker]) -> None:
+    """The real Upbit session, replayed through the connector: the features and candles of
+    every market equal brute force over the trades the connector put on `trade-data.upbit`."""
+    directory = copy_recordings(tmp_path / "replay", "UPBIT", source=replays)
+    worker = Worker(fresh_broker.url, tmp_path, replay=directory, app_id="kcs-test-replay-feat",
+                    candle_intervals="1m,5m", candle_grace=GRACE)
+    workers.append(worker.start())
+    trades: dict[str, list[Trade]] = {}
+    for record in read_topic(fresh_broker.url, "trade-data.upbit", expect=95):
+        # One market lives in one partition, read in offset order: the order folded.
+        trades.setdefault(record.key.decode(), []).append(Trade(**json.loads(record.value)))
+    assert sum(map(len, trades.values())) == 95 and len(trades) == 3
+    for key, market in trades.items():
+        exchange, _, symbol = key.partition(":")
+        count = len(market)
+        wait_for(lambda k=key, n=count: n_of(worker, k) == n, timeout=60)
+        status, features = view(worker, f"/features/{exchange}/{symbol}/")
+        assert status == 200
+        assert_same(features, expected_features(market), key)
+        for label, interval in INTERVALS.items():
+            closed, still_open, _ = brute_candles(
+                [(t.ts_event, t.price, t.amount) for t in market], interval, GRACE)
+            _, body = view(worker, f"/candles/{exchange}/{symbol}/?interval={label}")
+            assert_candles(body["candles"], closed, interval, f"{key} {label}")
+            assert_candles(body["open"], still_open, interval, f"{key} {label}")
+    lamb = view(worker, "/features/upbit/LAMB-KRW/")[1]
+    assert lamb["trades_1m"] == 93 and lamb["buy_volume_1m"] > 0 and lamb["sell_volume_1m"] > 0
