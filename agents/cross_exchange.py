@@ -3,8 +3,9 @@
 Market data is keyed `exchange:BASE-QUOTE`; these tables are keyed by the base asset, so the
 data is re-keyed in two steps:
 
-1. `cross-exchange-rekey` reads the trade and order-book topics, keeps per batch the latest
-   top of book and latest trade of each market, and sends one compact update per market to
+1. The market-data agent (`agents/market_data.py`), in the same pass over the market-data
+   topics that serves market state and features, keeps per batch the latest top of book and
+   latest trade of each market (`fold_for_assets`), and sends one compact update per market to
    the internal topic `<app id>-cross-by-asset`, keyed by the base asset (raw key bytes, the
    same bytes as the tables' keys, so a table view is routed to the worker owning the key).
    Updates of the rate market (`KCS_PREMIUM_RATE_MARKET`, default `upbit:USDT-KRW`) are also
@@ -42,8 +43,6 @@ from agents.premium import (apply_update, compute_premium, is_korean_krw, market
                             premium_changed, price_of)
 from app import app, settings
 from app.views import gather_all, routed
-from exchanges import EXCHANGES
-from records import book_topic, trade_topic
 
 __all__ = ["premium_table", "bbo_table", "cross_state", "by_asset_topic", "premium_topic",
            "bbo_topic", "RATE_KEY"]
@@ -55,10 +54,6 @@ RATE_MARKET = f"{_rate_exchange.lower()}:{_rate_symbol.upper()}"  # as market ke
 REFERENCE = settings.premium_reference.strip().lower()
 MAX_AGE = settings.bbo_max_age
 
-source_topic = app.topic(
-    *[name for ex in EXCHANGES for name in (trade_topic(ex), book_topic(ex))],
-    key_type=str, key_serializer="raw", value_serializer="raw",
-)
 by_asset_topic = app.topic(f"{app.conf.id}-cross-by-asset", partitions=PARTITIONS,
                            key_type=str, key_serializer="raw", value_serializer="raw",
                            internal=True)
@@ -106,19 +101,21 @@ def _fold(latest: dict[str, dict[str, Any]], market: str, is_book: bool,
             update["t"] = [record["price"], ts]
 
 
-@app.agent(source_topic, name="cross-exchange-rekey")
-async def rekey_by_asset(stream: Any) -> None:
-    async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
-        latest: dict[str, dict[str, Any]] = {}
-        for event in events:
-            _fold(latest, event.key, event.message.topic.startswith("orderbook-data."),
-                  orjson.loads(event.value))
-        for market, update in latest.items():
-            payload = orjson.dumps(update)
-            await by_asset_topic.send(key=market_parts(market)[1], value=payload)
-            if market == RATE_MARKET:
-                for partition in range(PARTITIONS):
-                    await by_asset_topic.send(key=RATE_KEY, value=payload, partition=partition)
+def fold_for_assets(latest: dict[str, dict[str, Any]], market: str, is_book: bool,
+                    record: dict[str, Any]) -> None:
+    """Called by the market-data agent for every trade and book of its batch (one pass over
+    the market-data topics serves both): keeps each market's newest top of book and trade."""
+    _fold(latest, market, is_book, record)
+
+
+async def send_by_asset(latest: dict[str, dict[str, Any]]) -> None:
+    """Re-key a batch's newest prices by asset; the rate market's to every partition."""
+    for market, update in latest.items():
+        payload = orjson.dumps(update)
+        await by_asset_topic.send(key=market_parts(market)[1], value=payload)
+        if market == RATE_MARKET:
+            for partition in range(PARTITIONS):
+                await by_asset_topic.send(key=RATE_KEY, value=payload, partition=partition)
 
 
 class _Partition:

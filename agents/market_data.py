@@ -16,7 +16,7 @@ from typing import Any
 
 import orjson
 
-from agents import features, market_state, output
+from agents import cross_exchange, features, market_state, output
 from agents.batching import in_partition_of
 from app import app
 
@@ -37,6 +37,7 @@ async def process_market_data(stream: Any) -> None:
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
         states: dict[str, list[Any]] = {}  # key -> [state, an event of the key]
         markets: dict[str, features.Market] = {}
+        by_asset: dict[str, dict[str, Any]] = {}  # the cross-exchange agent's input
         for event in events:
             key = event.key
             entry = states.get(key)
@@ -51,6 +52,8 @@ async def process_market_data(stream: Any) -> None:
                 kind = kind_of[topic] = KINDS[topic.partition(".")[0]]
             record = orjson.loads(event.value)
             market_state.apply_event(entry[0], kind, record)
+            if kind != "ticker":
+                cross_exchange.fold_for_assets(by_asset, key, kind == "book", record)
             if kind == "trade":
                 market = markets.get(key)
                 if market is None:
@@ -61,6 +64,7 @@ async def process_market_data(stream: Any) -> None:
                 for key, (state, _) in states.items()]
         results = {key: await features.publish(market, sent) for key, market in markets.items()}
         await output.flush(sent)
+        await cross_exchange.send_by_asset(by_asset)
         for key, (state, event) in states.items():
             with in_partition_of(event):
                 market_state.market_state[key] = state
