@@ -23,12 +23,43 @@ import aiokafka
 
 from app.embedded import EmbeddedBroker, free_port
 
-__all__ = ["REPO", "REPLAYS", "FIXTURES", "Worker", "read_topic", "http_json", "copy_recordings",
-           "start_broker"]
+__all__ = ["REPO", "REPLAYS", "FIXTURES", "Worker", "SentMessages", "assert_market_state",
+           "read_topic", "http_json", "copy_recordings", "start_broker", "wait_for"]
 
 REPO = Path(__file__).resolve().parents[1]
 REPLAYS = REPO.parent / "shared" / "replays"
 FIXTURES = REPO / "tests" / "fixtures"
+
+
+class SentMessages:
+    """Stands in for the session in connector unit tests: keeps what the connector asks it to
+    send (`send_soon`), as text in `sent`, decoded JSON in `json`, with the stream in `to`."""
+
+    def __init__(self) -> None:
+        self.sent: list[str] = []
+        self.to: list[Any] = []
+
+    def send_soon(self, stream: Any, message: str) -> None:
+        self.sent.append(message)
+        self.to.append(stream)
+
+    @property
+    def json(self) -> list[Any]:
+        return [json.loads(m) for m in self.sent]
+
+
+def assert_market_state(worker: Worker, exchange: str, symbol: str, last_trade: tuple,
+                        bids: list, asks: list) -> None:
+    """The worker's `/market/` view shows the market's last trade (`(symbol, id, price,
+    amount, side)`) and its last book's top levels, once they have been folded."""
+    url = f"{worker.url}/market/{exchange}/{symbol}/"
+    wait_for(lambda: http_json(url)[1].get("last_trade_id") == last_trade[1] and
+             http_json(url)[1].get("best_bid") == bids[0][0])
+    _, state = http_json(url)
+    assert (state["last_price"], state["last_amount"], state["last_side"]) == \
+        tuple(last_trade[2:]), exchange
+    assert (state["best_bid"], state["best_bid_size"]) == tuple(bids[0]), exchange
+    assert (state["best_ask"], state["best_ask_size"]) == tuple(asks[0]), exchange
 
 
 def start_broker(tmp: Path) -> EmbeddedBroker:

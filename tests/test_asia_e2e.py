@@ -19,7 +19,8 @@ from pathlib import Path
 from app.embedded import EmbeddedBroker
 from exchanges.replay import load_recordings
 from records import BUY, SELL
-from tests.support import FIXTURES, Worker, copy_recordings, http_json, read_topic, wait_for
+from tests.support import (FIXTURES, Worker, assert_market_state, copy_recordings, http_json,
+                           read_topic)
 from tests.test_bybit import Rebuild as BybitRebuild
 from tests.test_okx import Rebuild as OkxRebuild
 
@@ -172,13 +173,5 @@ def test_bybit_okx_htx_end_to_end(broker: EmbeddedBroker, tmp_path: Path, replay
         want = expected[exchange]
         last_trade = [t for t in want["trades"] if t[0] == symbol][-1]
         _, bids, asks = [b for b in want["books"] if b[0] == symbol][-1]
-        url = f"{worker.url}/market/{exchange}/{symbol}/"
-        wait_for(lambda url=url, tid=last_trade[1], bid=bids[0][0]:
-                 http_json(url)[1].get("last_trade_id") == tid and
-                 http_json(url)[1].get("best_bid") == bid)
-        _, state = http_json(url)
-        assert (state["last_price"], state["last_amount"], state["last_side"]) == \
-            last_trade[2:], exchange
-        assert (state["best_bid"], state["best_bid_size"]) == bids[0], exchange
-        assert (state["best_ask"], state["best_ask_size"]) == asks[0], exchange
+        assert_market_state(worker, exchange, symbol, last_trade, bids, asks)
     assert http_json(f"{worker.url}/market/okx/BTC-USD-220527/")[0] == 404

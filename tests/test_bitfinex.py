@@ -21,19 +21,9 @@ from exchanges.bitfinex import URL, Bitfinex, to_native, to_unified
 from exchanges.publisher import Publisher
 from exchanges.replay import load_recordings
 from records import BUY, SELL, OrderBook, Ticker, Trade
-from tests.support import FIXTURES
+from tests.support import SentMessages, FIXTURES
 
 SESSION = FIXTURES / "bitfinex" / "checksummed_session.jsonl"
-
-
-class SentMessages:
-    """Stands in for the session's `send_soon` in unit tests: keeps what would be sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-
-    def send_soon(self, stream: Any, message: str) -> None:
-        self.sent.append(json.loads(message))
 
 
 def raw(frame: str) -> Any:
@@ -267,7 +257,7 @@ def test_recording_sequence_gap_resyncs_every_book_then_snapshots_restore(record
     found = errors(connector, start)
     assert sorted(e["symbol"] for e in found) == sorted(to_unified(s) for _, s in live.values())
     assert all("sequence gap" in e["reason"] for e in found)
-    sent = connector.session.sent  # type: ignore[union-attr]
+    sent = connector.session.json  # type: ignore[union-attr]
     assert [m for m in sent if m["event"] == "unsubscribe"] == [
         {"event": "unsubscribe", "chanId": c} for c in live]
     assert sorted(m["symbol"] for m in sent if m["event"] == "subscribe") == sorted(
@@ -371,7 +361,7 @@ def test_corrupt_checksum_resyncs_then_snapshot_restores() -> None:
     assert (error["symbol"], error["kind"]) == ("BTC-USDT", "resync")
     assert f"bitfinex sent {msg[2] + 1}" in error["reason"]
     assert published(connector, "orderbook-data.bitfinex", start) == []
-    assert connector.session.sent == [  # type: ignore[union-attr]
+    assert connector.session.json == [  # type: ignore[union-attr]
         {"event": "unsubscribe", "chanId": 17082},
         {"event": "subscribe", "channel": "book", "symbol": "tBTCUST", "prec": "P0",
          "freq": "F0", "len": "25"}]

@@ -11,25 +11,15 @@ import pytest
 
 from app.settings import load_settings
 from app.subscriptions import from_recordings
-from exchanges.base import Stream
 from exchanges.bybit import Bybit, book_depth, to_native
 from exchanges.publisher import Publisher
 from exchanges.replay import load_recordings
 from records import BUY, SELL, OrderBook, Ticker, Trade
+from tests.support import SentMessages
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 BYBIT = FIXTURES / "bybit"
 URL = "wss://stream.bybit.com/v5/public/spot"
-
-
-class SentMessages:
-    """Stands in for the session: keeps what the connector asks to send."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[Stream, str]] = []
-
-    def send_soon(self, stream: Stream, message: str) -> None:
-        self.sent.append((stream, message))
 
 
 def fixture(name: str) -> str:
@@ -132,7 +122,7 @@ def test_snapshot_deltas_reset_and_gap():
     out = drain(bybit)
     assert [t for t, *_ in out] == ["ws.error"]
     assert "before any snapshot" in orjson.loads(out[0][2])["reason"]
-    assert [orjson.loads(m) for _, m in session.sent] == [
+    assert session.json == [
         {"req_id": "resync", "op": "unsubscribe", "args": ["orderbook.50.BTCUSDT"]},
         {"req_id": "resync", "op": "subscribe", "args": ["orderbook.50.BTCUSDT"]}]
     bybit.on_frame(fixture("delta.json"), 1.0, stream)  # still waiting: quietly dropped

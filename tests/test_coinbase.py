@@ -21,16 +21,7 @@ from exchanges.coinbase import URL, Coinbase, to_native, to_unified
 from exchanges.publisher import Publisher
 from exchanges.replay import load_recordings
 from records import BUY, SELL, OrderBook, Ticker, Trade
-
-
-class SentMessages:
-    """Stands in for the session's `send_soon` in unit tests: keeps what would be sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-
-    def send_soon(self, stream: Any, message: str) -> None:
-        self.sent.append(json.loads(message))
+from tests.support import SentMessages
 
 
 class RebuiltBook:
@@ -164,7 +155,7 @@ def check_resync(connector: Coinbase, start: int, product: str, reason: str) -> 
     errors = [json.loads(v) for v in records(connector, "ws.error", start)]
     assert [(e["symbol"], e["kind"]) for e in errors] == [(product, "resync")]
     assert reason in errors[0]["reason"]
-    assert connector.session.sent == [  # type: ignore[union-attr]
+    assert connector.session.json == [  # type: ignore[union-attr]
         {"type": "unsubscribe", "product_ids": [product], "channels": ["level2_batch"]},
         {"type": "subscribe", "product_ids": [product], "channels": ["level2_batch"]}]
 

@@ -17,18 +17,9 @@ from exchanges.htx import Htx, to_native
 from exchanges.publisher import Publisher
 from exchanges.replay import load_recordings
 from records import BUY, SELL, OrderBook, Ticker
+from tests.support import SentMessages
 
 URL = "wss://api.huobi.pro/ws"
-
-
-class SentMessages:
-    """Stands in for the session: keeps what the connector asks to send."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send_soon(self, stream: Stream, message: str) -> None:
-        self.sent.append(message)
 
 
 @pytest.fixture(scope="module")

@@ -24,19 +24,9 @@ from exchanges.publisher import Publisher
 from exchanges.replay import ReplayServer, load_recordings
 from exchanges.session import Session
 from records import BUY, SELL, OrderBook, Ticker, Trade
-from tests.support import FIXTURES
+from tests.support import SentMessages, FIXTURES
 
 KRAKEN_FIXTURES = FIXTURES / "kraken"
-
-
-class SentMessages:
-    """Stands in for the session's `send_soon` in unit tests: keeps what would be sent."""
-
-    def __init__(self) -> None:
-        self.sent: list[dict] = []
-
-    def send_soon(self, stream: Any, message: str) -> None:
-        self.sent.append(json.loads(message))
 
 
 def fixture(name: str) -> str:
@@ -277,7 +267,7 @@ def test_v1_fault_resyncs_then_fresh_snapshot_restores(replays: Path, fault: str
     assert "checksum mismatch" in errors[0]["reason"]
     assert not [r for t, r in new_records(connector, before)
                 if t == "orderbook-data.kraken" and r.symbol == symbol]  # nothing inconsistent
-    assert connector.session.sent[-2:] == [  # type: ignore[union-attr]
+    assert connector.session.json[-2:] == [  # type: ignore[union-attr]
         {"event": "unsubscribe", "pair": [pair], "subscription": {"name": "book", "depth": 1000}},
         {"event": "subscribe", "pair": [pair], "subscription": {"name": "book", "depth": 1000}}]
 
@@ -409,7 +399,7 @@ def test_v2_checksum_mismatch_resyncs_then_snapshot_restores() -> None:
     event = json.loads(value)
     assert (event["symbol"], event["kind"]) == ("BTC-USD", "resync")
     assert "computed" in event["reason"] and "12345" in event["reason"]
-    assert connector.session.sent == [  # type: ignore[union-attr]
+    assert connector.session.json == [  # type: ignore[union-attr]
         {"method": "unsubscribe", "params": {"channel": "book", "symbol": ["BTC/USD"],
                                              "depth": 10}},
         {"method": "subscribe", "params": {"channel": "book", "symbol": ["BTC/USD"],

@@ -20,18 +20,9 @@ from exchanges.okx import Okx, checksum, to_native, to_unified
 from exchanges.publisher import Publisher
 from exchanges.replay import load_recordings
 from records import BUY, SELL, Ticker
+from tests.support import SentMessages
 
 URL = "wss://ws.okx.com:8443/ws/v5/public"
-
-
-class SentMessages:
-    """Stands in for the session: keeps what the connector asks to send."""
-
-    def __init__(self) -> None:
-        self.sent: list[str] = []
-
-    def send_soon(self, stream: Stream, message: str) -> None:
-        self.sent.append(message)
 
 
 @pytest.fixture(scope="module")
