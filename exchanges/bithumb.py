@@ -52,8 +52,6 @@ def to_unified(code: str) -> str:
     return unified(base, quote)
 
 
-
-
 class Bithumb(Connector):
     name = "bithumb"
     to_unified = staticmethod(to_unified)

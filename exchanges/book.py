@@ -8,11 +8,12 @@ A book knows nothing about sequence rules: connectors decide when a change is va
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from itertools import pairwise
 
 from sortedcontainers import SortedDict
 
-__all__ = ["L2Book", "Level", "BookSide", "is_ordered"]
+__all__ = ["L2Book", "Level", "BookSide", "is_ordered", "first_levels"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
@@ -86,6 +87,19 @@ def is_ordered(levels: list[tuple[float, float]], descending: bool) -> bool:
     if descending:
         return all(a[0] > b[0] for a, b in pairwise(levels))
     return all(a[0] < b[0] for a, b in pairwise(levels))
+
+
+def first_levels(levels: Iterable[dict], depth: int) -> list[tuple[float, float]]:
+    """The first `depth` non-zero `{"price": .., "qty": ..}` levels as (price, size): a full
+    book message's side, padded or zero levels (not orders) left out."""
+    out: list[tuple[float, float]] = []
+    for level in levels:
+        price, size = float(level["price"]), float(level["qty"])
+        if price and size:
+            out.append((price, size))
+            if len(out) == depth:
+                break
+    return out
 
 
 def _levels(levels: list[list[str]]) -> dict[float, Level]:

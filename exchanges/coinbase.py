@@ -41,8 +41,6 @@ def to_unified(product: str) -> str:
     return unified(base, quote)
 
 
-
-
 class Coinbase(Connector):
     name = "coinbase"
     to_unified = staticmethod(to_unified)

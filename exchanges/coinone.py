@@ -18,11 +18,10 @@ last one published is stale and skipped (see `_book`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 
 import orjson
 
-from exchanges.book import is_ordered
+from exchanges.book import first_levels, is_ordered
 from exchanges.base import Connector, Stream
 from exchanges.publisher import metrics
 from exchanges.symbols import split, unified
@@ -48,20 +47,6 @@ def to_native(symbol: str) -> dict[str, str]:
 def to_unified(topic: dict[str, str]) -> str:
     """A topic, or a message's `data` (which repeats the topic keys) -> `BTC-KRW`."""
     return unified(topic["target_currency"], topic["quote_currency"])
-
-
-def _levels(levels: Iterable[dict], depth: int) -> list[tuple[float, float]]:
-    """The first `depth` non-zero `{"price":..,"qty":..}` levels as (price, size)."""
-    out: list[tuple[float, float]] = []
-    for level in levels:
-        price, size = float(level["price"]), float(level["qty"])
-        if price and size:  # zero or padded levels are not orders
-            out.append((price, size))
-            if len(out) == depth:
-                break
-    return out
-
-
 
 
 class Coinone(Connector):
@@ -138,8 +123,8 @@ class Coinone(Connector):
             metrics.inc("kcs_stale_books_total", exchange="coinone")
             return
         depth = self.depth
-        bids = _levels(data["bids"], depth)
-        asks = _levels(reversed(data["asks"]), depth)  # worst-first on the wire
+        bids = first_levels(data["bids"], depth)
+        asks = first_levels(reversed(data["asks"]), depth)  # worst-first on the wire
         if bids and asks and bids[0][0] >= asks[0][0]:
             self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
             return

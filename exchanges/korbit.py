@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import orjson
 
-from exchanges.book import is_ordered
+from exchanges.book import first_levels, is_ordered
 from exchanges.base import Connector, Stream
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -47,20 +47,6 @@ def to_unified(native: str) -> str:
     if not sep or not base or not quote or "_" in quote:
         raise ValueError(f"not a Korbit symbol: {native!r}")
     return unified(base, quote)
-
-
-def _levels(levels: list[dict], depth: int) -> list[tuple[float, float]]:
-    """The first `depth` non-zero `{"price":..,"qty":..}` levels as (price, size)."""
-    out: list[tuple[float, float]] = []
-    for level in levels:
-        price, size = float(level["price"]), float(level["qty"])
-        if price and size:
-            out.append((price, size))
-            if len(out) == depth:
-                break
-    return out
-
-
 
 
 class Korbit(Connector):
@@ -136,8 +122,8 @@ class Korbit(Connector):
         symbol = self.symbol(msg["symbol"])
         data = msg["data"]
         depth = self.depth
-        bids = _levels(data["bids"], depth)
-        asks = _levels(data["asks"], depth)
+        bids = first_levels(data["bids"], depth)
+        asks = first_levels(data["asks"], depth)
         if bids and asks and bids[0][0] >= asks[0][0]:
             self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
             return

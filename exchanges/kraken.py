@@ -97,8 +97,6 @@ def _truncate(book: L2Book, depth: int) -> None:
         asks.popitem(-1)  # the highest ask is the worst
 
 
-
-
 class Kraken(Connector):
     name = "kraken"
     to_unified = staticmethod(to_unified)
