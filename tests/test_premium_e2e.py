@@ -235,7 +235,8 @@ def test_premium_and_bbo_from_two_workers(fresh_broker: EmbeddedBroker, tmp_path
                                           workers: list[Worker]) -> None:
     a, b = start_workers(fresh_broker, tmp_path, workers, 2)
     records = opening(seed=11)
-    produce(fresh_broker, records, pace=0.003)  # over ~1.5 s: many batches, many values
+    # Over ~4 s: many market-data batches (0.25 s each), so many intermediate values.
+    produce(fresh_broker, records, pace=0.008)
     premiums, bbos = reference_premium(records), reference_bbo(records, MAX_AGE)
     assert set(premiums) == ASSETS and set(bbos) == ASSETS | {"ADA", "USDT"}
 
