@@ -30,6 +30,7 @@ a crash (at-least-once) change nothing. Views: `GET /premium/`, `GET /premium/{a
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
@@ -38,6 +39,7 @@ from faust.web import Request, Response, View
 
 from agents import output
 from agents.batching import BATCH_SIZE, BATCH_WITHIN, in_partition_of
+from agents.tables import changelogs_delivered, delivered_table
 from agents.bbo import bbo_changed, compute_bbo
 from agents.premium import (apply_update, compute_premium, is_korean_krw, market_parts,
                             premium_changed, price_of)
@@ -71,11 +73,12 @@ output.declare(premium_topic, bbo_topic)
 # as str (the raw codec encodes them); iterating a table yields bytes.
 TABLE_OPTIONS: dict[str, Any] = {"default": None, "key_type": bytes,
                                  "partitions": PARTITIONS}
-cross_state = app.Table("cross_state", **TABLE_OPTIONS,
-                        help="Quotes of every market per base asset; rate per partition")
-premium_table = app.Table("premium", **TABLE_OPTIONS, help="Korean premium per base asset")
-bbo_table = app.Table("bbo", **TABLE_OPTIONS,
-                      help="Consolidated best bid and offer per base asset and quote currency")
+cross_state = delivered_table("cross_state", **TABLE_OPTIONS,
+                              help="Quotes of every market per base asset; rate per partition")
+premium_table = delivered_table("premium", **TABLE_OPTIONS,
+                                help="Korean premium per base asset")
+bbo_table = delivered_table(
+    "bbo", **TABLE_OPTIONS, help="Consolidated best bid and offer per asset and quote currency")
 
 
 def _partition_key(partition: int) -> str:
@@ -109,13 +112,17 @@ def fold_for_assets(latest: dict[str, dict[str, Any]], market: str, is_book: boo
 
 
 async def send_by_asset(latest: dict[str, dict[str, Any]]) -> None:
-    """Re-key a batch's newest prices by asset; the rate market's to every partition."""
+    """Re-key a batch's newest prices by asset (the rate market's to every partition), and
+    wait for their delivery: the batch's source offsets are committed after this."""
+    sent = []
     for market, update in latest.items():
         payload = orjson.dumps(update)
-        await by_asset_topic.send(key=market_parts(market)[1], value=payload)
+        sent.append(await by_asset_topic.send(key=market_parts(market)[1], value=payload))
         if market == RATE_MARKET:
             for partition in range(PARTITIONS):
-                await by_asset_topic.send(key=RATE_KEY, value=payload, partition=partition)
+                sent.append(await by_asset_topic.send(key=RATE_KEY, value=payload,
+                                                      partition=partition))
+    await asyncio.gather(*sent)
 
 
 class _Partition:
@@ -217,6 +224,7 @@ async def track_cross_exchange(stream: Any) -> None:
             if part.dirty:
                 with in_partition_of(part.event):
                     cross_state[_partition_key(partition)] = part.state
+        await changelogs_delivered()  # before this batch's events are acked and committed
 
 
 def _local(table: Any) -> dict[str, Any]:
