@@ -24,7 +24,8 @@ import aiokafka
 from app.embedded import EmbeddedBroker, free_port
 
 __all__ = ["REPO", "REPLAYS", "FIXTURES", "Worker", "SentMessages", "assert_market_state",
-           "read_topic", "http_json", "copy_recordings", "start_broker", "wait_for"]
+           "read_topic", "http_json", "copy_recordings", "start_broker", "wait_for",
+           "values", "in_symbol_order"]
 
 REPO = Path(__file__).resolve().parents[1]
 REPLAYS = REPO.parent / "shared" / "replays"
@@ -190,6 +191,20 @@ def read_topic(broker_url: str, topic: str, expect: int | None = None, idle: flo
     until nothing new came for `idle` seconds."""
     bootstrap = broker_url.split("://", 1)[-1]
     return asyncio.run(_read(bootstrap, topic, expect, idle, timeout))
+
+
+def values(broker: EmbeddedBroker, topic: str, expect: int) -> list[dict]:
+    """The JSON values of `topic` (see `read_topic`)."""
+    return [json.loads(r.value) for r in read_topic(broker.url, topic, expect=expect)]
+
+
+def in_symbol_order(items: list[tuple]) -> dict[str, list[tuple]]:
+    """Items whose first field is a symbol, per symbol: Kafka keeps order per key (market),
+    not across markets."""
+    by_symbol: dict[str, list[tuple]] = {}
+    for item in items:
+        by_symbol.setdefault(item[0], []).append(item)
+    return by_symbol
 
 
 def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.3) -> Any:

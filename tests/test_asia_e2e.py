@@ -20,7 +20,7 @@ from app.embedded import EmbeddedBroker
 from exchanges.replay import load_recordings
 from records import BUY, SELL
 from tests.support import (FIXTURES, Worker, assert_market_state, copy_recordings, http_json,
-                           read_topic)
+                           read_topic, in_symbol_order, values)
 from tests.test_bybit import Rebuild as BybitRebuild
 from tests.test_okx import Rebuild as OkxRebuild
 
@@ -99,18 +99,6 @@ def expected_bybit(frames) -> dict:
             last_u[native] = data["u"]
             books.append((native.replace("USDT", "-USDT"), *rebuilds[native].top(DEPTH)))
     return {"trades": trades, "books": books, "tickers": tickers, "gaps": gaps}
-
-
-def values(broker: EmbeddedBroker, topic: str, expect: int) -> list[dict]:
-    return [json.loads(r.value) for r in read_topic(broker.url, topic, expect=expect)]
-
-
-def in_symbol_order(items: list[tuple]) -> dict[str, list[tuple]]:
-    """Kafka keeps order per key (market), not across markets."""
-    by_symbol: dict[str, list[tuple]] = defaultdict(list)
-    for item in items:
-        by_symbol[item[0]].append(item)
-    return dict(by_symbol)
 
 
 def test_bybit_okx_htx_end_to_end(broker: EmbeddedBroker, tmp_path: Path, replays: Path,

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from app.settings import load_settings
+from app.subscriptions import from_recordings
 from exchanges.bitfinex import URL, Bitfinex, to_native, to_unified
 from exchanges.publisher import Publisher
 from exchanges.replay import load_recordings
@@ -70,12 +71,7 @@ def new_connector(subscriptions: dict[str, set[str]]) -> Bitfinex:
 
 
 def recorded_subscriptions(recording: Any) -> dict[str, set[str]]:
-    names = {"trades": "trades", "l2_book": "book", "ticker": "ticker"}
-    subs: dict[str, set[str]] = {}
-    for channel, symbols in recording.configuration.items():
-        for symbol in symbols:
-            subs.setdefault(symbol, set()).add(names[channel])
-    return subs
+    return from_recordings({"bitfinex": recording})["bitfinex"]
 
 
 class Checker:

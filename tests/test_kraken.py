@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from app.settings import load_settings
+from app.subscriptions import from_recordings
 from exchanges.kraken import URL_V1, URL_V2, Kraken, recorded_api, to_native, to_unified
 from exchanges.publisher import Publisher
 from exchanges.replay import ReplayServer, load_recordings
@@ -41,12 +42,7 @@ def new_connector(subscriptions: dict[str, set[str]], replay: str = "") -> Krake
 
 
 def recorded_subscriptions(recording: Any) -> dict[str, set[str]]:
-    names = {"trades": "trades", "l2_book": "book", "ticker": "ticker"}
-    subs: dict[str, set[str]] = {}
-    for channel, symbols in recording.configuration.items():
-        for symbol in symbols:
-            subs.setdefault(symbol, set()).add(names[channel])
-    return subs
+    return from_recordings({"kraken": recording})["kraken"]
 
 
 # -- an independent book ------------------------------------------------------------------------

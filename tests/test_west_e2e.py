@@ -15,14 +15,13 @@ from __future__ import annotations
 
 import json
 import shutil
-from collections import defaultdict
 from pathlib import Path
 
 from app.embedded import EmbeddedBroker
 from exchanges.replay import load_recordings
 from records import BUY, SELL
 from tests.support import (FIXTURES, Worker, assert_market_state, copy_recordings, http_json,
-                           read_topic)
+                           read_topic, in_symbol_order, values)
 from tests.test_bitfinex import RebuiltBook as BitfinexBook
 from tests.test_bitfinex import raw
 from tests.test_coinbase import RebuiltBook as CoinbaseBook
@@ -107,18 +106,6 @@ def expected_bitfinex(frames: list, unified: dict[str, str]) -> dict:
             t = m[1]
             tickers.append((symbol, float(t[6]), float(t[0]), float(t[2]), float(t[7])))
     return {"trades": trades, "books": books, "tickers": tickers}
-
-
-def values(broker: EmbeddedBroker, topic: str, expect: int) -> list[dict]:
-    return [json.loads(r.value) for r in read_topic(broker.url, topic, expect=expect)]
-
-
-def in_symbol_order(items: list[tuple]) -> dict[str, list[tuple]]:
-    """Kafka keeps order per key (market), not across markets."""
-    by_symbol: dict[str, list[tuple]] = defaultdict(list)
-    for item in items:
-        by_symbol[item[0]].append(item)
-    return dict(by_symbol)
 
 
 def test_coinbase_kraken_bitfinex_end_to_end(broker: EmbeddedBroker, tmp_path: Path,
