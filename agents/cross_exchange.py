@@ -44,7 +44,7 @@ from agents.bbo import bbo_changed, compute_bbo
 from agents.premium import (apply_update, compute_premium, is_korean_krw, market_parts,
                             premium_changed, price_of)
 from app import app, settings
-from app.views import gather_all, routed
+from app.views import gather_all, routed_value
 
 __all__ = ["premium_table", "bbo_table", "cross_state", "by_asset_topic", "premium_topic",
            "bbo_topic", "RATE_KEY"]
@@ -232,13 +232,6 @@ def _local(table: Any) -> dict[str, Any]:
             if value is not None and not key.startswith(b"#")}
 
 
-def _one(view: View, table: Any, asset: str, what: str) -> Response:
-    value = table.get(asset)
-    if value is None:
-        return view.json({"error": f"no {what} for {asset}"}, status=404)
-    return view.json(value)
-
-
 @app.page("/premium/")
 async def premium_all(view: View, request: Request) -> Response:
     values = await gather_all(app, view, request, premium_table, lambda: _local(premium_table))
@@ -248,8 +241,7 @@ async def premium_all(view: View, request: Request) -> Response:
 @app.page("/premium/{asset}/")
 async def premium_one(view: View, request: Request, asset: str) -> Response:
     key = asset.upper()
-    return await routed(app, view, request, premium_table, key,
-                        lambda: _one(view, premium_table, key, "premium"))
+    return await routed_value(app, view, request, premium_table, key, f"premium for {key}")
 
 
 @app.page("/bbo/")
@@ -261,5 +253,4 @@ async def bbo_all(view: View, request: Request) -> Response:
 @app.page("/bbo/{asset}/")
 async def bbo_one(view: View, request: Request, asset: str) -> Response:
     key = asset.upper()
-    return await routed(app, view, request, bbo_table, key,
-                        lambda: _one(view, bbo_table, key, "BBO"))
+    return await routed_value(app, view, request, bbo_table, key, f"BBO for {key}")

@@ -62,7 +62,7 @@ from agents.candles import (
 )
 from agents.tables import raw_key_table
 from app import app
-from app.views import routed
+from app.views import routed_value
 from records import BUY
 
 __all__ = ["Windows", "Bucket", "Market", "WINDOWS", "BUCKET", "HORIZON", "features_table",
@@ -395,11 +395,5 @@ async def publish(market: Market, sent: list[Any]) -> dict[str, Any]:
 @app.page("/features/{exchange}/{symbol}/")
 async def features_view(view: View, request: Request, exchange: str, symbol: str) -> Response:
     key = f"{exchange.lower()}:{symbol.upper()}"
-
-    def local() -> Response:
-        state = features_table.get(key)
-        if state is None:
-            return view.json({"error": f"no features for {key}"}, status=404)
-        return view.json({k: v for k, v in state.items() if k not in PRIVATE})
-
-    return await routed(app, view, request, features_table, key, local)
+    return await routed_value(app, view, request, features_table, key, f"features for {key}",
+                              lambda state: {k: v for k, v in state.items() if k not in PRIVATE})

@@ -17,7 +17,7 @@ from faust.web import Request, Response, View
 
 from exchanges.publisher import metrics
 
-__all__ = ["register_views", "routed", "gather_all"]
+__all__ = ["register_views", "routed", "routed_value", "gather_all"]
 
 
 async def routed(app: faust.App, view: View, request: Request, table: Any, key: str,
@@ -27,6 +27,19 @@ async def routed(app: faust.App, view: View, request: Request, table: Any, key: 
         return await app.router.route_req(table.name, key, view.web, request)
     except SameNode:
         return local()
+
+
+async def routed_value(app: faust.App, view: View, request: Request, table: Any, key: Any,
+                       what: str, shown: Callable[[Any], Any] = lambda value: value) -> Response:
+    """The table's value for `key` from the worker that owns it, or 404 naming `what`."""
+
+    def local() -> Response:
+        value = table.get(key)
+        if value is None:
+            return view.json({"error": f"no {what}"}, status=404)
+        return view.json(shown(value))
+
+    return await routed(app, view, request, table, key, local)
 
 
 async def gather_all(app: faust.App, view: View, request: Request, table: Any,
@@ -76,11 +89,4 @@ def register_views(app: faust.App, market_state: Any, ingest: Any) -> None:
     @app.page("/market/{exchange}/{symbol}/")
     async def market(view: View, request: Request, exchange: str, symbol: str) -> Response:
         key = f"{exchange.lower()}:{symbol.upper()}"
-
-        def local() -> Response:
-            state = market_state.get(key)
-            if state is None:
-                return view.json({"error": f"no market {key}"}, status=404)
-            return view.json(state)
-
-        return await routed(app, view, request, market_state, key, local)
+        return await routed_value(app, view, request, market_state, key, f"market {key}")
