@@ -17,7 +17,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import TopicAlreadyExistsError
 from faust.transport import drivers
-from faust.transport.consumer import CONSUMER_FETCHING
+from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
 __all__ = ["install", "Transport", "wait_until_reachable", "ensure_topics"]
@@ -65,17 +65,49 @@ class _Rest:
 
 
 class Consumer(faust_aiokafka.Consumer):
+    """Faust's consumer, delivering each source partition contiguously from its committed
+    offset (see `_drain_messages`)."""
+
     # Counts seeks (started and finished), so the message loop can tell a batch fetched
     # before a seek from one fetched after it.
     _seeks = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per source partition (a topic Faust acks), the offset to deliver next; absent
+        # until the seek that follows the partition's assignment.
+        self._next_offset: dict[Any, int] = {}
+        # Per source partition, the last gap seen: (expected offset, offset received).
+        self._gap_seen: dict[Any, tuple[int, int]] = {}
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     async def perform_seek(self) -> None:
+        """Seek every assigned partition to its committed offset (Faust's perform_seek), and
+        every source partition without one explicitly to where `consumer_auto_offset_reset`
+        says, so that the next offset of every source partition is known."""
         self._seeks += 1
         try:
-            await super().perform_seek()
+            committed = await self.seek_to_committed()
+            self._read_offset.update({tp: offset if offset is not None and offset >= 0 else None
+                                      for tp, offset in committed.items()})
+            self._committed_offset.update({ensure_TP(tp): offset if offset else None
+                                           for tp, offset in committed.items()
+                                           if offset is not None})
+            acking = self.app.topics.acks_enabled_for
+            starts = {tp: offset for tp, offset in committed.items()
+                      if offset and acking(tp.topic)}  # the partitions sought to an offset
+            fresh = [tp for tp, offset in committed.items() if not offset and acking(tp.topic)]
+            if fresh:
+                if self.app.conf.consumer_auto_offset_reset == "latest":
+                    resets = await self.highwaters(*fresh)
+                else:
+                    resets = await self.earliest_offsets(*fresh)
+                for tp in fresh:
+                    await super().seek(tp, resets[tp])
+                    starts[tp] = resets[tp]
+            self._next_offset.update(starts)
         finally:
             self._seeks += 1
 
@@ -83,25 +115,71 @@ class Consumer(faust_aiokafka.Consumer):
         self._seeks += 1
         try:
             await super().seek(partition, offset)
+            if self.app.topics.acks_enabled_for(partition.topic):
+                self._next_offset[partition] = offset
         finally:
             self._seeks += 1
 
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        for tp in revoked:
+            self._next_offset.pop(tp, None)
+            self._gap_seen.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
+
+    async def _skipped(self, tp: Any, expected: int, offset: int) -> bool:
+        """Offsets `expected` to `offset - 1` of a source partition were never delivered.
+        Read them again; True only when a second read shows the broker has none of them (a
+        compacted or transactional gap), and the message at `offset` is next."""
+        if self._gap_seen.get(tp) == (expected, offset):
+            del self._gap_seen[tp]
+            await self._add_gap(tp, expected, offset - 1)
+            self._next_offset[tp] = offset
+            return True
+        self._gap_seen[tp] = (expected, offset)
+        self.log.info("%s[%d]: offsets %d to %d were fetched but never delivered; reading "
+                      "them again", tp.topic, tp.partition, expected, offset - 1)
+        await self.seek(tp, expected)
+        return False
+
+    async def _reread_dropped(self) -> None:
+        """Seek back every source partition whose fetch position is past its next offset to
+        deliver. Between two fetches every record fetched has been delivered, so the records
+        in between were dropped (by Faust's getmany during a rebalance or a pause, or by this
+        loop); when they were a partition's last, no later record would show the jump."""
+        consumer = self._thread._consumer
+        subscription = consumer._subscription.subscription if consumer is not None else None
+        assignment = subscription.assignment if subscription is not None else None
+        if assignment is None:
+            return  # rebalancing: the seek that follows sets every position
+        for tp, expected in list(self._next_offset.items()):
+            state = assignment.state_value(tp)
+            position = state._position if state is not None else None
+            if position is not None and position > expected:
+                await self._skipped(tp, expected, position)
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
-        """Faust's message loop with one change: a message is delivered eagerly.
+        """Faust's message loop with two changes.
 
-        Faust delivers each message with `wait_first(callback(message), suspend_flow.wait())`,
-        two tasks per message, so that a delivery blocked on a full stream buffer can be
-        abandoned when a rebalance suspends the flow. Most deliveries never block: here the
-        callback's first step runs in place, and only one that blocks is finished under that
-        same `wait_first`.
+        Contiguous delivery. Faust's loop delivers whatever the fetch returns and, when an
+        offset jumps, counts the offsets skipped as processed. But records fetched and then
+        dropped (Faust drops them while its flow is stopped, during a rebalance, or for a
+        partition it is still recovering, expecting a later seek to fetch them again) have
+        moved the fetch position: the records after them then arrive first, and their offsets
+        are committed as processed. After a kill -9 and restart this lost 5,504 of 30,000
+        trades, silently. Here each source partition (a topic Faust acks) delivers exactly
+        the offset after the last one it delivered: nothing before the seek to the committed
+        offset that follows every assignment, an offset already delivered is dropped, and on
+        a jump the partition is sought back to the offset expected. A jump seen twice from
+        the same offset is real (compaction, transaction markers) and counted as Faust does.
+        A batch fetched before a seek is abandoned.
 
-        And one fix: after a rebalance, Faust's recovery resumes the stream partitions and
-        then seeks them back to their committed offsets, resetting the read offsets. Faust's
-        loop goes on delivering the batch it fetched before the seek and moves the read
-        offsets past the committed ones again; every re-fetched record below them is then
-        dropped without a word (seen after a kill -9 and restart: 5,555 trades never folded).
-        Here a batch fetched before a seek is abandoned, and no read offset is moved across a
-        seek. (faust-streaming 0.15.3's loop otherwise, line for line.)
+        Eager delivery. Faust delivers each message with `wait_first(callback(message),
+        suspend_flow.wait())`, two tasks per message, so that a delivery blocked on a full
+        stream buffer can be abandoned when a rebalance suspends the flow. Most deliveries
+        never block: here the callback's first step runs in place, and only one that blocks
+        is finished under that same `wait_first`.
+
+        (faust-streaming 0.15.3's loop otherwise, line for line.)
         """
         callback = self.callback
         getmany = self.getmany
@@ -109,6 +187,7 @@ class Consumer(faust_aiokafka.Consumer):
         fetcher_should_stop = fetcher._stopped.is_set
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
+        next_offset = self._next_offset
         flag_consumer_fetching = CONSUMER_FETCHING
         set_flag = self.diag.set_flag
         unset_flag = self.diag.unset_flag
@@ -132,28 +211,39 @@ class Consumer(faust_aiokafka.Consumer):
                             await sleep(0)
                             num_since_yield = 0
                         offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is None or offset >= r_offset:
-                            gap = offset - (r_offset or 0)
-                            if gap > 1 and r_offset:
-                                if acks_enabled_for(message.topic):
-                                    await self._add_gap(tp, r_offset + 1, offset)
-                            if commit_every is not None:
-                                if self._n_acked >= commit_every:
-                                    self._n_acked = 0
-                                    await self.commit()
-                            delivery = callback(message)
-                            try:
-                                pending = delivery.send(None)
-                            except StopIteration:
-                                pass  # delivered without waiting: the common case
-                            else:
-                                await self.wait_first(_Rest(delivery, pending),
-                                                      self.suspend_flow.wait())
-                            if self._seeks != seeks:
-                                break  # do not move a read offset that a seek just reset
-                            set_read_offset(tp, offset)
+                        expected = None
+                        if acks_enabled_for(message.topic):
+                            expected = next_offset.get(tp)
+                            if expected is None:
+                                continue  # before the seek to its committed offset
+                            if offset != expected:
+                                if offset < expected:
+                                    continue  # delivered already
+                                if not await self._skipped(tp, expected, offset):
+                                    break
+                        else:
+                            r_offset = get_read_offset(tp)
+                            if r_offset is not None and offset < r_offset:
+                                continue
+                        if commit_every is not None:
+                            if self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                        delivery = callback(message)
+                        try:
+                            pending = delivery.send(None)
+                        except StopIteration:
+                            pass  # delivered without waiting: the common case
+                        else:
+                            await self.wait_first(_Rest(delivery, pending),
+                                                  self.suspend_flow.wait())
+                        if self._seeks != seeks:
+                            break  # do not move an offset that a seek just reset
+                        set_read_offset(tp, offset)
+                        if expected is not None:
+                            next_offset[tp] = offset + 1
                     unset_flag(flag_consumer_fetching)
+                    await self._reread_dropped()
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
                 self.log.info("Broker stopped consumer, shutting down...")
@@ -233,3 +323,4 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int,
             await asyncio.sleep(0.2)
     finally:
         await admin.close()
+
