@@ -20,7 +20,10 @@ data is re-keyed in two steps:
    table value; a null value when a premium can no longer be computed) through
    `agents.output`, and once delivered, written to the `premium` / `bbo` table; the inputs
    (`cross_state`) are written last. A crash in between leaves inputs that the re-read events
-   change again, so a result is published at least once, never skipped.
+   change again, so a result is published at least once, never skipped. The first batch
+   of an asset after a start publishes and writes its results even when unchanged, and
+   rewrites its inputs: a crash may have left local writes that never reached the changelog
+   (see `agents/tables.py`).
 
 Every timestamp used is a record's own `ts_recv`, never a Kafka message timestamp. Updates
 older (by `ts_recv`) than what a market already holds are ignored, so the events re-read after
@@ -39,7 +42,6 @@ from faust.web import Request, Response, View
 
 from agents import output
 from agents.batching import BATCH_SIZE, BATCH_WITHIN, in_partition_of
-from agents.tables import changelogs_delivered, delivered_table
 from agents.bbo import bbo_changed, compute_bbo
 from agents.premium import (apply_update, compute_premium, is_korean_krw, market_parts,
                             premium_changed, price_of)
@@ -73,11 +75,11 @@ output.declare(premium_topic, bbo_topic)
 # as str (the raw codec encodes them); iterating a table yields bytes.
 TABLE_OPTIONS: dict[str, Any] = {"default": None, "key_type": bytes,
                                  "partitions": PARTITIONS}
-cross_state = delivered_table("cross_state", **TABLE_OPTIONS,
-                              help="Quotes of every market per base asset; rate per partition")
-premium_table = delivered_table("premium", **TABLE_OPTIONS,
-                                help="Korean premium per base asset")
-bbo_table = delivered_table(
+cross_state = app.Table("cross_state", **TABLE_OPTIONS,
+                        help="Quotes of every market per base asset; rate per partition")
+premium_table = app.Table("premium", **TABLE_OPTIONS,
+                          help="Korean premium per base asset")
+bbo_table = app.Table(
     "bbo", **TABLE_OPTIONS, help="Consolidated best bid and offer per asset and quote currency")
 
 
@@ -135,20 +137,26 @@ class _Partition:
         self.rate_before = price_of(state.get("rate"))
 
 
+# The assets and partitions this process has written: the first write after a start rewrites
+# every entry (see agents/tables.py).
+_rewritten: set[str | int] = set()
+
+
 def _changes(asset: str, state: dict[str, Any], rate: dict[str, Any] | None, event: EventT,
-             with_bbo: bool) -> list[tuple[Any, str, str, dict[str, Any] | None, EventT]]:
+             with_bbo: bool, force: bool = False
+             ) -> list[tuple[Any, str, str, dict[str, Any] | None, EventT]]:
     """An asset's premium (and BBO) recomputed: (table, topic, asset, value, event) of each
-    that changed; value None when it can no longer be computed."""
+    that changed, or of each when `force`; value None when it can no longer be computed."""
     with in_partition_of(event):
         old_premium = premium_table.get(asset)
         old_bbo = bbo_table.get(asset) if with_bbo else None
     out = []
     premium = compute_premium(asset, state["markets"], rate, RATE_MARKET, REFERENCE)
-    if premium_changed(old_premium, premium):
+    if premium_changed(old_premium, premium) or (force and premium is not None):
         out.append((premium_table, PREMIUM_TOPIC, asset, premium, event))
     if with_bbo:
         bbo = compute_bbo(asset, state["markets"], state["clock"], MAX_AGE)
-        if bbo_changed(old_bbo, bbo):
+        if bbo_changed(old_bbo, bbo) or (force and bbo is not None):
             out.append((bbo_table, BBO_TOPIC, asset, bbo, event))
     return out
 
@@ -167,6 +175,9 @@ async def track_cross_exchange(stream: Any) -> None:
                     state = cross_state.get(_partition_key(partition))
                 part = parts[partition] = _Partition(state or {"rate": None, "assets": []},
                                                      event)
+                if partition not in _rewritten:
+                    _rewritten.add(partition)
+                    part.dirty = state is not None
             else:
                 part.event = event
             update = orjson.loads(event.value)
@@ -191,11 +202,14 @@ async def track_cross_exchange(stream: Any) -> None:
                 if is_korean_krw(market) and asset not in part.state["assets"]:
                     part.state["assets"] = sorted([*part.state["assets"], asset])
                     part.dirty = True
-        touched = {asset for asset, entry in assets.items() if entry[3]}
+        first = {asset for asset in assets if asset not in _rewritten}
+        _rewritten.update(first)
+        touched = {asset for asset, entry in assets.items() if entry[3]} | first
         changes = []
         for asset in touched:
             state, event, partition, _ = assets[asset]
-            changes += _changes(asset, state, parts[partition].state["rate"], event, True)
+            changes += _changes(asset, state, parts[partition].state["rate"], event, True,
+                                force=asset in first)
         for part in parts.values():
             if price_of(part.state["rate"]) == part.rate_before:
                 continue
@@ -224,7 +238,6 @@ async def track_cross_exchange(stream: Any) -> None:
             if part.dirty:
                 with in_partition_of(part.event):
                     cross_state[_partition_key(partition)] = part.state
-        await changelogs_delivered()  # before this batch's events are acked and committed
 
 
 def _local(table: Any) -> dict[str, Any]:

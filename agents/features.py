@@ -35,7 +35,8 @@ Restarts. Each market's state records the offset of the last trade folded (a mar
 one partition of one topic), each bucket the highest offset it holds; trades that Kafka
 delivers again after a crash (at-least-once) are skipped where already folded, so the
 tables after a restart equal a run without the crash. The in-memory copy of the buckets is
-trusted only while its offset equals the table's, else it is reloaded from the table.
+trusted only while its offset equals the table's, else it is reloaded from the table; the
+first save after such a load rewrites every entry of the market (see `agents/tables.py`).
 
 Topic `features`, key `exchange:BASE-QUOTE`: the features above, once per batch per market
 whose trades changed them. View: `GET /features/{exchange}/{symbol}/`.
@@ -259,7 +260,7 @@ class Market:
     """Everything the agent keeps in memory for one market between batches."""
 
     __slots__ = ("key", "exchange", "symbol", "windows", "candles", "spike", "checked",
-                 "updated", "signals")
+                 "updated", "signals", "restored")
 
     def __init__(self, key: str, windows: Windows, candles: Candles, spike: bool,
                  checked: int, updated: float) -> None:
@@ -271,6 +272,7 @@ class Market:
         self.checked = checked  # floor(t / SPIKE_CHECK) at the last spike check
         self.updated = updated
         self.signals: list[dict[str, Any]] = []
+        self.restored = False  # read from the tables: the next save rewrites every entry
 
 
 _markets: dict[str, Market] = {}  # the in-memory copies, checked against the tables
@@ -298,6 +300,8 @@ def load(key: str) -> Market:
     market = Market(key, windows, Candles(INTERVALS, GRACE, state and state["candles"]),
                     bool(state and state["spike"]), state["checked"] if state else -1,
                     state["updated"] if state else 0.0)
+    if state:
+        market.restored = True
     _markets[key] = market
     return market
 
@@ -316,6 +320,17 @@ def save(market: Market, features: dict[str, Any]) -> None:
     written before the state that lists them, so a crash in between leaves them ahead of the
     state (their `hi` says so), never behind."""
     key, windows, candles = market.key, market.windows, market.candles
+    if market.restored:
+        # After a restart the local store may hold writes whose changelog records were never
+        # sent (a kill -9 before the producer sent them, with the source offsets not yet
+        # committed); the re-read trades are then skipped as folded, so rewrite everything
+        # once: the changelog, and any worker restoring from it, gets them too.
+        market.restored = False
+        windows.dirty.update(windows.buckets)
+        for label in INTERVALS:
+            history = history_table.get(f"{key}|{label}")
+            if history:
+                history_table[f"{key}|{label}"] = history
     for index in windows.dirty:
         windows_table[f"{key}|{index}"] = windows.buckets[index].value()
     windows.dirty.clear()

@@ -18,7 +18,6 @@ import orjson
 
 from agents import cross_exchange, features, market_state, output
 from agents.batching import in_partition_of
-from agents.tables import changelogs_delivered
 from app import app
 
 __all__ = ["process_market_data", "BATCH_MAX", "BATCH_WITHIN"]
@@ -71,4 +70,3 @@ async def process_market_data(stream: Any) -> None:
                 market_state.market_state[key] = state
                 if key in results:
                     features.save(markets[key], results[key])
-        await changelogs_delivered()  # before this batch's events are acked and committed

@@ -27,6 +27,7 @@ from typing import Any
 from agents import output
 from agents.tables import raw_key_table
 from app import app, settings
+from app.kafka import RawSchema
 from exchanges import EXCHANGES
 from records import book_topic, ticker_topic, trade_topic
 
@@ -37,7 +38,7 @@ LEVELS = settings.book_levels
 
 market_data_topic = app.topic(
     *[name for ex in EXCHANGES for name in (trade_topic(ex), book_topic(ex), ticker_topic(ex))],
-    key_type=str, key_serializer="raw", value_serializer="raw",
+    schema=RawSchema(key_type=str, key_serializer="raw", value_serializer="raw"),
 )
 
 # Keys serialized raw: the same bytes, hence the same partition, as the source topics' keys

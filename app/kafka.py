@@ -13,6 +13,7 @@ import logging
 from typing import Any
 
 import aiokafka
+import faust
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.client import AIOKafkaClient
 from aiokafka.errors import TopicAlreadyExistsError
@@ -20,7 +21,7 @@ from faust.transport import drivers
 from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
 
-__all__ = ["install", "Transport", "wait_until_reachable", "ensure_topics"]
+__all__ = ["install", "Transport", "RawSchema", "wait_until_reachable", "ensure_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -259,6 +260,23 @@ class Consumer(faust_aiokafka.Consumer):
             raise
         finally:
             unset_flag(flag_consumer_fetching)
+
+
+class RawSchema(faust.Schema):
+    """Keys decoded to `str` (UTF-8, undecodable bytes replaced), values left as bytes, and
+    the event built directly: Faust's generic decode (serializer registry, codec lookups,
+    headers copied to a dict, a settings lookup per event) cost about 15% of the feature
+    agent's time per record. Headers are not kept."""
+
+    def compile(self, app: Any, **_: Any) -> Any:
+        event_class = app.conf.Event
+
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
+            key = message.key
+            return event_class(app, key.decode("utf-8", "replace") if key is not None else None,
+                               message.value, None, message)
+
+        return decode
 
 
 class Transport(faust_aiokafka.Transport):

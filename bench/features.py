@@ -182,6 +182,8 @@ def run(trades: int, naive_trades: int, markets: int, rate: float) -> None:
             batched = timed / seconds
             print(f"features (batched, one write per market per batch): {batched:,.0f} "
                   f"trades/s per worker ({timed} trades in {seconds:.2f} s)", flush=True)
+            if naive_trades <= 0:
+                return  # --naive-trades 0: the batched figure only
 
             process, port, log = start_worker(broker, tmp, "bench.features:naive",
                                               "kcs-bench-naive")
