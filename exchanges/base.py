@@ -63,7 +63,10 @@ class Connector:
         self.depth = settings.book_depth
         self.books: dict[str, L2Book] = {}
         self.session: Session | None = None  # set by the session that runs this connector
-        self._unified: dict[str, str] = {}
+        self._unified: dict[str, str] = {}  # memo of `symbol()`
+        # Native code -> unified symbol of the markets subscribed, filled by modules whose
+        # codes (`BTCUSDT`) cannot be split without the market list; read by `subscribed()`.
+        self.unified: dict[str, str] = {}
 
     # -- to implement per exchange -------------------------------------------------------
 
@@ -84,6 +87,14 @@ class Connector:
         symbol = self._unified.get(native)
         if symbol is None:
             symbol = self._unified[native] = self.to_unified(native)
+        return symbol
+
+    def subscribed(self, native: str) -> str:
+        """The unified symbol of a subscribed market (`self.unified`); a frame about any other
+        market is a bad frame (it goes to the DLQ)."""
+        symbol = self.unified.get(native)
+        if symbol is None:
+            raise ValueError(f"market {native} was not subscribed")
         return symbol
 
     def symbols_with(self, channel: str) -> list[str]:

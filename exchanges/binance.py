@@ -85,17 +85,17 @@ class Binance(Connector):
             # {"e":"trade","E":..,"s":"BNBBTC","t":12345,"p":"0.001","q":"100","T":..,"m":true}
             # `m` is "the buyer is the maker", so m=true means the taker sold.
             trade_id = data["t"] if kind == "trade" else data["a"]
-            self.out.trade(Trade("binance", self._symbol(data["s"]), data["T"] / 1000.0, ts_recv,
+            self.out.trade(Trade("binance", self.subscribed(data["s"]), data["T"] / 1000.0, ts_recv,
                                  float(data["p"]), float(data["q"]), SELL if data["m"] else BUY,
                                  str(trade_id)))
         elif kind == "24hrTicker":
-            self.out.ticker(Ticker("binance", self._symbol(data["s"]), data["E"] / 1000.0,
+            self.out.ticker(Ticker("binance", self.subscribed(data["s"]), data["E"] / 1000.0,
                                    ts_recv, float(data["c"]), float(data["b"]), float(data["B"]),
                                    float(data["a"]), float(data["A"]), float(data["v"]),
                                    float(data["q"])))
         elif kind is None and "u" in data and "B" in data:
             # bookTicker: {"u":400900217,"s":"BNBUSDT","b":"25.35","B":"31.21","a":..,"A":..}
-            self.out.ticker(Ticker("binance", self._symbol(data["s"]), ts_recv, ts_recv, None,
+            self.out.ticker(Ticker("binance", self.subscribed(data["s"]), ts_recv, ts_recv, None,
                                    float(data["b"]), float(data["B"]), float(data["a"]),
                                    float(data["A"]), None, None))
         elif kind == "kline":
@@ -103,15 +103,9 @@ class Binance(Connector):
         else:
             raise ValueError(f"unknown event {kind!r} on {msg.get('stream')}")
 
-    def _symbol(self, native: str) -> str:
-        symbol = self.unified.get(native)
-        if symbol is None:
-            raise ValueError(f"market {native} was not subscribed")
-        return symbol
-
     def _depth(self, event: dict, ts_recv: float) -> None:
         """{"e":"depthUpdate","E":..,"s":"BNBBTC","U":157,"u":160,"b":[["0.0024","10"]],"a":[]}"""
-        symbol = self._symbol(event["s"])
+        symbol = self.subscribed(event["s"])
         book = self.books.get(symbol)
         if book is None:
             raise ValueError(f"depth update for {symbol}, which has no book subscription")

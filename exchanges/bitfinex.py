@@ -30,7 +30,7 @@ import zlib
 import orjson
 
 from exchanges.base import Connector, Stream
-from exchanges.book import L2Book
+from exchanges.book import L2Book, crossed
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -259,9 +259,9 @@ class Bitfinex(Connector):
     def _publish(self, chan_id: int, channel: _Channel, book: L2Book, ts_recv: float) -> None:
         depth = self.depth
         bids, asks = book.top_bids(depth), book.top_asks(depth)  # cached until they change
-        if bids and asks and bids[0][0] >= asks[0][0]:
-            self._resubscribe(chan_id, channel, f"crossed book: bid {bids[0][0]} >= ask "
-                                                f"{asks[0][0]}")
+        fault = crossed(bids, asks)
+        if fault is not None:
+            self._resubscribe(chan_id, channel, fault)
             return
         self.out.book(OrderBook("bitfinex", channel.symbol, ts_recv, ts_recv, bids, asks, None))
 

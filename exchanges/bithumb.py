@@ -23,7 +23,7 @@ import uuid
 
 import orjson
 
-from exchanges.book import is_ordered
+from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -117,11 +117,9 @@ class Bithumb(Connector):
         asks = [(float(u["ask_price"]), float(u["ask_size"])) for u in units
                 if u["ask_price"] and u["ask_size"]][:depth]
         symbol = self.symbol(msg["code"])
-        if bids and asks and bids[0][0] >= asks[0][0]:
-            self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
-            return
-        if not (is_ordered(bids, True) and is_ordered(asks, False)):
-            self.resync(symbol, "book side out of price order")
+        fault = snapshot_fault(bids, asks)
+        if fault is not None:
+            self.resync(symbol, fault)
             return
         self.out.book(OrderBook("bithumb", symbol, msg["timestamp"] / 1_000_000.0, ts_recv,
                                 bids, asks, None))

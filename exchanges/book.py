@@ -13,7 +13,8 @@ from itertools import pairwise
 
 from sortedcontainers import SortedDict
 
-__all__ = ["L2Book", "Level", "BookSide", "is_ordered", "first_levels"]
+__all__ = ["L2Book", "Level", "BookSide", "is_ordered", "crossed", "snapshot_fault",
+           "first_levels"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
@@ -87,6 +88,24 @@ def is_ordered(levels: list[tuple[float, float]], descending: bool) -> bool:
     if descending:
         return all(a[0] > b[0] for a, b in pairwise(levels))
     return all(a[0] < b[0] for a, b in pairwise(levels))
+
+
+def crossed(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> str | None:
+    """Why a book whose sides are listed best first cannot be right (its best bid at or
+    above its best ask), or None."""
+    if bids and asks and bids[0][0] >= asks[0][0]:
+        return f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}"
+    return None
+
+
+def snapshot_fault(bids: list[tuple[float, float]], asks: list[tuple[float, float]]
+                   ) -> str | None:
+    """Why a full book message cannot be published as it is (crossed, or a side out of
+    price order), or None."""
+    fault = crossed(bids, asks)
+    if fault is None and not (is_ordered(bids, True) and is_ordered(asks, False)):
+        fault = "book side out of price order"
+    return fault
 
 
 def first_levels(levels: Iterable[dict], depth: int) -> list[tuple[float, float]]:

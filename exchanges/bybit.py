@@ -90,12 +90,6 @@ class Bybit(Connector):
         super().on_close(stream)
         self.resubscribing.difference_update(stream.symbols)  # the new socket subscribes anew
 
-    def _symbol(self, native: str) -> str:
-        symbol = self.unified.get(native)
-        if symbol is None:
-            raise ValueError(f"market {native} was not subscribed")
-        return symbol
-
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
         msg = orjson.loads(frame)
         topic = msg.get("topic")
@@ -114,14 +108,14 @@ class Bybit(Connector):
             # T: fill time (ms), S: taker side, v: size (base), p: price, i: trade id
             out = self.out
             for t in msg["data"]:
-                out.trade(Trade("bybit", self._symbol(t["s"]), t["T"] / 1000.0, ts_recv,
+                out.trade(Trade("bybit", self.subscribed(t["s"]), t["T"] / 1000.0, ts_recv,
                                 float(t["p"]), float(t["v"]), TAKER_SIDE[t["S"]], t["i"]))
         elif topic.startswith("tickers."):
             # {"symbol":"BTCUSDT","lastPrice":"21109.77","volume24h":"6780.866843",
             #  "turnover24h":"141946527.22907118",...}  spot tickers carry no best bid/ask;
             # volume24h is base volume, turnover24h quote volume
             t = msg["data"]
-            self.out.ticker(Ticker("bybit", self._symbol(t["symbol"]), msg["ts"] / 1000.0,
+            self.out.ticker(Ticker("bybit", self.subscribed(t["symbol"]), msg["ts"] / 1000.0,
                                    ts_recv, float(t["lastPrice"]), None, None, None, None,
                                    float(t["volume24h"]), float(t["turnover24h"])))
         else:
@@ -134,7 +128,7 @@ class Bybit(Connector):
         b: bids, a: asks ([price, size] text); u: update id; ts: system time, cts: matching
         engine time (ms)."""
         data = msg["data"]
-        symbol = self._symbol(data["s"])
+        symbol = self.subscribed(data["s"])
         book = self.books.get(symbol)
         if book is None:
             raise ValueError(f"book for {symbol}, which has no book subscription")

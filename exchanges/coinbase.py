@@ -19,7 +19,7 @@ import orjson
 
 from exchanges.codecs import rfc3339_epoch
 from exchanges.base import Connector, Stream
-from exchanges.book import L2Book
+from exchanges.book import L2Book, crossed
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -133,8 +133,9 @@ class Coinbase(Connector):
                  stream: Stream) -> None:
         depth = self.depth
         bids, asks = book.top_bids(depth), book.top_asks(depth)  # cached until they change
-        if bids and asks and bids[0][0] >= asks[0][0]:
-            self._resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}", stream)
+        fault = crossed(bids, asks)
+        if fault is not None:
+            self._resync(symbol, fault, stream)
             return
         book.ts_event = ts_event
         self.out.book(OrderBook("coinbase", symbol, ts_event, ts_recv, bids, asks, None))

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import orjson
 
-from exchanges.book import first_levels, is_ordered
+from exchanges.book import first_levels, snapshot_fault
 from exchanges.base import Connector, Stream
 from exchanges.publisher import metrics
 from exchanges.symbols import split, unified
@@ -125,13 +125,11 @@ class Coinone(Connector):
         depth = self.depth
         bids = first_levels(data["bids"], depth)
         asks = first_levels(reversed(data["asks"]), depth)  # worst-first on the wire
-        if bids and asks and bids[0][0] >= asks[0][0]:
-            self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
-            return
-        if not (is_ordered(bids, True) and is_ordered(asks, False)):
-            # e.g. asks arriving best-first one day: reversing them would publish the worst
-            # ask as the best; refuse rather than guess
-            self.resync(symbol, "book side out of price order")
+        # An order check also catches asks arriving best-first one day: reversing them would
+        # publish the worst ask as the best; refuse rather than guess.
+        fault = snapshot_fault(bids, asks)
+        if fault is not None:
+            self.resync(symbol, fault)
             return
         self.last_book_id[symbol] = book_id
         self.out.book(OrderBook("coinone", symbol, data["timestamp"] / 1000.0, ts_recv, bids,

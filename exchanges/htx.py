@@ -26,7 +26,7 @@ import itertools
 import orjson
 
 from exchanges.base import Connector, Stream
-from exchanges.book import L2Book
+from exchanges.book import L2Book, crossed
 from exchanges.codecs import inflate_gzip
 from exchanges.symbols import split
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -85,12 +85,6 @@ class Htx(Connector):
             self.buffers.pop(symbol, None)
             self.requested.discard(symbol)
 
-    def _symbol(self, native: str) -> str:
-        symbol = self.unified.get(native)
-        if symbol is None:
-            raise ValueError(f"market {native} was not subscribed")
-        return symbol
-
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
         if type(frame) is not bytes:
             raise ValueError("HTX sends gzip binary frames; got text")
@@ -100,7 +94,7 @@ class Htx(Connector):
             self._control(msg, ts_recv, stream)
             return
         _, native, kind, *_ = ch.split(".")  # market.btcusdt.trade.detail
-        symbol = self._symbol(native)
+        symbol = self.subscribed(native)
         tick = msg["tick"]
         if kind == "trade":
             # tick: {"id":137005445109,"ts":1630994963173,"data":[{"id":1370054451093592..,
@@ -139,7 +133,7 @@ class Htx(Connector):
             raise ValueError(f"error from HTX: {msg.get('err-code')}: {msg.get('err-msg')}")
         rep = msg.get("rep")
         if rep is not None:
-            self._mbp_snapshot(self._symbol(rep.split(".")[1]), msg["data"], ts_recv, stream)
+            self._mbp_snapshot(self.subscribed(rep.split(".")[1]), msg["data"], ts_recv, stream)
         # else: a sub/unsub ack {"id":1,"status":"ok","subbed":"market..","ts":..}
 
     def _full_book(self, symbol: str, msg: dict, tick: dict, ts_recv: float) -> None:
@@ -149,8 +143,9 @@ class Htx(Connector):
         depth = self.depth
         bids = [(float(p), float(s)) for p, s in tick["bids"][:depth]]
         asks = [(float(p), float(s)) for p, s in tick["asks"][:depth]]
-        if bids and asks and bids[0][0] >= asks[0][0]:
-            self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
+        fault = crossed(bids, asks)
+        if fault is not None:
+            self.resync(symbol, fault)
             return
         self.out.book(OrderBook("htx", symbol, tick.get("ts", msg["ts"]) / 1000.0, ts_recv,
                                 bids, asks, tick.get("version")))

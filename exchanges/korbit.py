@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import orjson
 
-from exchanges.book import first_levels, is_ordered
+from exchanges.book import first_levels, snapshot_fault
 from exchanges.base import Connector, Stream
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -124,11 +124,9 @@ class Korbit(Connector):
         depth = self.depth
         bids = first_levels(data["bids"], depth)
         asks = first_levels(data["asks"], depth)
-        if bids and asks and bids[0][0] >= asks[0][0]:
-            self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
-            return
-        if not (is_ordered(bids, True) and is_ordered(asks, False)):
-            self.resync(symbol, "book side out of price order")
+        fault = snapshot_fault(bids, asks)
+        if fault is not None:
+            self.resync(symbol, fault)
             return
         self.out.book(OrderBook("korbit", symbol, data["timestamp"] / 1000.0, ts_recv, bids,
                                 asks, None))

@@ -29,7 +29,7 @@ import orjson
 
 from exchanges.codecs import rfc3339_epoch
 from exchanges.base import Connector, Stream
-from exchanges.book import L2Book
+from exchanges.book import L2Book, crossed
 from exchanges.symbols import ASSET_ALIASES, split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -271,8 +271,9 @@ class Kraken(Connector):
                  stream: Stream) -> None:
         depth, n = self.depth, self.top_levels
         bids, asks = book.top_bids(n), book.top_asks(n)  # cached until they change
-        if bids and asks and bids[0][0] >= asks[0][0]:
-            self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
+        fault = crossed(bids, asks)
+        if fault is not None:
+            self.resync(symbol, fault)
             self._resubscribe(symbol, stream)
             return
         if n != depth:

@@ -78,7 +78,7 @@ class Okx(Connector):
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
-        self.unified: dict[str, str] = {}  # instId -> unified symbol, subscribed spot markets
+        # instId -> unified symbol, subscribed spot markets (`self.unified`, see Connector)
         for symbol in self.subscriptions:
             try:
                 self.unified[to_native(symbol)] = to_unified(to_native(symbol))
@@ -120,9 +120,7 @@ class Okx(Connector):
                 return
             raise ValueError(f"unexpected message: {msg}")
         channel = arg["channel"]
-        symbol = self.unified.get(arg["instId"])
-        if symbol is None:
-            raise ValueError(f"market {arg['instId']} was not subscribed")
+        symbol = self.subscribed(arg["instId"])
         if channel == "books":
             self._book(symbol, msg, data[0], ts_recv, stream)
         elif channel == "trades":

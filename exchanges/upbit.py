@@ -14,6 +14,7 @@ import uuid
 import orjson
 
 from exchanges.base import Connector, Stream
+from exchanges.book import crossed
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -97,8 +98,9 @@ class Upbit(Connector):
         bids = [(u["bp"], u["bs"]) for u in units if u["bs"] and u["bp"]][:depth]
         asks = [(u["ap"], u["as"]) for u in units if u["as"] and u["ap"]][:depth]
         symbol = self.symbol(msg["cd"])
-        if bids and asks and bids[0][0] >= asks[0][0]:
-            self.resync(symbol, f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}")
+        fault = crossed(bids, asks)
+        if fault is not None:
+            self.resync(symbol, fault)
             return
         self.out.book(OrderBook("upbit", symbol, msg["tms"] / 1000.0, ts_recv, bids, asks, None))
 
