@@ -19,9 +19,21 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["EmbeddedBroker", "free_port", "wipe_tables"]
+__all__ = ["EmbeddedBroker", "free_port", "stop_process", "wipe_tables"]
 
 PR_SET_PDEATHSIG = 1
+
+
+def stop_process(process: subprocess.Popen, grace: float) -> None:
+    """SIGTERM a child process, SIGKILL it if it has not exited after `grace` seconds."""
+    if process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def free_port() -> int:
@@ -75,11 +87,5 @@ class EmbeddedBroker:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None or process.poll() is not None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        if process is not None:
+            stop_process(process, grace=5.0)

@@ -35,7 +35,7 @@ import aiokafka  # noqa: E402
 import orjson  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
-from app.embedded import EmbeddedBroker, free_port  # noqa: E402
+from app.embedded import EmbeddedBroker, free_port, stop_process  # noqa: E402
 from records import Trade, encode  # noqa: E402
 
 __all__ = ["main"]
@@ -92,15 +92,6 @@ def start_worker(broker: EmbeddedBroker, tmp: Path, app_module: str, app_id: str
                                 "-l", "warn"], cwd=REPO, env=env,
                                stdout=open(log, "ab"), stderr=subprocess.STDOUT)
     return process, port, log
-
-
-def stop(process: subprocess.Popen[bytes]) -> None:
-    process.terminate()
-    try:
-        process.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 async def time_features(bootstrap: str, expected: dict[str, int], timeout: float,
@@ -178,7 +169,7 @@ def run(trades: int, naive_trades: int, markets: int, rate: float) -> None:
                 print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
                 raise
             finally:
-                stop(process)
+                stop_process(process, grace=20.0)
             batched = timed / seconds
             print(f"features (batched, one write per market per batch): {batched:,.0f} "
                   f"trades/s per worker ({timed} trades in {seconds:.2f} s)", flush=True)
@@ -193,7 +184,7 @@ def run(trades: int, naive_trades: int, markets: int, rate: float) -> None:
                 print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
                 raise
             finally:
-                stop(process)
+                stop_process(process, grace=20.0)
             naive_rate = timed / seconds
             print(f"naive (one table write per trade):                {naive_rate:,.0f} "
                   f"trades/s per worker ({timed} trades in {seconds:.2f} s)", flush=True)

@@ -21,11 +21,12 @@ from typing import Any
 
 import aiokafka
 
-from app.embedded import EmbeddedBroker, free_port
+from app.embedded import EmbeddedBroker, free_port, stop_process
+from records import BUY, SELL
 
-__all__ = ["REPO", "REPLAYS", "FIXTURES", "Worker", "SentMessages", "assert_market_state",
-           "read_topic", "http_json", "copy_recordings", "start_broker", "wait_for",
-           "values", "in_symbol_order"]
+__all__ = ["REPO", "REPLAYS", "FIXTURES", "Worker", "SentMessages", "assert_published",
+           "assert_market_state", "read_topic", "http_json", "copy_recordings", "start_broker",
+           "wait_for", "values", "in_symbol_order"]
 
 REPO = Path(__file__).resolve().parents[1]
 REPLAYS = REPO.parent / "shared" / "replays"
@@ -49,10 +50,35 @@ class SentMessages:
         return [json.loads(m) for m in self.sent]
 
 
-def assert_market_state(worker: Worker, exchange: str, symbol: str, last_trade: tuple,
-                        bids: list, asks: list) -> None:
-    """The worker's `/market/` view shows the market's last trade (`(symbol, id, price,
-    amount, side)`) and its last book's top levels, once they have been folded."""
+def assert_published(broker: EmbeddedBroker, exchange: str, want: dict[str, list]) -> None:
+    """The exchange's topics hold exactly the expected records (`want`: "trades" as (symbol,
+    id, price, amount, side), "books" as (symbol, bids, asks), "tickers" as (symbol, last,
+    bid, ask, volume_24h)), each market's in order: every trade exactly once, the top of
+    book after every book message, every ticker (when any is expected)."""
+    trades = values(broker, f"trade-data.{exchange}", len(want["trades"]))
+    got = [(t["symbol"], t["trade_id"], t["price"], t["amount"], t["side"]) for t in trades]
+    assert len(got) == len(want["trades"]), exchange
+    assert in_symbol_order(got) == in_symbol_order(want["trades"]), exchange
+    assert len({(t[0], t[1]) for t in got}) == len(got), exchange
+    assert {t[4] for t in got} == {BUY, SELL}, exchange
+    books = values(broker, f"orderbook-data.{exchange}", len(want["books"]))
+    got_books = [(b["symbol"], [tuple(lv) for lv in b["bids"]],
+                  [tuple(lv) for lv in b["asks"]]) for b in books]
+    assert len(got_books) == len(want["books"]), exchange
+    assert in_symbol_order(got_books) == in_symbol_order(want["books"]), exchange
+    if want["tickers"]:
+        tickers = values(broker, f"ticker-data.{exchange}", len(want["tickers"]))
+        got_tickers = [(t["symbol"], t["last"], t["bid"], t["ask"], t["volume_24h"])
+                       for t in tickers]
+        assert in_symbol_order(got_tickers) == in_symbol_order(want["tickers"]), exchange
+
+
+def assert_market_state(worker: Worker, exchange: str, symbol: str,
+                        want: dict[str, list]) -> None:
+    """The worker's `/market/` view shows the market's last expected trade (`want["trades"]`
+    as in `assert_published`) and its last book's top levels, once they have been folded."""
+    last_trade = [t for t in want["trades"] if t[0] == symbol][-1]
+    _, bids, asks = [b for b in want["books"] if b[0] == symbol][-1]
     url = f"{worker.url}/market/{exchange}/{symbol}/"
     wait_for(lambda: http_json(url)[1].get("last_trade_id") == last_trade[1] and
              http_json(url)[1].get("best_bid") == bids[0][0])
@@ -135,13 +161,8 @@ class Worker:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        if self.process is not None:
+            stop_process(self.process, grace=20.0)
 
     def kill(self) -> None:
         """kill -9: no shutdown, no flush."""

@@ -19,8 +19,8 @@ from pathlib import Path
 from app.embedded import EmbeddedBroker
 from exchanges.replay import load_recordings
 from records import BUY, SELL
-from tests.support import (FIXTURES, Worker, assert_market_state, copy_recordings, http_json,
-                           read_topic, in_symbol_order, values)
+from tests.support import (FIXTURES, Worker, assert_market_state, assert_published,
+                           copy_recordings, http_json, read_topic)
 from tests.test_bybit import Rebuild as BybitRebuild
 from tests.test_okx import Rebuild as OkxRebuild
 
@@ -119,24 +119,9 @@ def test_bybit_okx_htx_end_to_end(broker: EmbeddedBroker, tmp_path: Path, replay
     workers.append(worker.start())
 
     for exchange, want in expected.items():
-        # every trade exactly once: count, ids, prices, amounts, sides
-        trades = values(broker, f"trade-data.{exchange}", len(want["trades"]))
-        got = [(t["symbol"], t["trade_id"], t["price"], t["amount"], t["side"]) for t in trades]
-        assert len(got) == len(want["trades"]), exchange
-        assert in_symbol_order(got) == in_symbol_order(want["trades"]), exchange
-        assert len({(t[0], t[1]) for t in got}) == len(got)
-        assert {t[4] for t in got} == {BUY, SELL}, exchange
-        # the top of book after every book message equals the independent rebuild
-        books = values(broker, f"orderbook-data.{exchange}", len(want["books"]))
-        got_books = [(b["symbol"], [tuple(lv) for lv in b["bids"]],
-                      [tuple(lv) for lv in b["asks"]]) for b in books]
-        assert len(got_books) == len(want["books"]), exchange
-        assert in_symbol_order(got_books) == in_symbol_order(want["books"]), exchange
-        if want["tickers"]:
-            tickers = values(broker, f"ticker-data.{exchange}", len(want["tickers"]))
-            got_tickers = [(t["symbol"], t["last"], t["bid"], t["ask"], t["volume_24h"])
-                           for t in tickers]
-            assert in_symbol_order(got_tickers) == in_symbol_order(want["tickers"]), exchange
+        # every trade exactly once, and the top of book after every book message equal to
+        # the independent rebuild
+        assert_published(broker, exchange, want)
 
     assert len(expected["okx"]["trades"]) == 21 and len(expected["okx"]["books"]) == 30
     assert len(expected["okx"]["tickers"]) == 9
@@ -158,8 +143,5 @@ def test_bybit_okx_htx_end_to_end(broker: EmbeddedBroker, tmp_path: Path, replay
     # market state over HTTP: the last trade and last book of a market per exchange
     for exchange, symbol in (("okx", "BTC-USDT"), ("htx", "FIL3S-USDT"),
                              ("bybit", "ETH-USDT")):
-        want = expected[exchange]
-        last_trade = [t for t in want["trades"] if t[0] == symbol][-1]
-        _, bids, asks = [b for b in want["books"] if b[0] == symbol][-1]
-        assert_market_state(worker, exchange, symbol, last_trade, bids, asks)
+        assert_market_state(worker, exchange, symbol, expected[exchange])
     assert http_json(f"{worker.url}/market/okx/BTC-USD-220527/")[0] == 404
