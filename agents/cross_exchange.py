@@ -139,7 +139,7 @@ class _Partition:
 
 # The assets and partitions this process has written: the first write after a start rewrites
 # every entry (see agents/tables.py).
-_rewritten: set[str | int] = set()
+_rewritten: set[str] = set()  # assets, and partitions by their `_partition_key`
 
 
 def _changes(asset: str, state: dict[str, Any], rate: dict[str, Any] | None, event: EventT,
@@ -175,8 +175,8 @@ async def track_cross_exchange(stream: Any) -> None:
                     state = cross_state.get(_partition_key(partition))
                 part = parts[partition] = _Partition(state or {"rate": None, "assets": []},
                                                      event)
-                if partition not in _rewritten:
-                    _rewritten.add(partition)
+                if _partition_key(partition) not in _rewritten:
+                    _rewritten.add(_partition_key(partition))
                     part.dirty = state is not None
             else:
                 part.event = event

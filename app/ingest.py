@@ -127,7 +127,6 @@ class IngestService(Service):
         for name in sorted(set(chosen) - set(CONNECTORS)):
             log.warning("no connector for exchange %r yet: its subscriptions are ignored", name)
             del chosen[name]
-        tune_gc()  # also in a worker without ingest: the agents allocate per record
         if not chosen:
             log.info("this worker ingests no exchange (KCS_INGEST=%s)", settings.ingest)
             return

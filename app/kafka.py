@@ -245,9 +245,10 @@ class Consumer(faust_aiokafka.Consumer):
                                                   self.suspend_flow.wait())
                         if self._seeks != seeks:
                             break  # do not move an offset that a seek just reset
-                        set_read_offset(tp, offset)
                         if expected is not None:
                             next_offset[tp] = offset + 1
+                        else:
+                            set_read_offset(tp, offset)  # Faust's bookkeeping, other topics
                     unset_flag(flag_consumer_fetching)
                     await self._reread_dropped()
         except self.consumer_stopped_errors:

@@ -83,6 +83,7 @@ class App(faust.App):
     async def on_started(self) -> None:
         await super().on_started()
         _stop_debug_records()
+        tune_gc()  # every worker: ingest allocates per frame, the agents per record
 
 
 def _stop_debug_records() -> None:
@@ -116,7 +117,7 @@ app = App(
     **profile,
 )
 
-from app.ingest import IngestService  # noqa: E402  (needs `app`)
+from app.ingest import IngestService, tune_gc  # noqa: E402  (needs `app`)
 
 ingest = app.service(IngestService(app, settings, broker_url, loop=None))
 

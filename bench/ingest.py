@@ -142,7 +142,7 @@ def main() -> None:
     print(f"ingest benchmark: {args.exchange} trade frames -> connector -> embedded broker "
           f"(acks={settings.producer_acks}, linger={settings.producer_linger_ms} ms)")
     broker = EmbeddedBroker().start()
-    tune_gc()  # as the worker's ingest service does
+    tune_gc()  # as every worker does once started (app/main.py)
     try:
         rate = asyncio.run(throughput(broker, args.exchange, build(args.frames)))
         print(f"throughput: {rate:,.0f} messages/s in one process ({args.frames:,} frames)")
