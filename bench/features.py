@@ -26,6 +26,7 @@ import tempfile
 import time
 import urllib.request
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,6 +93,21 @@ def start_worker(broker: EmbeddedBroker, tmp: Path, app_module: str, app_id: str
                                 "-l", "warn"], cwd=REPO, env=env,
                                stdout=open(log, "ab"), stderr=subprocess.STDOUT)
     return process, port, log
+
+
+def measure_worker(broker: EmbeddedBroker, tmp: Path, app_module: str, app_id: str,
+                   measure: Callable[[subprocess.Popen[bytes], int], tuple[int, float]]
+                   ) -> tuple[int, float]:
+    """`measure(process, web_port)` of a worker started for it (its log's tail printed if
+    it fails), the worker stopped after."""
+    process, port, log = start_worker(broker, tmp, app_module, app_id)
+    try:
+        return measure(process, port)
+    except BaseException:
+        print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
+        raise
+    finally:
+        stop_process(process, grace=20.0)
 
 
 async def time_features(bootstrap: str, expected: dict[str, int], timeout: float,
@@ -162,29 +178,19 @@ def run(trades: int, naive_trades: int, markets: int, rate: float) -> None:
             for key, _ in records:
                 expected[key.decode()] = expected.get(key.decode(), 0) + 1
 
-            process, _, log = start_worker(broker, tmp, "app", "kcs-bench-features")
-            try:
-                timed, seconds = asyncio.run(time_features(bootstrap, expected, 150.0, process))
-            except BaseException:
-                print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
-                raise
-            finally:
-                stop_process(process, grace=20.0)
+            timed, seconds = measure_worker(
+                broker, tmp, "app", "kcs-bench-features",
+                lambda process, _: asyncio.run(time_features(bootstrap, expected, 150.0,
+                                                             process)))
             batched = timed / seconds
             print(f"features (batched, one write per market per batch): {batched:,.0f} "
                   f"trades/s per worker ({timed} trades in {seconds:.2f} s)", flush=True)
             if naive_trades <= 0:
                 return  # --naive-trades 0: the batched figure only
 
-            process, port, log = start_worker(broker, tmp, "bench.features:naive",
-                                              "kcs-bench-naive")
-            try:
-                timed, seconds = time_naive(port, naive_trades, 150.0, process)
-            except BaseException:
-                print(log.read_text(errors="replace")[-3000:], file=sys.stderr)
-                raise
-            finally:
-                stop_process(process, grace=20.0)
+            timed, seconds = measure_worker(
+                broker, tmp, "bench.features:naive", "kcs-bench-naive",
+                lambda process, port: time_naive(port, naive_trades, 150.0, process))
             naive_rate = timed / seconds
             print(f"naive (one table write per trade):                {naive_rate:,.0f} "
                   f"trades/s per worker ({timed} trades in {seconds:.2f} s)", flush=True)
