@@ -1,15 +1,15 @@
 """kor-coin-stream's application package.
 
 `faust -A app worker` asks this package for `app`; it is built on first use by `app.main`
-(which may start the embedded broker), so importing a submodule such as `app.settings` or
-`app.embedded` has no side effects.
+(which may start the embedded broker), so importing a submodule such as `app.embedded` or
+`app.subscriptions` has no side effects.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from app.settings import Settings, load_settings
+from config.settings import Settings, load_settings
 
 __all__ = ["app", "settings"]
 

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from app.settings import load_settings
+from config.settings import load_settings
 from app.subscriptions import from_recordings
 from exchanges.binance import Binance, to_native
 from exchanges.publisher import Publisher

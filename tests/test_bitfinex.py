@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from app.settings import load_settings
+from config.settings import load_settings
 from app.subscriptions import from_recordings
 from exchanges.bitfinex import URL, Bitfinex, to_native, to_unified
 from exchanges.publisher import Publisher

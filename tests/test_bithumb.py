@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from app.settings import load_settings
+from config.settings import load_settings
 from exchanges.base import Stream
 from exchanges.bithumb import URL, Bithumb, to_native, to_unified
 from exchanges.publisher import Publisher

@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.settings import load_settings
+from config.settings import load_settings
 from app.subscriptions import from_recordings
 from exchanges.bybit import Bybit, book_depth, to_native
 from exchanges.publisher import Publisher

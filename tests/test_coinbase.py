@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from app.settings import load_settings
+from config.settings import load_settings
 from exchanges.coinbase import URL, Coinbase, to_native, to_unified
 from exchanges.publisher import Publisher
 from exchanges.replay import load_recordings

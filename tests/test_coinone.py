@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from app.settings import load_settings
+from config.settings import load_settings
 from exchanges.coinone import URL, Coinone, to_native, to_unified
 from exchanges.publisher import Publisher, metrics
 from records import BUY, ERROR_TOPIC, SELL, OrderBook, Ticker, Trade

@@ -10,7 +10,7 @@ import json
 import orjson
 import pytest
 
-from app.settings import load_settings
+from config.settings import load_settings
 from app.subscriptions import from_recordings
 from exchanges.base import Stream
 from exchanges.htx import Htx, to_native

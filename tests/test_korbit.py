@@ -9,7 +9,7 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from app.settings import load_settings
+from config.settings import load_settings
 from exchanges.korbit import URL, Korbit, to_native, to_unified
 from exchanges.publisher import Publisher
 from records import BUY, ERROR_TOPIC, SELL, OrderBook, Ticker, Trade

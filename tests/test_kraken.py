@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from app.settings import load_settings
+from config.settings import load_settings
 from app.subscriptions import from_recordings
 from exchanges.kraken import URL_V1, URL_V2, Kraken, recorded_api, to_native, to_unified
 from exchanges.publisher import Publisher

@@ -12,7 +12,7 @@ import zlib
 import orjson
 import pytest
 
-from app.settings import load_settings
+from config.settings import load_settings
 from app.subscriptions import from_recordings
 from exchanges.base import Stream
 from exchanges.book import L2Book

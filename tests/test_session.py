@@ -10,7 +10,7 @@ from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
 
-from app.settings import load_settings
+from config.settings import load_settings
 from exchanges.base import Connector, Stream
 from exchanges.publisher import Publisher, metrics
 from exchanges.replay import load_recordings

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from app.settings import Settings, load_settings
+from config.settings import Settings, load_settings
 from tests.support import REPO
 
 

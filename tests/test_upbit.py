@@ -9,7 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from app.settings import load_settings
+from config.settings import load_settings
 from exchanges.base import Stream
 from exchanges.publisher import Publisher
 from exchanges.upbit import Upbit, to_native, to_unified
