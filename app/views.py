@@ -15,7 +15,7 @@ import faust
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 
-from exchanges.publisher import metrics
+from exchanges.metrics import metrics
 
 __all__ = ["register_views", "routed", "routed_value", "gather_all"]
 

@@ -11,7 +11,8 @@ import pytest
 
 from config.settings import load_settings
 from exchanges.coinone import URL, Coinone, to_native, to_unified
-from exchanges.publisher import Publisher, metrics
+from exchanges.metrics import metrics
+from exchanges.publisher import Publisher
 from records import BUY, ERROR_TOPIC, SELL, OrderBook, Ticker, Trade
 
 from tests.support import FIXTURES

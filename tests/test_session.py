@@ -12,7 +12,8 @@ from websockets.asyncio.server import ServerConnection, serve
 
 from config.settings import load_settings
 from exchanges.base import Connector, Stream
-from exchanges.publisher import Publisher, metrics
+from exchanges.metrics import metrics
+from exchanges.publisher import Publisher
 from exchanges.replay import load_recordings
 from exchanges.session import Session
 from tests.support import FIXTURES
