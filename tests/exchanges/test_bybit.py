@@ -17,7 +17,7 @@ from exchanges.replay import load_recordings
 from records import BUY, SELL, OrderBook, Ticker, Trade
 from tests.support import SentMessages
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 BYBIT = FIXTURES / "bybit"
 URL = "wss://stream.bybit.com/v5/public/spot"
 

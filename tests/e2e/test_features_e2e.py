@@ -21,7 +21,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from app.embedded import EmbeddedBroker
 from records import BUY, SELL, OrderBook, Trade, encode
 from tests.support import Worker, copy_recordings, http_json, read_topic, wait_for
-from tests.test_features import brute_candles, brute_features, close
+from tests.compute.test_features import brute_candles, brute_features, close
 
 APP_ID = "kcs-test-features"
 T0 = 1_700_000_040.0  # a whole minute
@@ -158,7 +158,7 @@ def expected_features(trades: list[Trade]) -> dict[str, object]:
 
 def brute_spikes(trades: list[Trade]) -> list[tuple[float, float, float]]:
     """(ts, volume_1m, average) of each rising edge of the spike condition, checked when a
-    trade moves the newest ts_event t into a new span floor(t / 5) (agents/signals.py)."""
+    trade moves the newest ts_event t into a new span floor(t / 5) (docs/features.md, "Signals")."""
     out, t, checked, was, since = [], -math.inf, -1, False, math.inf
     live: list[Trade] = []  # the trades that can still be in a window
     for trade in trades:

@@ -8,7 +8,6 @@ import json
 import re
 import time
 from collections import defaultdict
-from pathlib import Path
 
 import aiohttp
 import pytest
@@ -26,9 +25,10 @@ from exchanges.replay import (
     replay_url,
 )
 
+from tests.support import REPLAYS  # the shared recordings directory (../shared/replays)
+
 pytestmark = pytest.mark.asyncio
 
-REPLAYS = Path(__file__).resolve().parents[2] / "shared" / "replays"
 if not REPLAYS.is_dir():
     pytest.skip(f"recordings folder {REPLAYS} is missing", allow_module_level=True)
 

@@ -22,11 +22,11 @@ from exchanges.replay import load_recordings
 from records import BUY, SELL
 from tests.support import (FIXTURES, Worker, assert_market_state, assert_published,
                            copy_recordings, http_json, read_topic)
-from tests.test_bitfinex import RebuiltBook as BitfinexBook
-from tests.test_bitfinex import raw
-from tests.test_coinbase import RebuiltBook as CoinbaseBook
-from tests.test_kraken import RebuiltBook as KrakenBook
-from tests.test_kraken import v2_book_levels
+from tests.exchanges.test_bitfinex import RebuiltBook as BitfinexBook
+from tests.exchanges.test_bitfinex import raw
+from tests.exchanges.test_coinbase import RebuiltBook as CoinbaseBook
+from tests.exchanges.test_kraken import RebuiltBook as KrakenBook
+from tests.exchanges.test_kraken import v2_book_levels
 
 DEPTH = 20
 

@@ -1,7 +1,7 @@
 """The consolidated best bid and offer of an asset per quote currency, across exchanges.
 
 Pure function (no Faust): `agents/cross_exchange.py` feeds it the quotes of every market of
-the asset (see `agents/premium.py` for the quote fields) and keeps the result in a table.
+the asset (see `compute/premium.py` for the quote fields) and keeps the result in a table.
 
 For each quote currency Q of asset X, over the exchanges with a *fresh* book of X-Q:
 - best bid: the highest bid, with its size and exchange; best ask: the lowest ask. Ties go

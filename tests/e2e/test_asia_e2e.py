@@ -21,8 +21,8 @@ from exchanges.replay import load_recordings
 from records import BUY, SELL
 from tests.support import (FIXTURES, Worker, assert_market_state, assert_published,
                            copy_recordings, http_json, read_topic)
-from tests.test_bybit import Rebuild as BybitRebuild
-from tests.test_okx import Rebuild as OkxRebuild
+from tests.exchanges.test_bybit import Rebuild as BybitRebuild
+from tests.exchanges.test_okx import Rebuild as OkxRebuild
 
 DEPTH = 20
 

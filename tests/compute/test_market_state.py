@@ -2,20 +2,11 @@
 
 from __future__ import annotations
 
-import dataclasses
-import sys
-
 import orjson
 import pytest
 
-import app as app_package
+from compute.market_state import apply_event
 from records import OrderBook, Ticker, Trade
-
-if "app.main" not in sys.modules:  # build the Faust app without starting a broker
-    app_package.settings = dataclasses.replace(
-        app_package.settings, broker=app_package.settings.broker or "kafka://127.0.0.1:9")
-import app.main  # noqa: E402,F401  (the agents' modules register on it)
-from agents.market_state import apply_event  # noqa: E402
 
 
 def decoded(record: object) -> dict:

@@ -19,7 +19,7 @@ from app.embedded import EmbeddedBroker, free_port
 from records import BUY, SELL
 from tests.support import (FIXTURES, REPO, Worker, copy_recordings, http_json, read_topic,
                            wait_for)
-from tests.test_binance import rebuild_books
+from tests.exchanges.test_binance import rebuild_books
 
 BAD_FRAME = b'{"ty":"trade","cd":"KRW-LAMB","tms":16186782'  # cut off mid-frame
 

@@ -7,23 +7,15 @@ here from the plain list of trades, to 1e-9 relative.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import random
-import sys
 
 import pytest
 
-import app as app_package
-
-if "app.main" not in sys.modules:  # build the Faust app without starting a broker
-    app_package.settings = dataclasses.replace(
-        app_package.settings, broker=app_package.settings.broker or "kafka://127.0.0.1:9")
-import app.main  # noqa: E402,F401  (the agents' modules register on it)
-from agents.candles import Candles, parse_intervals
-from agents.features import HORIZON, WINDOWS, Bucket, Windows
-from agents.signals import large_trade, parse_thresholds, volume_spike
+from compute.candles import Candles, parse_intervals
+from compute.signals import large_trade, parse_thresholds, volume_spike
+from compute.windows import HORIZON, WINDOWS, Bucket, Windows
 
 BUY, SELL = 1, -1
 

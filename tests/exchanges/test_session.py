@@ -17,7 +17,7 @@ from exchanges.publisher import Publisher
 from exchanges.replay import load_recordings
 from exchanges.session import Session
 from tests.support import FIXTURES
-from tests.test_binance import Collector, replay_through_session
+from tests.exchanges.test_binance import Collector, replay_through_session
 
 
 class Echo(Connector):

@@ -2,34 +2,19 @@
 
 `reference_premium` and `reference_bbo` recompute everything from the list of trades and
 books (dicts shaped like records.Trade / records.OrderBook), with no shared code; the e2e
-test uses them too. The modules under test are loaded from their files: importing the
-`agents` package would build the Faust app.
+test uses them too.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import random
-from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
 
-AGENTS = Path(__file__).resolve().parents[1] / "agents"
+from compute import bbo, premium
+
 KOREAN = ("upbit", "bithumb", "coinone", "korbit")
-
-
-def _load(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(f"kcs_test_{name}", AGENTS / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-premium = _load("premium")
-bbo = _load("bbo")
 
 
 # --- brute force -------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Real workers (`faust -A app worker`, no ingest) on a real broker. The test produces records
 like the connectors do (key `exchange:BASE-QUOTE`, value the JSON of a Trade / OrderBook)
 and compares the `premium` and `bbo` topics and the web views with the brute force of
-tests/test_premium.py, computed from the very records it produced.
+tests/compute/test_premium.py, computed from the very records it produced.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from app.embedded import EmbeddedBroker
 from exchanges import EXCHANGES
 from tests.support import Worker, http_json, read_topic, wait_for
-from tests.test_premium import (assert_close, assert_premium_matches, book, reference_bbo,
+from tests.compute.test_premium import (assert_close, assert_premium_matches, book, reference_bbo,
                                 reference_premium, trade)
 
 APP_ID = "kcs-test-premium"
