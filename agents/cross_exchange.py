@@ -34,6 +34,7 @@ a crash (at-least-once) change nothing. Views: `GET /premium/`, `GET /premium/{a
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import orjson
@@ -46,6 +47,7 @@ from agents.bbo import bbo_changed, compute_bbo
 from agents.premium import (apply_update, compute_premium, is_korean_krw, market_parts,
                             premium_changed, price_of)
 from app import app, settings
+from exchanges.metrics import AGENT_BATCH
 from app.views import gather_all, routed_value
 
 __all__ = ["premium_table", "bbo_table", "cross_state", "by_asset_topic", "premium_topic",
@@ -163,7 +165,9 @@ def _changes(asset: str, state: dict[str, Any], rate: dict[str, Any] | None, eve
 
 @app.agent(by_asset_topic, name="cross-exchange")
 async def track_cross_exchange(stream: Any) -> None:
+    batch_seconds = AGENT_BATCH.labels("cross-exchange")
     async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
+        started = time.perf_counter()
         parts: dict[int, _Partition] = {}
         # asset -> [state, its latest event, partition, changed in this batch]
         assets: dict[str, list[Any]] = {}
@@ -238,6 +242,7 @@ async def track_cross_exchange(stream: Any) -> None:
             if part.dirty:
                 with in_partition_of(part.event):
                     cross_state[_partition_key(partition)] = part.state
+        batch_seconds.observe(time.perf_counter() - started)
 
 
 def _local(table: Any) -> dict[str, Any]:

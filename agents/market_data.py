@@ -12,6 +12,7 @@ closed). Sending before writing makes a crash in between send a record twice, ne
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -19,6 +20,7 @@ import orjson
 from agents import cross_exchange, features, market_state, output
 from agents.batching import in_partition_of
 from app import app
+from exchanges.metrics import AGENT_BATCH
 
 __all__ = ["process_market_data", "BATCH_MAX", "BATCH_WITHIN"]
 
@@ -34,7 +36,9 @@ KINDS = {"trade-data": "trade", "orderbook-data": "book", "ticker-data": "ticker
 @app.agent(market_state.market_data_topic, name="market-data")
 async def process_market_data(stream: Any) -> None:
     kind_of: dict[str, str] = {}
+    batch_seconds = AGENT_BATCH.labels("market-data")
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        started = time.perf_counter()
         states: dict[str, list[Any]] = {}  # key -> [state, an event of the key]
         markets: dict[str, features.Market] = {}
         by_asset: dict[str, dict[str, Any]] = {}  # the cross-exchange agent's input
@@ -70,3 +74,4 @@ async def process_market_data(stream: Any) -> None:
                 market_state.market_state[key] = state
                 if key in results:
                     features.save(markets[key], results[key])
+        batch_seconds.observe(time.perf_counter() - started)

@@ -22,6 +22,7 @@ from mode import Service
 from app.settings import Settings
 from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES
+from exchanges.metrics import INGEST_BUFFER_LIMIT
 from exchanges.publisher import Publisher
 from exchanges.replay import ReplayServer, load_recordings
 from exchanges.session import Session
@@ -137,6 +138,16 @@ class IngestService(Service):
             await session.start()
             self.sessions.append(session)
             log.warning("ingesting %s: %d symbols", name, len(subs))
+
+    def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
+        """Every session's figures and the ingest buffer (exchanges.metrics)."""
+        samples: list[tuple[str, tuple[str, ...], float]] = []
+        buffered = 0
+        for session in list(self.sessions):
+            samples += session.metric_samples(now)
+            buffered += session.connector.out.buffered
+        return samples + [("kcs_ingest_buffer_bytes", (), float(buffered)),
+                          ("kcs_ingest_buffer_limit_bytes", (), float(INGEST_BUFFER_LIMIT))]
 
     async def _start_producer(self) -> aiokafka.AIOKafkaProducer:
         delay = 1.0

@@ -348,3 +348,23 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int,
     finally:
         await admin.close()
 
+
+
+def consumer_lag(app: Any) -> list[tuple[str, int, int]]:
+    """(topic, partition, lag) of each partition assigned to this worker's consumer: the
+    high-water mark minus the committed offset, where the consumer knows both (Faust keeps
+    the committed offsets in a private map of the pinned version)."""
+    consumer = getattr(app, "_consumer", None)  # not created yet: nothing assigned
+    if consumer is None:
+        return []
+    committed = consumer._committed_offset
+    lags = []
+    for tp in sorted(consumer.assignment()):
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # not fetched yet (aiokafka asserts the assignment)
+            continue
+        offset = committed.get(tp)
+        if highwater is not None and offset is not None:
+            lags.append((tp.topic, tp.partition, max(highwater - offset, 0)))
+    return lags

@@ -126,3 +126,8 @@ from agents.market_state import market_state  # noqa: E402
 from app.views import register_views  # noqa: E402
 
 register_views(app, market_state, ingest)
+
+from agents.cross_exchange import bbo_table, premium_table  # noqa: E402
+from app import monitoring  # noqa: E402
+
+monitoring.register(app, ingest, premium_table, bbo_table)

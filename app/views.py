@@ -15,7 +15,7 @@ import faust
 from faust.exceptions import SameNode
 from faust.web import Request, Response, View
 
-from exchanges.publisher import metrics
+from exchanges.metrics import CONTENT_TYPE, metrics
 
 __all__ = ["register_views", "routed", "routed_value", "gather_all"]
 
@@ -76,9 +76,12 @@ def register_views(app: faust.App, market_state: Any, ingest: Any) -> None:
         return view.json({"status": "ok", "worker": str(app.conf.canonical_url),
                           "rebalancing": bool(app.rebalancing), "ingest": feeds})
 
-    @app.page("/metrics/")
     async def prometheus(view: View, request: Request) -> Response:
-        return view.text(metrics.render(), content_type="text/plain; version=0.0.4")
+        return view.bytes(metrics.render(), content_type=CONTENT_TYPE)
+
+    # Prometheus scrapes /metrics by default; /metrics/ is Faust's style for every other view.
+    app.page("/metrics")(prometheus)
+    app.page("/metrics/")(prometheus)
 
     @app.page("/markets/")
     async def markets(view: View, request: Request) -> Response:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from exchanges.metrics import Sampler, metrics
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
 from records import ticker_topic, trade_topic
 
@@ -26,40 +27,31 @@ Headers = list[tuple[str, bytes]] | None
 Pending = tuple[str, bytes, Any, Headers, float]
 
 
+REASONS = ("gap", "checksum", "crossed", "other")
+
+
+def reason_class(reason: str) -> str:
+    """A resync's free-text reason as one of REASONS (a metric label with few values)."""
+    text = reason.lower()
+    for word in ("gap", "checksum", "crossed"):
+        if word in text:
+            return word
+    return "other"
+
+
 class Producer(Protocol):
     async def send(self, topic: str, value: bytes, key: bytes, headers: Headers = None) -> Any:
         ...
 
 
-class _Metrics:
-    """Process-wide counters, exported by the `/metrics/` view in Prometheus text format."""
-
-    def __init__(self) -> None:
-        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-
-    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
-        key = (name, tuple(sorted(labels.items())))
-        self.counters[key] = self.counters.get(key, 0.0) + value
-
-    def get(self, name: str, **labels: str) -> float:
-        return self.counters.get((name, tuple(sorted(labels.items()))), 0.0)
-
-    def render(self) -> str:
-        lines = []
-        for (name, labels), value in sorted(self.counters.items()):
-            text = ",".join(f'{k}="{v}"' for k, v in labels)
-            lines.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
-        return "\n".join(lines) + "\n"
-
-
-metrics = _Metrics()
 
 
 class Publisher:
     """Collects one exchange's output and sends it to Kafka; one per connector."""
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
-                 "on_ack", "sent", "keys")
+                 "on_ack", "sent", "keys", "trades", "books", "tickers", "book_ts", "buffered",
+                 "sampler")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
                  on_ack: Callable[[float], None] | None = None) -> None:
@@ -72,6 +64,16 @@ class Publisher:
         self.on_ack = on_ack  # called with ts_recv of each acknowledged record (benchmark)
         self.sent = 0
         self.keys: dict[str, bytes] = {}  # symbol -> Kafka key, built once per market
+        # Read by Prometheus at scrape time (exchanges/metrics.py), never locked here.
+        self.trades = self.books = self.tickers = 0
+        self.book_ts: dict[str, float] = {}  # symbol -> ts_event of its last book
+        self.buffered = 0  # bytes handed to the producer, not yet acknowledged
+        self.sampler = Sampler(exchange)
+        # Series at 0 from the start, so a rate over them exists before the first event.
+        for name in ("kcs_dlq_frames_total", "kcs_reconnects_total"):
+            metrics.touch(name, exchange=exchange)
+        for why in REASONS:
+            metrics.touch("kcs_book_resyncs_total", exchange=exchange, reason=why)
 
     def key(self, symbol: str) -> bytes:
         key = self.keys.get(symbol)
@@ -80,20 +82,26 @@ class Publisher:
         return key
 
     def trade(self, trade: Trade) -> None:
+        self.trades += 1
         self.pending.append((self.trade_topic, self.key(trade.symbol), trade,
                              None, trade.ts_recv))
 
     def book(self, book: OrderBook) -> None:
+        self.books += 1
+        self.book_ts[book.symbol] = book.ts_event
         self.pending.append((self.book_topic, self.key(book.symbol), book, None,
                              book.ts_recv))
 
     def ticker(self, ticker: Ticker) -> None:
+        self.tickers += 1
         self.pending.append((self.ticker_topic, self.key(ticker.symbol), ticker,
                              None, ticker.ts_recv))
 
     def dlq(self, raw: bytes | str, reason: str, ts_recv: float, url: str = "") -> None:
         """The frame's exact bytes as the value; what went wrong travels in the headers."""
         metrics.inc("kcs_dlq_frames_total", exchange=self.exchange)
+        metrics.inc("kcs_validation_rejections_total", exchange=self.exchange,
+                    reason="unparseable")
         value = raw.encode() if isinstance(raw, str) else raw
         headers = [("exchange", self.exchange.encode()), ("reason", reason.encode()),
                    ("ts_recv", repr(ts_recv).encode()), ("url", url.encode())]
@@ -101,7 +109,9 @@ class Publisher:
 
     def error(self, symbol: str, reason: str, kind: str = "resync") -> None:
         """A book integrity failure or resync: an event on `ws.error` plus a counter."""
-        metrics.inc("kcs_book_resyncs_total", exchange=self.exchange, reason=kind)
+        why = reason_class(reason)
+        metrics.inc("kcs_book_resyncs_total", exchange=self.exchange, reason=why)
+        metrics.inc("kcs_validation_rejections_total", exchange=self.exchange, reason=why)
         now = time.time()
         event = {"exchange": self.exchange, "symbol": symbol, "kind": kind, "reason": reason,
                  "ts": now}
@@ -115,9 +125,12 @@ class Publisher:
         if producer is None:
             return
         on_ack = self.on_ack
+        size = 0
+        future = None
         for topic, key, value, headers, ts_recv in pending:
             if type(value) is not bytes:
                 value = orjson.dumps(value)
+            size += len(value)
             future = await producer.send(topic, value=value, key=key, headers=headers)
             if on_ack is None:
                 future.add_done_callback(check_delivery)
@@ -126,6 +139,31 @@ class Publisher:
                     lambda fut, t=ts_recv: on_ack(t) if not fut.exception() else
                     check_delivery(fut))
         self.sent += len(pending)
+        self.buffered += size
+        if future is not None:
+            # One callback per drain, on its last record: the records of a drain are
+            # acknowledged together (same produce request) or very nearly.
+            first = pending[0]
+            future.add_done_callback(lambda _: self._acked(size, first[4], pending[-1][2]))
+
+    def _acked(self, size: int, ts_recv: float, last: Any) -> None:
+        self.buffered -= size
+        sampler = self.sampler
+        if sampler.due(ts_recv):
+            sampler.ack.observe(time.time() - ts_recv)
+            ts_event = getattr(last, "ts_event", None)
+            if ts_event is not None:
+                sampler.delay.observe(ts_recv - ts_event)
+
+    def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
+        """This publisher's figures for exchanges.metrics.SourcesCollector."""
+        ex = self.exchange
+        samples = [("kcs_records", (ex, "trade"), float(self.trades)),
+                   ("kcs_records", (ex, "book"), float(self.books)),
+                   ("kcs_records", (ex, "ticker"), float(self.tickers))]
+        samples += [("kcs_book_age_seconds", (ex, symbol), now - ts)
+                    for symbol, ts in list(self.book_ts.items())]
+        return samples
 
 
 def check_delivery(future: Any) -> None:

@@ -22,7 +22,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from app.settings import Settings
 from exchanges.base import Connector, Stream
-from exchanges.publisher import metrics
+from exchanges.metrics import metrics
 from exchanges.replay import Recorder, WsRecorder, replay_url
 
 __all__ = ["Session"]
@@ -39,6 +39,7 @@ class Session:
         self.http: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.connected: dict[str, bool] = {}
+        self.streams: list[Stream] = []
         self.frames = 0
         connector.session = self
 
@@ -53,7 +54,8 @@ class Session:
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        for stream in self.connector.connections():
+        self.streams = list(self.connector.connections())
+        for stream in self.streams:
             self.spawn(self.run_stream(stream))
 
     async def stop(self) -> None:
@@ -64,6 +66,19 @@ class Session:
             await self.http.close()
         if self.recorder is not None:
             self.recorder.close()
+
+    def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
+        """Frames, connection state and frame age per stream (exchanges.metrics), plus the
+        publisher's figures; a stream is labelled by its index in `connections()`."""
+        name = self.connector.name
+        samples = [("kcs_frames", (name,), float(self.frames))]
+        for index, stream in enumerate(self.streams):
+            labels = (name, str(index))
+            samples.append(("kcs_connection_up", labels,
+                            1.0 if self.connected.get(stream.url) else 0.0))
+            if stream.last_frame:
+                samples.append(("kcs_last_frame_age_seconds", labels, now - stream.last_frame))
+        return samples + self.connector.out.metric_samples(now)
 
     async def http_get(self, url: str) -> bytes:
         assert self.http is not None
