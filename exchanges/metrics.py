@@ -34,7 +34,8 @@ disable_created_metrics()  # no `_created` series: Prometheus does not use them
 REGISTRY = CollectorRegistry(auto_describe=True)
 ProcessCollector(registry=REGISTRY)
 PlatformCollector(registry=REGISTRY)
-CONTENT_TYPE = CONTENT_TYPE_LATEST
+# The text exposition format, as CONTENT_TYPE_LATEST without its charset (aiohttp sets that).
+CONTENT_TYPE = CONTENT_TYPE_LATEST.split(";", 1)[0] + "; version=0.0.4"
 
 # name -> (help, label names)
 COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
