@@ -19,6 +19,7 @@ import faust
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from mode import Service
 
+from app import kafka
 from app.settings import Settings
 from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES
@@ -142,10 +143,9 @@ class IngestService(Service):
     def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
         """Every session's figures and the ingest buffer (exchanges.metrics)."""
         samples: list[tuple[str, tuple[str, ...], float]] = []
-        buffered = 0
         for session in list(self.sessions):
             samples += session.metric_samples(now)
-            buffered += session.connector.out.buffered
+        buffered = kafka.producer_buffered_bytes(self.producer)
         return samples + [("kcs_ingest_buffer_bytes", (), float(buffered)),
                           ("kcs_ingest_buffer_limit_bytes", (), float(INGEST_BUFFER_LIMIT))]
 

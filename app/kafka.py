@@ -368,3 +368,14 @@ def consumer_lag(app: Any) -> list[tuple[str, int, int]]:
         if highwater is not None and offset is not None:
             lags.append((tp.topic, tp.partition, max(highwater - offset, 0)))
     return lags
+
+
+def producer_buffered_bytes(producer: Any) -> int:
+    """Bytes an aiokafka producer holds that Kafka has not acknowledged: batches still being
+    filled and batches sent and awaiting their response (aiokafka's accumulator, private)."""
+    if producer is None:
+        return 0
+    accumulator = producer._message_accumulator
+    batches = [b for queue in list(accumulator._batches.values()) for b in list(queue)]
+    batches += list(accumulator._pending_batches)
+    return sum(batch._builder.size() for batch in batches)

@@ -9,8 +9,8 @@ Built on prometheus-client. Two kinds:
 - Per-frame and per-record figures (frames, records, connection state, ages, buffered bytes)
   are plain integers and floats kept by the sessions and publishers themselves and read only
   when Prometheus scrapes (`SourcesCollector`): the hot path pays an attribute increment, not
-  a lock. Latency histograms are observed once per drain, at most every `SAMPLE_EVERY`
-  seconds per exchange (`Sampler`).
+  a lock. Latency histograms are observed for one drain every `SAMPLE_EVERY` seconds at
+  most per exchange (`Sampler`).
 """
 
 from __future__ import annotations
@@ -76,7 +76,8 @@ INGEST_BUFFER_LIMIT = 32 * 1024 * 1024
 
 
 class Sampler:
-    """One exchange's latency histograms, observed at most every SAMPLE_EVERY seconds."""
+    """One exchange's latency histograms, observed for one drain every SAMPLE_EVERY seconds
+    at most (the publisher checks `next_at`: one comparison per drain on the hot path)."""
 
     __slots__ = ("ack", "delay", "next_at")
 
@@ -85,11 +86,12 @@ class Sampler:
         self.delay = EVENT_DELAY.labels(exchange)
         self.next_at = 0.0
 
-    def due(self, ts_recv: float) -> bool:
-        if ts_recv < self.next_at:
-            return False
-        self.next_at = ts_recv + SAMPLE_EVERY
-        return True
+    def observe(self, ts_recv: float, record: Any) -> None:
+        """Called when the drain's last record is acknowledged."""
+        self.ack.observe(time.time() - ts_recv)
+        ts_event = getattr(record, "ts_event", None)
+        if ts_event is not None:
+            self.delay.observe(ts_recv - ts_event)
 
 
 class _Metrics:

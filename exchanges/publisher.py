@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from exchanges.metrics import Sampler, metrics
+from exchanges.metrics import SAMPLE_EVERY, Sampler, metrics
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
 from records import ticker_topic, trade_topic
 
@@ -50,8 +50,7 @@ class Publisher:
     """Collects one exchange's output and sends it to Kafka; one per connector."""
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
-                 "on_ack", "sent", "keys", "trades", "books", "tickers", "book_ts", "buffered",
-                 "sampler")
+                 "on_ack", "sent", "keys", "trades", "books", "tickers", "book_ts", "sampler")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
                  on_ack: Callable[[float], None] | None = None) -> None:
@@ -67,7 +66,6 @@ class Publisher:
         # Read by Prometheus at scrape time (exchanges/metrics.py), never locked here.
         self.trades = self.books = self.tickers = 0
         self.book_ts: dict[str, float] = {}  # symbol -> ts_event of its last book
-        self.buffered = 0  # bytes handed to the producer, not yet acknowledged
         self.sampler = Sampler(exchange)
         # Series at 0 from the start, so a rate over them exists before the first event.
         for name in ("kcs_dlq_frames_total", "kcs_reconnects_total"):
@@ -125,12 +123,10 @@ class Publisher:
         if producer is None:
             return
         on_ack = self.on_ack
-        size = 0
         future = None
         for topic, key, value, headers, ts_recv in pending:
             if type(value) is not bytes:
                 value = orjson.dumps(value)
-            size += len(value)
             future = await producer.send(topic, value=value, key=key, headers=headers)
             if on_ack is None:
                 future.add_done_callback(check_delivery)
@@ -139,21 +135,14 @@ class Publisher:
                     lambda fut, t=ts_recv: on_ack(t) if not fut.exception() else
                     check_delivery(fut))
         self.sent += len(pending)
-        self.buffered += size
-        if future is not None:
-            # One callback per drain, on its last record: the records of a drain are
-            # acknowledged together (same produce request) or very nearly.
-            first = pending[0]
-            future.add_done_callback(lambda _: self._acked(size, first[4], pending[-1][2]))
-
-    def _acked(self, size: int, ts_recv: float, last: Any) -> None:
-        self.buffered -= size
         sampler = self.sampler
-        if sampler.due(ts_recv):
-            sampler.ack.observe(time.time() - ts_recv)
-            ts_event = getattr(last, "ts_event", None)
-            if ts_event is not None:
-                sampler.delay.observe(ts_recv - ts_event)
+        ts_recv = pending[0][4]
+        if ts_recv >= sampler.next_at and future is not None:
+            # A sampled drain: its last record's acknowledgement is its records' (one
+            # produce request, or very nearly), observed in the latency histograms.
+            sampler.next_at = ts_recv + SAMPLE_EVERY
+            last = pending[-1][2]
+            future.add_done_callback(lambda _: sampler.observe(ts_recv, last))
 
     def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
         """This publisher's figures for exchanges.metrics.SourcesCollector."""
