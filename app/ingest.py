@@ -22,7 +22,7 @@ from mode import Service
 from app import kafka
 from app.settings import Settings
 from app.subscriptions import load_subscriptions
-from exchanges import CONNECTORS, EXCHANGES
+from exchanges import CONNECTORS, EXCHANGES, REGIONS
 from exchanges.metrics import INGEST_BUFFER_LIMIT
 from exchanges.publisher import Publisher
 from exchanges.replay import ReplayServer, load_recordings
@@ -121,7 +121,7 @@ class IngestService(Service):
             self.replay_server = ReplayServer(recordings, speed=settings.replay_speed)
             await self.replay_server.start()
             replay_base = self.replay_server.base_url
-            log.warning("replaying %s (%s) at speed %s from %s", settings.replay,
+            log.info("replaying %s (%s) at speed %s from %s", settings.replay,
                         ", ".join(sorted(recordings)), settings.replay_speed or "max",
                         replay_base)
         subscriptions = load_subscriptions(settings, recordings)
@@ -138,7 +138,9 @@ class IngestService(Service):
             session = Session(connector, settings, replay_base)
             await session.start()
             self.sessions.append(session)
-            log.warning("ingesting %s: %d symbols", name, len(subs))
+            log.info("ingesting %s: %d symbols", name, len(subs),
+                     extra={"exchange": name, "region": REGIONS.get(name, ""),
+                            "phase": "start"})
 
     def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
         """Every session's figures and the ingest buffer (exchanges.metrics)."""

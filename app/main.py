@@ -14,7 +14,7 @@ from pathlib import Path
 
 import faust
 
-from app import kafka, settings
+from app import kafka, logs, settings
 from app.embedded import EmbeddedBroker, wipe_tables
 
 __all__ = ["app", "settings", "embedded_broker"]
@@ -114,6 +114,8 @@ app = App(
     # Room for three batches of the market-data agent (agents/market_data.py): with Faust's
     # 4096 the consumer blocks on every record while a batch is folded (~10% fewer trades/s).
     stream_buffer_maxsize=32768,
+    # JSON lines or text, written by a listener thread (app/logs.py).
+    logging_config=logs.logging_config(logs.log_format(settings.log_format)),
     **profile,
 )
 

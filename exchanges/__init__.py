@@ -12,11 +12,15 @@ from importlib.util import find_spec
 
 from exchanges.base import Connector
 
-__all__ = ["CONNECTORS", "EXCHANGES"]
+__all__ = ["CONNECTORS", "EXCHANGES", "REGIONS"]
 
 # Every exchange kor-coin-stream speaks, in the order of the product's promise.
 EXCHANGES = ("upbit", "bithumb", "coinone", "korbit", "binance", "bybit", "okx", "htx",
              "coinbase", "kraken", "bitfinex")
+# Where each exchange is (the `region` field of connection logs).
+REGIONS = {"upbit": "korea", "bithumb": "korea", "coinone": "korea", "korbit": "korea",
+           "binance": "asia", "bybit": "asia", "okx": "asia", "htx": "asia",
+           "coinbase": "north-america", "kraken": "north-america", "bitfinex": "europe"}
 
 CONNECTORS: dict[str, type[Connector]] = {
     name: import_module(f"exchanges.{name}").CONNECTOR

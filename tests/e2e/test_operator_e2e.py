@@ -154,3 +154,16 @@ def test_metrics_endpoint_passes_promtool(replaying: tuple[EmbeddedBroker, Worke
                      "kcs_agent_batch_seconds_bucket"):
             assert f"\n{name}{{" in text or f"\n{name} " in text, name
         assert 'kcs_records_total{exchange="upbit",type="trade"}' in text
+
+
+def test_worker_logs_are_json_lines_with_connection_fields(
+        replaying: tuple[EmbeddedBroker, Worker, str]) -> None:
+    _, worker, _ = replaying
+    records = [json.loads(line) for line in worker.log().splitlines()
+               if line.startswith("{")]
+    assert records, worker.log()[-2000:]
+    assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
+    connected = [r for r in records if r.get("phase") == "connected"]
+    assert {r["exchange"] for r in connected} >= {"upbit", "binance", "okx", "coinbase"}
+    assert all(r["level"] == "INFO" and r["region"] and r["request_type"] == "websocket"
+               for r in connected)
