@@ -19,8 +19,8 @@ import faust
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from mode import Service
 
-from app import kafka
-from app.settings import Settings
+from agents import faust_internals
+from config.settings import Settings
 from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES, REGIONS
 from exchanges.metrics import INGEST_BUFFER_LIMIT
@@ -147,7 +147,7 @@ class IngestService(Service):
         samples: list[tuple[str, tuple[str, ...], float]] = []
         for session in list(self.sessions):
             samples += session.metric_samples(now)
-        buffered = kafka.producer_buffered_bytes(self.producer)
+        buffered = faust_internals.producer_buffered_bytes(self.producer)
         return samples + [("kcs_ingest_buffer_bytes", (), float(buffered)),
                           ("kcs_ingest_buffer_limit_bytes", (), float(INGEST_BUFFER_LIMIT))]
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import kafka
-from exchanges.metrics import REGISTRY, SourcesCollector
+from agents import faust_internals
+from agents.batching import batch_observers
+from exchanges.metrics import AGENT_BATCH, REGISTRY, SourcesCollector
 
 __all__ = ["WorkerSamples", "register"]
 
@@ -28,7 +29,7 @@ class WorkerSamples:
     def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
         samples: list[tuple[str, tuple[str, ...], float]] = [
             ("kcs_consumer_lag", (topic, str(partition)), float(lag))
-            for topic, partition, lag in kafka.consumer_lag(self.app)]
+            for topic, partition, lag in faust_internals.consumer_lag(self.app)]
         for key, value in list(self.premium_table.items()):
             if not value:
                 continue
@@ -48,4 +49,6 @@ class WorkerSamples:
 def register(app: Any, ingest: Any, premium_table: Any, bbo_table: Any) -> None:
     """Export the ingest service's and this worker's figures (once per process)."""
     worker = WorkerSamples(app, premium_table, bbo_table)
+    for agent in ("market-data", "cross-exchange"):
+        batch_observers[agent] = AGENT_BATCH.labels(agent).observe
     REGISTRY.register(SourcesCollector(lambda: [ingest, worker]))

@@ -11,12 +11,10 @@ from importlib import import_module
 from importlib.util import find_spec
 
 from exchanges.base import Connector
+from records import EXCHANGES
 
 __all__ = ["CONNECTORS", "EXCHANGES", "REGIONS"]
 
-# Every exchange kor-coin-stream speaks, in the order of the product's promise.
-EXCHANGES = ("upbit", "bithumb", "coinone", "korbit", "binance", "bybit", "okx", "htx",
-             "coinbase", "kraken", "bitfinex")
 # Where each exchange is (the `region` field of connection logs).
 REGIONS = {"upbit": "korea", "bithumb": "korea", "coinone": "korea", "korbit": "korea",
            "binance": "asia", "bybit": "asia", "okx": "asia", "htx": "asia",

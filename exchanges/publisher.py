@@ -19,7 +19,7 @@ from exchanges.metrics import SAMPLE_EVERY, Sampler, metrics
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
 from records import ticker_topic, trade_topic
 
-__all__ = ["Publisher", "Producer", "metrics"]
+__all__ = ["Publisher", "Producer"]
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,6 @@ def reason_class(reason: str) -> str:
 class Producer(Protocol):
     async def send(self, topic: str, value: bytes, key: bytes, headers: Headers = None) -> Any:
         ...
-
-
 
 
 class Publisher:
@@ -136,8 +134,8 @@ class Publisher:
                     check_delivery(fut))
         self.sent += len(pending)
         sampler = self.sampler
-        ts_recv = pending[0][4]
-        if ts_recv >= sampler.next_at and future is not None:
+        if future is not None and pending[0][4] >= sampler.next_at:
+            ts_recv = pending[0][4]
             # A sampled drain: its last record's acknowledgement is its records' (one
             # produce request, or very nearly), observed in the latency histograms.
             sampler.next_at = ts_recv + SAMPLE_EVERY

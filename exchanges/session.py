@@ -20,7 +20,7 @@ import aiohttp
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from app.settings import Settings
+from config.settings import Settings
 from exchanges import REGIONS
 from exchanges.base import Connector, Stream
 from exchanges.metrics import metrics

@@ -1,4 +1,4 @@
-"""Structured logs (app/logs.py): JSON lines with the connection logging schema's fields, or
+"""Structured logs (config/logs.py): JSON lines with the connection logging schema's fields, or
 text; through a queue and a listener thread; a bad KCS_LOG_FORMAT is refused by name."""
 
 from __future__ import annotations
@@ -9,12 +9,12 @@ import sys
 
 import pytest
 
-from app.logs import log_format
+from config.logs import log_format
 from tests.support import REPO
 
 SCRIPT = """
 import logging, logging.config, sys, threading
-from app.logs import logging_config
+from config.logs import logging_config
 config = logging_config(sys.argv[1])
 config.pop("merge")
 config["root"]["level"] = "INFO"
