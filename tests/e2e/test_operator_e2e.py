@@ -25,7 +25,7 @@ import aiokafka
 import pytest
 
 from app.embedded import EmbeddedBroker, free_port, stop_process
-from tests.support import REPO, Worker, copy_recordings, start_broker, wait_for
+from tests.support import REPO, Worker, copy_recordings, http_json, start_broker, wait_for
 
 DASHBOARD = REPO / "docker" / "grafana" / "dashboards" / "kor-coin-stream.json"
 PROMETHEUS = shutil.which("prometheus")
@@ -167,3 +167,40 @@ def test_worker_logs_are_json_lines_with_connection_fields(
     assert {r["exchange"] for r in connected} >= {"upbit", "binance", "okx", "coinbase"}
     assert all(r["level"] == "INFO" and r["region"] and r["request_type"] == "websocket"
                for r in connected)
+
+
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
+                                        else None)
+
+
+def page_dom(url: str, profile: Path) -> str:
+    """The page's DOM after its scripts ran (headless Chromium, its virtual clock advanced
+    past a few refreshes)."""
+    result = subprocess.run(
+        [CHROMIUM or "chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+         "--no-first-run", "--disable-background-networking", "--disable-component-update",
+         "--disable-sync", f"--user-data-dir={profile}", "--virtual-time-budget=8000",
+         "--dump-dom", url],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (Debian package)")
+def test_status_page_shows_the_replayed_markets_in_chromium(
+        replaying: tuple[EmbeddedBroker, Worker, str], tmp_path: Path) -> None:
+    _, worker, _ = replaying
+    wait_for(lambda: "SOL" in http_json(f"{worker.url}/premium/")[1], timeout=60)
+    wait_for(lambda: len(http_json(f"{worker.url}/markets/")[1]) >= 10, timeout=60)
+    markets = http_json(f"{worker.url}/markets/")[1]
+    exchanges = {key.split(":")[0] for key in markets}
+    assert {"upbit", "binance", "okx", "coinbase"} <= exchanges
+    for path in ("/status/", "/"):
+        dom = page_dom(worker.url + path, tmp_path / f"profile{len(path)}")
+        assert "<h1>kor-coin-stream</h1>" in dom
+        shown = [key for key in markets if f"<td>{key}</td>" in dom]
+        assert shown == list(markets), sorted(set(markets) - set(shown))[:10]
+        for name in ("upbit", "binance", "okx", "coinbase"):  # feeds: connected x / y
+            assert f'<td>{name}</td><td class="' in dom, name
+        assert "<td>SOL</td><td>upbit</td><td>binance</td>" in dom  # premium board
+        assert "<td>SOL</td><td>KRW</td>" in dom and "<td>SOL</td><td>USDT</td>" in dom  # BBO
