@@ -16,6 +16,7 @@ from typing import Any
 import faust
 
 from agents import faust_internals, output
+from config.logs import log_format, logging_config
 from config.settings import Settings, load_settings
 
 __all__ = ["app", "settings", "App", "TANSU_PROFILE", "EMBEDDED_PLACEHOLDER"]
@@ -93,5 +94,7 @@ app = App(
     # Room for three batches of the market-data agent (agents/market_data.py): with Faust's
     # 4096 the consumer blocks on every record while a batch is folded (~10% fewer trades/s).
     stream_buffer_maxsize=32768,
+    # JSON lines or text, written by a listener thread (config/logs.py).
+    logging_config=logging_config(log_format(settings.log_format)),
     **(TANSU_PROFILE if settings.profile == "tansu" else {}),
 )

@@ -10,9 +10,22 @@ for the write.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from agents.faust_internals import in_partition_of
 
-__all__ = ["in_partition_of", "BATCH_SIZE", "BATCH_WITHIN"]
+__all__ = ["in_partition_of", "BATCH_SIZE", "BATCH_WITHIN", "batch_observers",
+           "observe_batch"]
+
+# agent name -> called with the seconds each batch took; the app layer plugs its metric in
+# (app/monitoring.py), so agents know nothing of Prometheus.
+batch_observers: dict[str, Callable[[float], None]] = {}
+
+
+def observe_batch(agent: str, seconds: float) -> None:
+    observer = batch_observers.get(agent)
+    if observer is not None:
+        observer(seconds)
 
 BATCH_SIZE = 2000  # events per batch at most
 BATCH_WITHIN = 0.05  # seconds: the most a batch waits to fill, i.e. the added latency

@@ -26,6 +26,8 @@ Faust's public API and may change in any release. What it changes and why:
   event made current, not of the last event of a batch.
 - The serializer override (`RawSchema`): source records decoded without Faust's serializer
   registry.
+- Metrics read at scrape time: the consumer's committed offsets (`consumer_lag`), and the
+  bytes an aiokafka producer holds unacknowledged (`producer_buffered_bytes`).
 
 Re-check all of the above (against the new version's `faust/transport/consumer.py`,
 `faust/transport/drivers/aiokafka.py`, `faust/streams.py`, `faust/tables/base.py` and
@@ -53,7 +55,7 @@ from faust.types import EventT
 
 __all__ = ["PINNED_FAUST", "check_version", "install", "set_broker_url", "Transport",
            "Consumer", "RawSchema", "RawKeyTable", "in_partition_of", "next_step", "Gaps",
-           "dropped", "DELIVER", "SKIP", "GAP"]
+           "dropped", "DELIVER", "SKIP", "GAP", "consumer_lag", "producer_buffered_bytes"]
 
 PINNED_FAUST = "0.15.3"
 
@@ -413,3 +415,34 @@ def in_partition_of(event: EventT) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+def consumer_lag(app: Any) -> list[tuple[str, int, int]]:
+    """(topic, partition, lag) of each partition assigned to this worker's consumer: the
+    high-water mark minus the committed offset, where the consumer knows both (Faust keeps
+    the committed offsets in a private map of the pinned version)."""
+    consumer = getattr(app, "_consumer", None)  # not created yet: nothing assigned
+    if consumer is None:
+        return []
+    committed = consumer._committed_offset
+    lags = []
+    for tp in sorted(consumer.assignment()):
+        try:
+            highwater = consumer.highwater(tp)
+        except Exception:  # not fetched yet (aiokafka asserts the assignment)
+            continue
+        offset = committed.get(tp)
+        if highwater is not None and offset is not None:
+            lags.append((tp.topic, tp.partition, max(highwater - offset, 0)))
+    return lags
+
+
+def producer_buffered_bytes(producer: Any) -> int:
+    """Bytes an aiokafka producer holds that Kafka has not acknowledged: batches still being
+    filled and batches sent and awaiting their response (aiokafka's accumulator, private)."""
+    if producer is None:
+        return 0
+    accumulator = producer._message_accumulator
+    batches = [b for queue in list(accumulator._batches.values()) for b in list(queue)]
+    batches += list(accumulator._pending_batches)
+    return sum(batch._builder.size() for batch in batches)

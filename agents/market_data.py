@@ -12,13 +12,14 @@ closed). Sending before writing makes a crash in between send a record twice, ne
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
 
 from agents import cross_exchange, features, market_state, output, topics
 from agents.application import app
-from agents.batching import in_partition_of
+from agents.batching import in_partition_of, observe_batch
 from compute.cross_exchange import fold_for_assets
 from compute.features import Market, fold_trade
 from compute.market_state import apply_event
@@ -39,6 +40,7 @@ async def process_market_data(stream: Any) -> None:
     kind_of: dict[str, str] = {}
     levels, rules = market_state.LEVELS, features.RULES
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        started = time.perf_counter()
         states: dict[str, list[Any]] = {}  # key -> [state, an event of the key]
         markets: dict[str, Market] = {}
         by_asset: dict[str, dict[str, Any]] = {}  # the cross-exchange agent's input
@@ -74,3 +76,4 @@ async def process_market_data(stream: Any) -> None:
                 market_state.market_state[key] = state
                 if key in results:
                     features.save(markets[key], results[key])
+        observe_batch("market-data", time.perf_counter() - started)

@@ -19,9 +19,11 @@ import faust
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from mode import Service
 
+from agents import faust_internals
 from config.settings import Settings
 from app.subscriptions import load_subscriptions
-from exchanges import CONNECTORS, EXCHANGES
+from exchanges import CONNECTORS, EXCHANGES, REGIONS
+from exchanges.metrics import INGEST_BUFFER_LIMIT
 from exchanges.publisher import Publisher
 from exchanges.replay import ReplayServer, load_recordings
 from exchanges.session import Session
@@ -119,7 +121,7 @@ class IngestService(Service):
             self.replay_server = ReplayServer(recordings, speed=settings.replay_speed)
             await self.replay_server.start()
             replay_base = self.replay_server.base_url
-            log.warning("replaying %s (%s) at speed %s from %s", settings.replay,
+            log.info("replaying %s (%s) at speed %s from %s", settings.replay,
                         ", ".join(sorted(recordings)), settings.replay_speed or "max",
                         replay_base)
         subscriptions = load_subscriptions(settings, recordings)
@@ -136,7 +138,18 @@ class IngestService(Service):
             session = Session(connector, settings, replay_base)
             await session.start()
             self.sessions.append(session)
-            log.warning("ingesting %s: %d symbols", name, len(subs))
+            log.info("ingesting %s: %d symbols", name, len(subs),
+                     extra={"exchange": name, "region": REGIONS.get(name, ""),
+                            "phase": "start"})
+
+    def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
+        """Every session's figures and the ingest buffer (exchanges.metrics)."""
+        samples: list[tuple[str, tuple[str, ...], float]] = []
+        for session in list(self.sessions):
+            samples += session.metric_samples(now)
+        buffered = faust_internals.producer_buffered_bytes(self.producer)
+        return samples + [("kcs_ingest_buffer_bytes", (), float(buffered)),
+                          ("kcs_ingest_buffer_limit_bytes", (), float(INGEST_BUFFER_LIMIT))]
 
     async def _start_producer(self) -> aiokafka.AIOKafkaProducer:
         delay = 1.0

@@ -69,3 +69,4 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int,
     finally:
         await admin.close()
 
+

@@ -17,7 +17,7 @@ from agents import cross_exchange, market_data, output, topics  # noqa: F401  (r
 from agents.application import App, app, settings
 from agents.faust_internals import set_broker_url
 from agents.market_state import market_state
-from app import kafka
+from app import kafka, monitoring
 from app.embedded import EmbeddedBroker, wipe_tables
 from app.ingest import IngestService, bootstrap_servers, new_producer, tune_gc
 from app.views import register_views
@@ -70,3 +70,6 @@ app.started_hooks.append(lambda _: tune_gc())
 # The derived topics' producer: the ingest producer's settings (acks, linger, partitioner).
 output.configure(lambda: new_producer(settings, broker_url, client="derived"))
 register_views(app, market_state, ingest)
+
+# Prometheus: the ingest service's figures, consumer lag, premium and BBO (app/monitoring.py).
+monitoring.register(app, ingest, cross_exchange.premium_table, cross_exchange.bbo_table)

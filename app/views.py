@@ -4,15 +4,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import faust
 from faust.web import Request, Response, View
 
 from agents.views import gather_all, routed_value
-from exchanges.metrics import metrics
+from exchanges.metrics import CONTENT_TYPE, metrics
 
-__all__ = ["register_views"]
+__all__ = ["register_views", "STATUS_PAGE"]
+
+STATUS_PAGE = Path(__file__).resolve().parent / "static" / "status.html"
 
 
 def register_views(app: faust.App, market_state: Any, ingest: Any) -> None:
@@ -28,9 +31,21 @@ def register_views(app: faust.App, market_state: Any, ingest: Any) -> None:
         return view.json({"status": "ok", "worker": str(app.conf.canonical_url),
                           "rebalancing": bool(app.rebalancing), "ingest": feeds})
 
-    @app.page("/metrics/")
     async def prometheus(view: View, request: Request) -> Response:
-        return view.text(metrics.render(), content_type="text/plain; version=0.0.4")
+        return view.bytes(metrics.render(), content_type=CONTENT_TYPE)
+
+    # Prometheus scrapes /metrics by default; /metrics/ is Faust's style for every other view.
+    app.page("/metrics")(prometheus)
+    app.page("/metrics/")(prometheus)
+
+    @app.page("/status/")
+    async def status(view: View, request: Request) -> Response:
+        """The status page: plain HTML + JS that refreshes itself from the views below."""
+        return view.bytes(STATUS_PAGE.read_bytes(), content_type="text/html")
+
+    @app.page("/")
+    async def root(view: View, request: Request) -> Response:
+        return view.bytes(STATUS_PAGE.read_bytes(), content_type="text/html")
 
     @app.page("/markets/")
     async def markets(view: View, request: Request) -> Response:

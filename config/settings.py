@@ -95,6 +95,8 @@ class Settings:
     # Large-trade signal: notional (price x amount, in the quote currency) at least this much,
     # per quote currency ("QUOTE=amount,..."); markets in other quote currencies never signal.
     large_trade_notional: str = "KRW=100000000,USDT=100000,USDC=100000,USD=100000,BTC=2,EUR=100000"
+    # Log lines: "json" (one object per line), "text", or empty: text on a terminal, else JSON.
+    log_format: str = ""
 
     @property
     def embedded(self) -> bool:

@@ -13,7 +13,12 @@ from importlib.util import find_spec
 from exchanges.base import Connector
 from records import EXCHANGES
 
-__all__ = ["CONNECTORS", "EXCHANGES"]
+__all__ = ["CONNECTORS", "EXCHANGES", "REGIONS"]
+
+# Where each exchange is (the `region` field of connection logs).
+REGIONS = {"upbit": "korea", "bithumb": "korea", "coinone": "korea", "korbit": "korea",
+           "binance": "asia", "bybit": "asia", "okx": "asia", "htx": "asia",
+           "coinbase": "north-america", "kraken": "north-america", "bitfinex": "europe"}
 
 CONNECTORS: dict[str, type[Connector]] = {
     name: import_module(f"exchanges.{name}").CONNECTOR

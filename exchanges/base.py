@@ -112,7 +112,8 @@ class Connector:
         book = self.books.get(symbol)
         if book is not None:
             book.clear()
-        log.warning("%s %s: book dropped and resynced: %s", self.name, symbol, reason)
+        log.warning("%s %s: book dropped and resynced: %s", self.name, symbol, reason,
+                    extra={"exchange": self.name, "symbol": symbol, "phase": "resync"})
         self.out.error(symbol, reason)
 
     async def get_json(self, url: str) -> Any:

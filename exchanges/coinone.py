@@ -121,6 +121,7 @@ class Coinone(Connector):
         last = self.last_book_id.get(symbol)
         if last is not None and book_id <= last:
             metrics.inc("kcs_stale_books_total", exchange="coinone")
+            metrics.inc("kcs_validation_rejections_total", exchange="coinone", reason="stale")
             return
         depth = self.depth
         bids = first_levels(data["bids"], depth)

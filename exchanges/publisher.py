@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from exchanges.metrics import metrics
+from exchanges.metrics import SAMPLE_EVERY, Sampler, metrics
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
 from records import ticker_topic, trade_topic
 
@@ -27,6 +27,18 @@ Headers = list[tuple[str, bytes]] | None
 Pending = tuple[str, bytes, Any, Headers, float]
 
 
+REASONS = ("gap", "checksum", "crossed", "other")
+
+
+def reason_class(reason: str) -> str:
+    """A resync's free-text reason as one of REASONS (a metric label with few values)."""
+    text = reason.lower()
+    for word in ("gap", "checksum", "crossed"):
+        if word in text:
+            return word
+    return "other"
+
+
 class Producer(Protocol):
     async def send(self, topic: str, value: bytes, key: bytes, headers: Headers = None) -> Any:
         ...
@@ -36,7 +48,7 @@ class Publisher:
     """Collects one exchange's output and sends it to Kafka; one per connector."""
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
-                 "on_ack", "sent", "keys")
+                 "on_ack", "sent", "keys", "trades", "books", "tickers", "book_ts", "sampler")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
                  on_ack: Callable[[float], None] | None = None) -> None:
@@ -49,6 +61,15 @@ class Publisher:
         self.on_ack = on_ack  # called with ts_recv of each acknowledged record (benchmark)
         self.sent = 0
         self.keys: dict[str, bytes] = {}  # symbol -> Kafka key, built once per market
+        # Read by Prometheus at scrape time (exchanges/metrics.py), never locked here.
+        self.trades = self.books = self.tickers = 0
+        self.book_ts: dict[str, float] = {}  # symbol -> ts_event of its last book
+        self.sampler = Sampler(exchange)
+        # Series at 0 from the start, so a rate over them exists before the first event.
+        for name in ("kcs_dlq_frames_total", "kcs_reconnects_total"):
+            metrics.touch(name, exchange=exchange)
+        for why in REASONS:
+            metrics.touch("kcs_book_resyncs_total", exchange=exchange, reason=why)
 
     def key(self, symbol: str) -> bytes:
         key = self.keys.get(symbol)
@@ -57,20 +78,26 @@ class Publisher:
         return key
 
     def trade(self, trade: Trade) -> None:
+        self.trades += 1
         self.pending.append((self.trade_topic, self.key(trade.symbol), trade,
                              None, trade.ts_recv))
 
     def book(self, book: OrderBook) -> None:
+        self.books += 1
+        self.book_ts[book.symbol] = book.ts_event
         self.pending.append((self.book_topic, self.key(book.symbol), book, None,
                              book.ts_recv))
 
     def ticker(self, ticker: Ticker) -> None:
+        self.tickers += 1
         self.pending.append((self.ticker_topic, self.key(ticker.symbol), ticker,
                              None, ticker.ts_recv))
 
     def dlq(self, raw: bytes | str, reason: str, ts_recv: float, url: str = "") -> None:
         """The frame's exact bytes as the value; what went wrong travels in the headers."""
         metrics.inc("kcs_dlq_frames_total", exchange=self.exchange)
+        metrics.inc("kcs_validation_rejections_total", exchange=self.exchange,
+                    reason="unparseable")
         value = raw.encode() if isinstance(raw, str) else raw
         headers = [("exchange", self.exchange.encode()), ("reason", reason.encode()),
                    ("ts_recv", repr(ts_recv).encode()), ("url", url.encode())]
@@ -78,7 +105,9 @@ class Publisher:
 
     def error(self, symbol: str, reason: str, kind: str = "resync") -> None:
         """A book integrity failure or resync: an event on `ws.error` plus a counter."""
-        metrics.inc("kcs_book_resyncs_total", exchange=self.exchange, reason=kind)
+        why = reason_class(reason)
+        metrics.inc("kcs_book_resyncs_total", exchange=self.exchange, reason=why)
+        metrics.inc("kcs_validation_rejections_total", exchange=self.exchange, reason=why)
         now = time.time()
         event = {"exchange": self.exchange, "symbol": symbol, "kind": kind, "reason": reason,
                  "ts": now}
@@ -92,6 +121,7 @@ class Publisher:
         if producer is None:
             return
         on_ack = self.on_ack
+        future = None
         for topic, key, value, headers, ts_recv in pending:
             if type(value) is not bytes:
                 value = orjson.dumps(value)
@@ -103,6 +133,24 @@ class Publisher:
                     lambda fut, t=ts_recv: on_ack(t) if not fut.exception() else
                     check_delivery(fut))
         self.sent += len(pending)
+        sampler = self.sampler
+        if future is not None and pending[0][4] >= sampler.next_at:
+            ts_recv = pending[0][4]
+            # A sampled drain: its last record's acknowledgement is its records' (one
+            # produce request, or very nearly), observed in the latency histograms.
+            sampler.next_at = ts_recv + SAMPLE_EVERY
+            last = pending[-1][2]
+            future.add_done_callback(lambda _: sampler.observe(ts_recv, last))
+
+    def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
+        """This publisher's figures for exchanges.metrics.SourcesCollector."""
+        ex = self.exchange
+        samples = [("kcs_records", (ex, "trade"), float(self.trades)),
+                   ("kcs_records", (ex, "book"), float(self.books)),
+                   ("kcs_records", (ex, "ticker"), float(self.tickers))]
+        samples += [("kcs_book_age_seconds", (ex, symbol), now - ts)
+                    for symbol, ts in list(self.book_ts.items())]
+        return samples
 
 
 def check_delivery(future: Any) -> None:

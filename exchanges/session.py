@@ -21,6 +21,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
 from config.settings import Settings
+from exchanges import REGIONS
 from exchanges.base import Connector, Stream
 from exchanges.metrics import metrics
 from exchanges.replay import Recorder, WsRecorder, replay_url
@@ -39,6 +40,7 @@ class Session:
         self.http: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.connected: dict[str, bool] = {}
+        self.streams: list[Stream] = []
         self.frames = 0
         connector.session = self
 
@@ -53,7 +55,8 @@ class Session:
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        for stream in self.connector.connections():
+        self.streams = list(self.connector.connections())
+        for stream in self.streams:
             self.spawn(self.run_stream(stream))
 
     async def stop(self) -> None:
@@ -64,6 +67,25 @@ class Session:
             await self.http.close()
         if self.recorder is not None:
             self.recorder.close()
+
+    def log_fields(self, phase: str, request_type: str = "websocket") -> dict[str, str]:
+        """The connection logging schema's fields (`extra=` of a log call)."""
+        name = self.connector.name
+        return {"exchange": name, "region": REGIONS.get(name, ""), "request_type": request_type,
+                "phase": phase}
+
+    def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
+        """Frames, connection state and frame age per stream (exchanges.metrics), plus the
+        publisher's figures; a stream is labelled by its index in `connections()`."""
+        name = self.connector.name
+        samples = [("kcs_frames", (name,), float(self.frames))]
+        for index, stream in enumerate(self.streams):
+            labels = (name, str(index))
+            samples.append(("kcs_connection_up", labels,
+                            1.0 if self.connected.get(stream.url) else 0.0))
+            if stream.last_frame:
+                samples.append(("kcs_last_frame_age_seconds", labels, now - stream.last_frame))
+        return samples + self.connector.out.metric_samples(now)
 
     async def http_get(self, url: str) -> bytes:
         assert self.http is not None
@@ -94,7 +116,8 @@ class Session:
             if time.monotonic() - started > 60.0:
                 delay = settings.backoff_initial  # it was up for a while: start over
             wait = random.uniform(0.0, delay)  # full jitter, so many feeds do not stampede
-            log.warning("%s: connection lost (%s); reconnecting in %.1f s", name, reason, wait)
+            log.warning("%s: connection lost (%s); reconnecting in %.1f s", name, reason, wait,
+                        extra=self.log_fields("reconnect"))
             await asyncio.sleep(wait)
             delay = min(delay * 2.0, settings.backoff_max)
 
@@ -107,7 +130,8 @@ class Session:
                            compression="deflate" if connector.compression else None,
                            user_agent_header=None) as ws:
             recording = self.recorder.open_ws(stream.url, time.time()) if self.recorder else None
-            log.info("%s: connected to %s (%d symbols)", connector.name, url, len(stream.symbols))
+            log.info("%s: connected to %s (%d symbols)", connector.name, url, len(stream.symbols),
+                     extra=self.log_fields("connected"))
             for message in stream.subscribe:
                 await ws.send(message)
                 if recording is not None:
@@ -155,7 +179,8 @@ class Session:
         while True:
             await asyncio.sleep(min(timeout / 4.0, 5.0))
             if time.time() - stream.last_frame > timeout:
-                log.warning("%s: no data for %.0f s, reconnecting", self.connector.name, timeout)
+                log.warning("%s: no data for %.0f s, reconnecting", self.connector.name, timeout,
+                            extra=self.log_fields("silent"))
                 metrics.inc("kcs_silent_feeds_total", exchange=self.connector.name)
                 await ws.close(code=4000, reason="silent feed")
                 return

@@ -204,5 +204,5 @@ def test_korean_exchanges_end_to_end(broker: EmbeddedBroker, tmp_path: Path,
         assert health["ingest"][exchange]["connected"] == 1
     with urllib.request.urlopen(worker.url + "/metrics/", timeout=5) as response:
         metrics = response.read().decode().splitlines()
-    assert 'kcs_stale_books_total{exchange="coinone"} 1' in metrics
-    assert 'kcs_dlq_frames_total{exchange="bithumb"} 1' in metrics
+    assert 'kcs_stale_books_total{exchange="coinone"} 1.0' in metrics
+    assert 'kcs_dlq_frames_total{exchange="bithumb"} 1.0' in metrics

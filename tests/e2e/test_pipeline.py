@@ -10,6 +10,7 @@ from __future__ import annotations
 import ast
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -113,7 +114,8 @@ def test_embedded_broker_is_announced_and_stopped(tmp_path: Path) -> None:
     try:
         line = wait_for(lambda: next((x for x in log_path.read_text().splitlines()
                                       if "embedded Kafka broker" in x), None), timeout=30)
-        broker_port = int(line.rsplit(":", 1)[1])
+        # A text line or a JSON log line (stderr is redirected to the log by Faust).
+        broker_port = int(re.search(r"listening on kafka://[0-9.]+:([0-9]+)", line)[1])
         wait_for(lambda: http_json(f"http://127.0.0.1:{port}/health/")[0] == 200, timeout=60)
     finally:
         process.terminate()

@@ -1,0 +1,146 @@
+"""docker/compose.yml, checked without a Docker engine: it is valid against the compose
+specification's JSON schema (vendored by check-jsonschema), every KCS_* variable it sets is
+a real setting, every file it mounts or builds from exists, and it has what an operator needs
+(KRaft Kafka, a schema registry, two workers, Prometheus with the rules, Grafana with the
+dashboard, healthchecks, restart policies, a non-root image)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import yaml
+
+from tests.support import REPO
+
+DOCKER = REPO / "docker"
+COMPOSE = DOCKER / "compose.yml"
+
+
+def settings_names() -> set[str]:
+    """Every KCS_* name the settings class reads (wherever the class lives on this branch)."""
+    try:
+        from config.settings import Settings  # type: ignore[import-not-found]
+    except ImportError:
+        from app.settings import Settings
+    if dataclasses.is_dataclass(Settings):
+        names = [f.name for f in dataclasses.fields(Settings)]
+    else:  # pydantic-settings
+        names = list(Settings.model_fields)  # type: ignore[attr-defined]
+    return {"KCS_" + name.upper() for name in names}
+
+
+def compose_schema() -> dict[str, Any]:
+    """check-jsonschema's vendored copy of the compose specification's schema (located, not
+    imported: the package's CLI needs a newer click than Faust allows)."""
+    spec = importlib.util.find_spec("check_jsonschema")
+    assert spec is not None and spec.submodule_search_locations
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return json.loads((package / "builtin_schemas/vendor/compose-spec.json").read_text())
+
+
+def validator_for_compose() -> Any:
+    schema = compose_schema()
+    cls = jsonschema.validators.validator_for(schema)  # the draft the schema declares
+    cls.check_schema(schema)
+    return cls(schema)
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def environment(service: dict[str, Any]) -> dict[str, str]:
+    env = service.get("environment", {})
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return env
+
+
+def test_valid_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    validator = validator_for_compose()
+    errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}"
+              for e in validator.iter_errors(compose)]
+    assert errors == []
+
+
+def test_the_schema_check_catches_a_mistake(compose: dict[str, Any]) -> None:
+    broken = json.loads(json.dumps(compose))
+    broken["services"]["ingest"]["restart_policy"] = "always"  # not a service key
+    broken["services"]["kafka"]["depends_on"] = 5  # neither a list nor a map
+    errors = list(validator_for_compose().iter_errors(broken))
+    assert any("restart_policy" in e.message for e in errors)
+    assert any(list(e.absolute_path) == ["services", "kafka", "depends_on"] for e in errors)
+
+
+def test_every_kcs_variable_is_a_real_setting(compose: dict[str, Any]) -> None:
+    known = settings_names()
+    assert "KCS_BROKER" in known and len(known) > 20
+    used = {name for service in compose["services"].values()
+            for name in environment(service) if name.startswith("KCS_")}
+    assert {"KCS_BROKER", "KCS_INGEST", "KCS_WEB_HOST", "KCS_LOG_FORMAT"} <= used
+    assert used - known == set()
+    dockerfile_env = [word.split("=", 1)[0]
+                      for line in (DOCKER / "Dockerfile").read_text().splitlines()
+                      if line.startswith("ENV ") for word in line.split()[1:]]
+    assert {n for n in dockerfile_env if n.startswith("KCS_")} - known == set()
+
+
+def test_every_mounted_file_and_build_context_exists(compose: dict[str, Any]) -> None:
+    named = set(compose.get("volumes", {}))
+    checked = 0
+    for name, service in compose["services"].items():
+        for volume in service.get("volumes", []):
+            source = volume.split(":", 1)[0] if isinstance(volume, str) else volume["source"]
+            if source in named:
+                continue
+            assert (DOCKER / source).exists(), f"{name} mounts {source}, which does not exist"
+            checked += 1
+        build = service.get("build")
+        if build:
+            context = DOCKER / build["context"]
+            assert (context / build.get("dockerfile", "Dockerfile")).is_file(), name
+    assert checked >= 4  # Prometheus config + rules, Grafana provisioning + dashboards
+    prometheus = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    for rule_file in prometheus["rule_files"]:
+        mounted = [v for v in compose["services"]["prometheus"]["volumes"]
+                   if v.split(":")[1] == rule_file]
+        assert mounted, f"{rule_file} is not mounted into Prometheus"
+    provider = yaml.safe_load(
+        (DOCKER / "grafana/provisioning/dashboards/kor-coin-stream.yml").read_text())
+    path = provider["providers"][0]["options"]["path"]
+    mount = [v for v in compose["services"]["grafana"]["volumes"] if v.split(":")[1] == path]
+    assert mount and list((DOCKER / mount[0].split(":")[0]).glob("*.json"))
+
+
+def test_services_an_operator_needs(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert "broker,controller" in environment(services["kafka"])["KAFKA_PROCESS_ROLES"]  # KRaft
+    assert "schema-registry" in services
+    workers = [s for s in services.values() if "KCS_BROKER" in environment(s)]
+    assert len(workers) == 2
+    assert {environment(w)["KCS_INGEST"] for w in workers} == {"all", "none"}
+    for name, service in services.items():
+        assert service.get("restart") in ("always", "unless-stopped", "on-failure"), name
+        assert "healthcheck" in service, name
+    targets = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
+    scraped = targets["scrape_configs"][0]["static_configs"][0]["targets"]
+    assert {t.split(":")[0] for t in scraped} == {n for n, s in services.items()
+                                                  if "KCS_BROKER" in environment(s)}
+
+
+def test_image_runs_as_a_user_and_ignores_local_state() -> None:
+    lines = (DOCKER / "Dockerfile").read_text().splitlines()
+    users = [line.split()[1] for line in lines if line.startswith("USER ")]
+    assert users and users[-1] not in ("root", "0")
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "data", ".env"} <= ignored
+    copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
+    assert all(Path(REPO / p).exists() for p in copied if p != "pyproject.toml") and \
+        not copied & ignored
