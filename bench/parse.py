@@ -10,14 +10,18 @@ The floor, measured in the same run on the same frames, is decode only: `orjson.
 (after gzip inflation for HTX, whose frames are all gzip). Printed per exchange: messages
 per second of both, microseconds of normalize per KB of payload (the frames' bytes as
 received), and the ratio normalize time / decode time (1.0 would be parsing for free), with
-its geometric mean.
+its geometric mean. Every figure is in CPU time of the process (`time.process_time`), so the
+other work of a shared machine does not count as ours.
 
 cryptofeed beside ours: when `../shared/peer/cryptofeed-speed` (or --cryptofeed) runs here
 (it needs Python 3.13 and builds its environments on first use), it replays the same
 ../shared/replays recordings through cryptofeed in its own process. The run alternates
 rounds, cryptofeed's then ours, --rounds times, and takes each side's median over the rounds,
-so both see the same machine load. `ours/cf` is our msg/s over cryptofeed's, shown only where
-both parsed the same recording.
+so both see the same machine load. cryptofeed's msg/s are its messages over the CPU time of
+its timed handler loop, read from the harness's summaries (median of its repeats).
+`ours/cf` is our msg/s over cryptofeed's, shown only where both parsed the same recording.
+Ours runs with the garbage collector tuned as in every worker
+(`app.ingest.tune_gc`); cryptofeed's harness keeps Python's default.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ import argparse
 import gzip
 import logging
 import math
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,6 +44,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.ingest import tune_gc  # noqa: E402
 from app.settings import load_settings  # noqa: E402
 from app.subscriptions import RECORDING_NAMES, from_recordings  # noqa: E402
 from exchanges import CONNECTORS, EXCHANGES  # noqa: E402
@@ -50,6 +57,9 @@ PEER = ROOT.parent / "shared" / "peer" / "cryptofeed-speed"
 FIXTURES = ROOT / "tests" / "fixtures" / "replays"
 # Recordings in ../shared/replays made with a protocol our connector does not speak.
 NOT_SPOKEN = {"bithumb"}  # the legacy pubwss feed; we speak the current API
+# Passes are timed in CPU time, not wall time: on a shared machine a pass preempted by other
+# work would otherwise count that work as ours (or cryptofeed's).
+process_time = time.process_time
 
 
 class OfflineSession:
@@ -102,7 +112,7 @@ def normalize_pass(name: str, recording: Recording, frames: list[tuple[Any, Stre
     on_frame = connector.on_frame
     pending = out.pending
     errors = 0
-    started = time.perf_counter()
+    started = process_time()
     for frame, stream in frames:
         try:
             on_frame(frame, 1.0, stream)
@@ -110,7 +120,7 @@ def normalize_pass(name: str, recording: Recording, frames: list[tuple[Any, Stre
             errors += 1
         if len(pending) > 4096:
             pending.clear()
-    elapsed = time.perf_counter() - started
+    elapsed = process_time() - started
     pending.clear()
     return elapsed, errors
 
@@ -119,7 +129,7 @@ def decode_pass(name: str, frames: list[tuple[Any, Stream]]) -> float:
     # Same loop shape as normalize_pass (try per frame): fixtures hold malformed frames.
     loads = orjson.loads
     inflate = gzip.decompress
-    started = time.perf_counter()
+    started = process_time()
     if name == "htx":
         for frame, _ in frames:
             try:
@@ -132,7 +142,7 @@ def decode_pass(name: str, frames: list[tuple[Any, Stream]]) -> float:
                 loads(frame)
             except Exception:  # noqa: BLE001
                 pass
-    return time.perf_counter() - started
+    return process_time() - started
 
 
 class Exchange:
@@ -182,20 +192,27 @@ def cryptofeed_round(script: Path, exchanges: list[Exchange]) -> str | None:
     """One cryptofeed-speed run over the shared recordings; its msg/s are appended to the
     exchanges' figures. Returns why it could not run, or None."""
     names = {ex.cryptofeed_name: ex for ex in exchanges if ex.cryptofeed_name}
-    try:
-        done = subprocess.run([str(script), str(SHARED), *names], capture_output=True,
-                              text=True, timeout=1800)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"{script}: {exc}"
-    if done.returncode != 0:
-        return f"{script} exited {done.returncode}: {done.stderr.strip()[-300:]}"
-    for line in done.stdout.splitlines():
-        # UPBIT msgs=152 cryptofeed_msg_s=31591 decode_msg_s=330766
-        name, _, rest = line.partition(" ")
-        fields = dict(part.split("=", 1) for part in rest.split() if "=" in part)
-        if name in names and "cryptofeed_msg_s" in fields:
-            names[name].cryptofeed.append(float(fields["cryptofeed_msg_s"]))
+    with tempfile.TemporaryDirectory(prefix="kcs-cryptofeed-") as out:
+        try:
+            done = subprocess.run([str(script), str(SHARED), *names], capture_output=True,
+                                  text=True, timeout=1800, env={**os.environ, "OUT": out})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{script}: {exc}"
+        if done.returncode != 0:
+            return f"{script} exited {done.returncode}: {done.stderr.strip()[-300:]}"
+        read_summaries(Path(out), names)
     return None
+
+
+def read_summaries(summaries: Path, names: dict[str, Exchange]) -> None:
+    for name, ex in names.items():
+        # the harness's own CPU time of its timed handler loop (median of its repeats)
+        try:
+            summary = orjson.loads((summaries / f"{name}.summary.json").read_bytes())
+            cpu = summary["timing"]["replay"]["cpu_s"]["median"]
+            ex.cryptofeed.append(summary["messages_replayed"] / cpu)
+        except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError):
+            continue  # that exchange failed in cryptofeed: no figure
 
 
 def geometric_mean(values: list[float]) -> float:
@@ -242,6 +259,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # resyncs in edge-case fixtures would log every pass
     exchanges = exchanges_to_measure()
+    tune_gc()  # the collector as every worker runs it (app/main.py)
     note = "--no-cryptofeed" if args.no_cryptofeed else None
     if note is None and not args.cryptofeed.exists():
         note = f"{args.cryptofeed} not found"

@@ -12,7 +12,8 @@ search, where a tree of Python objects (sortedcontainers) or a sort on read (the
 package 0.6.1, the last one for Python 3.11: 137-153 us per update and top-20 read on an
 800-level side) cost far more. Each side remembers how close to the best level a change came
 since it was last asked (`touched`), so connectors build and publish the top-N record only
-after a change within the top N (`top_changed`), and the top-N list is rebuilt only then.
+after a change within the top N (`top_changed`); the top-N list itself is edited in step with
+each change that reaches it (copied first when a record holds it), never rebuilt per update.
 """
 
 from __future__ import annotations
@@ -38,14 +39,17 @@ class BookSide:
     and changes near the top move the fewest list slots. Negation is exact for floats.
     """
 
-    __slots__ = ("levels", "keys", "sign", "top", "top_depth", "touched")
+    __slots__ = ("levels", "keys", "sign", "top", "top_depth", "shared", "touched")
 
     def __init__(self, descending: bool) -> None:
         self.levels: dict[float, Level] = {}
         self.keys: list[float] = []  # ascending sort keys: the best price is last
         self.sign = 1.0 if descending else -1.0  # key = price * sign (and price = key * sign)
-        self.top: list[tuple[float, float]] | None = None  # best `top_depth` (price, size)
+        # The best `top_depth` levels as (price, size), kept in step with every change (a
+        # change at rank r edits slot r instead of rebuilding the list); None: rebuild.
+        self.top: list[tuple[float, float]] | None = None
         self.top_depth = 0
+        self.shared = False  # `top` was handed out (records hold it): copy before editing
         self.touched = 0  # rank (0 = best) of the best level changed since the last look
 
     def __len__(self) -> int:
@@ -60,35 +64,54 @@ class BookSide:
     def __getitem__(self, price: float) -> Level:
         return self.levels[price]
 
-    def _changed(self, rank: int) -> None:
-        if rank < self.touched:
-            self.touched = rank
-        if rank < self.top_depth:
-            self.top = None
+    def _own_top(self) -> list[tuple[float, float]]:
+        top = self.top
+        if self.shared:
+            top = self.top = top.copy()  # type: ignore[union-attr]
+            self.shared = False
+        return top  # type: ignore[return-value]
 
     def set(self, price: float, level: Level) -> None:
         """Add or replace the level at `price` (a non-zero size)."""
         keys = self.keys
-        key = price * self.sign
-        i = bisect_left(keys, key)
-        if price not in self.levels:
-            keys.insert(i, key)
-        self.levels[price] = level
-        rank = len(keys) - 1 - i
+        i = bisect_left(keys, price * self.sign)
+        levels = self.levels
+        if price in levels:
+            levels[price] = level
+            rank = len(keys) - 1 - i
+            if rank < self.top_depth and self.top is not None:
+                self._own_top()[rank] = (price, level[0])
+        else:
+            keys.insert(i, price * self.sign)
+            levels[price] = level
+            rank = len(keys) - 1 - i
+            if rank < self.top_depth and self.top is not None:
+                top = self._own_top()
+                top.insert(rank, (price, level[0]))
+                if len(top) > self.top_depth:
+                    top.pop()
         if rank < self.touched:
             self.touched = rank
-        if rank < self.top_depth:
-            self.top = None
 
     def pop(self, price: float, default: object = None) -> object:
         """Remove the level at `price`; its Level, or `default` when there was none."""
-        level = self.levels.pop(price, None)
+        levels = self.levels
+        level = levels.pop(price, None)
         if level is None:
             return default
         keys = self.keys
         i = bisect_left(keys, price * self.sign)
         del keys[i]
-        self._changed(len(keys) - i)
+        rank = len(keys) - i
+        depth = self.top_depth
+        if rank < depth and self.top is not None:
+            top = self._own_top()
+            del top[rank]
+            if len(keys) >= depth:  # the level that moves up into the top
+                p = keys[-depth] * self.sign
+                top.append((p, levels[p][0]))
+        if rank < self.touched:
+            self.touched = rank
         return level
 
     def truncate(self, depth: int) -> None:
@@ -100,12 +123,17 @@ class BookSide:
             for key in keys[:extra]:
                 del levels[key * sign]
             del keys[:extra]
-            self._changed(depth)
+            top = self.top
+            if top is not None and len(top) > depth:
+                del self._own_top()[depth:]
+            if depth < self.touched:
+                self.touched = depth
 
     def clear(self) -> None:
         self.levels.clear()
         self.keys.clear()
         self.top = None
+        self.shared = False
         self.touched = 0
 
     def load(self, levels: dict[float, Level]) -> None:
@@ -114,6 +142,7 @@ class BookSide:
         sign = self.sign
         self.keys = sorted(levels) if sign > 0 else sorted([-p for p in levels])
         self.top = None
+        self.shared = False
         self.touched = 0
 
     def best_price(self) -> float | None:
@@ -132,6 +161,7 @@ class BookSide:
                 top = [(-k, levels[-k][0]) for k in reversed(self.keys[-depth:])]
             self.top = top
             self.top_depth = depth
+        self.shared = True
         return top
 
     def text(self, depth: int) -> list[Level]:

@@ -17,6 +17,7 @@ def test_top_levels_stay_exact_under_random_changes() -> None:
     bids: dict[float, float] = {}
     asks: dict[float, float] = {}
     published: tuple[list, list] | None = None  # the last top 5 a connector would publish
+    handed_out: list[tuple[list, list]] = []
     for step in range(20000):
         side, ref, setter = rng.choice([(book.bids, bids, book.set_bid),
                                         (book.asks, asks, book.set_ask)])
@@ -46,7 +47,10 @@ def test_top_levels_stay_exact_under_random_changes() -> None:
         if not changed:
             assert want == published, step
         published = want
+        # lists handed out (records hold them) never change afterwards
+        assert all(given == copy for given, copy in handed_out), step
         depth = 5 if step % 500 else 3  # a depth change must not serve a stale list
+        handed_out = [(top, list(top)) for top in (book.top_bids(depth), book.top_asks(depth))]
         assert book.top_bids(depth) == brute_top(bids, depth, True), step
         assert book.top_asks(depth) == brute_top(asks, depth, False), step
         assert len(book.bids) == len(bids) and len(book.asks) == len(asks), step
