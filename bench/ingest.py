@@ -10,12 +10,17 @@ broker's acknowledgement. Two runs on a fresh broker:
      stamped on the record) to the broker's acknowledgement, p50 and p99.
 The WebSocket read itself is not included (one `recv()` per frame, measured separately by
 the websockets project); everything after it is.
+
+Each run also reports the share of this process's CPU time spent in the garbage collector
+(every collection timed through `gc.callbacks`, over `time.process_time()` of the run; the
+broker is another process and not counted). The target is under 1%.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import statistics
 import sys
@@ -35,6 +40,46 @@ from exchanges.publisher import Publisher  # noqa: E402
 from exchanges.upbit import Upbit  # noqa: E402
 
 SYMBOLS = ["BTC-USDT", "ETH-USDT", "XRP-USDT", "SOL-USDT"]
+
+
+class GcMeter:
+    """Time spent in garbage collections while active, as a share of the process's CPU time.
+
+    `gc.callbacks` calls us at the start and the stop of every collection; the pause is
+    measured in this thread's CPU time (`thread_time`), not wall time, so the other work on a
+    shared machine that preempts a collection is not counted as collector time.
+    """
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.collections = 0
+        self.longest = 0.0
+        self._started = 0.0
+        self._cpu = 0.0
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.thread_time()
+        else:
+            pause = time.thread_time() - self._started
+            self.seconds += pause
+            self.collections += 1
+            self.longest = max(self.longest, pause)
+
+    def __enter__(self) -> GcMeter:
+        gc.callbacks.append(self._callback)
+        self._cpu = time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cpu = time.process_time() - self._cpu
+        gc.callbacks.remove(self._callback)
+
+    def report(self) -> str:
+        share = 100.0 * self.seconds / self._cpu if self._cpu > 0 else 0.0
+        return (f"GC {share:.2f}% of CPU ({self.collections} collections, "
+                f"{self.seconds * 1000:.1f} ms of {self._cpu:.2f} s CPU, "
+                f"longest {self.longest * 1000:.2f} ms)")
 
 
 def binance_frames(n: int) -> list[bytes]:
@@ -144,14 +189,19 @@ def main() -> None:
     broker = EmbeddedBroker().start()
     tune_gc()  # as every worker does once started (app/main.py)
     try:
-        rate = asyncio.run(throughput(broker, args.exchange, build(args.frames)))
-        print(f"throughput: {rate:,.0f} messages/s in one process ({args.frames:,} frames)")
-        lat = asyncio.run(latency(broker, args.exchange, build(args.latency_frames), args.rate))
+        frames = build(args.frames)
+        with GcMeter() as gc_throughput:
+            rate = asyncio.run(throughput(broker, args.exchange, frames))
+        print(f"throughput: {rate:,.0f} messages/s in one process ({args.frames:,} frames); "
+              f"{gc_throughput.report()}")
+        frames = build(args.latency_frames)
+        with GcMeter() as gc_latency:
+            lat = asyncio.run(latency(broker, args.exchange, frames, args.rate))
         lat.sort()
         p50 = statistics.median(lat) * 1000
         p99 = lat[int(len(lat) * 0.99) - 1] * 1000
         print(f"latency at {args.rate:,}/s, frame received -> broker ack: p50 {p50:.2f} ms, "
-              f"p99 {p99:.2f} ms ({len(lat):,} acks)")
+              f"p99 {p99:.2f} ms ({len(lat):,} acks); {gc_latency.report()}")
     finally:
         broker.stop()
 

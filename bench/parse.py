@@ -1,14 +1,27 @@
-"""Parsing benchmark: decode + normalize per exchange, against a decode-only baseline.
+"""Parsing benchmark: decode + normalize per exchange, against the decode-only floor and cryptofeed.
 
-    python bench/parse.py [--seconds 0.5]
+    python bench/parse.py [--seconds 0.5] [--rounds 3] [--cryptofeed PATH | --no-cryptofeed]
 
 For each exchange, the received frames of its recording (../shared/replays where the
 connector speaks the recorded protocol, else the fixture recording in tests/fixtures/replays)
 are fed to a fresh connector, pass after pass, for at least --seconds: that is
 decode + normalize (the connector's `on_frame`, books and checksums included, records built).
-The baseline, measured in the same run on the same frames, is decode only: `orjson.loads`
-(after gzip inflation for HTX, whose frames are all gzip). The ratio is normalize time over
-decode time: 1.0 would be parsing for free.
+The floor, measured in the same run on the same frames, is decode only: `orjson.loads`
+(after gzip inflation for HTX, whose frames are all gzip). Printed per exchange: messages
+per second of both, microseconds of normalize per KB of payload (the frames' bytes as
+received), and the ratio normalize time / decode time (1.0 would be parsing for free), with
+its geometric mean. Every figure is in CPU time of the process (`time.process_time`), so the
+other work of a shared machine does not count as ours.
+
+cryptofeed beside ours: when `../shared/peer/cryptofeed-speed` (or --cryptofeed) runs here
+(it needs Python 3.13 and builds its environments on first use), it replays the same
+../shared/replays recordings through cryptofeed in its own process. The run alternates
+rounds, cryptofeed's then ours, --rounds times, and takes each side's median over the rounds,
+so both see the same machine load. cryptofeed's msg/s are its messages over the CPU time of
+its timed handler loop, read from the harness's summaries (median of its repeats).
+`ours/cf` is our msg/s over cryptofeed's, shown only where both parsed the same recording.
+Ours runs with the garbage collector tuned as in every worker
+(`app.ingest.tune_gc`); cryptofeed's harness keeps Python's default.
 """
 
 from __future__ import annotations
@@ -16,8 +29,12 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
+import math
+import os
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +44,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from app.ingest import tune_gc  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from app.subscriptions import RECORDING_NAMES, from_recordings  # noqa: E402
 from exchanges import CONNECTORS, EXCHANGES  # noqa: E402
@@ -35,9 +53,13 @@ from exchanges.publisher import Publisher  # noqa: E402
 from exchanges.replay import Recording, load_recordings  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "replays"
+PEER = ROOT.parent / "shared" / "peer" / "cryptofeed-speed"
 FIXTURES = ROOT / "tests" / "fixtures" / "replays"
 # Recordings in ../shared/replays made with a protocol our connector does not speak.
 NOT_SPOKEN = {"bithumb"}  # the legacy pubwss feed; we speak the current API
+# Passes are timed in CPU time, not wall time: on a shared machine a pass preempted by other
+# work would otherwise count that work as ours (or cryptofeed's).
+process_time = time.process_time
 
 
 class OfflineSession:
@@ -90,7 +112,7 @@ def normalize_pass(name: str, recording: Recording, frames: list[tuple[Any, Stre
     on_frame = connector.on_frame
     pending = out.pending
     errors = 0
-    started = time.perf_counter()
+    started = process_time()
     for frame, stream in frames:
         try:
             on_frame(frame, 1.0, stream)
@@ -98,7 +120,7 @@ def normalize_pass(name: str, recording: Recording, frames: list[tuple[Any, Stre
             errors += 1
         if len(pending) > 4096:
             pending.clear()
-    elapsed = time.perf_counter() - started
+    elapsed = process_time() - started
     pending.clear()
     return elapsed, errors
 
@@ -107,7 +129,7 @@ def decode_pass(name: str, frames: list[tuple[Any, Stream]]) -> float:
     # Same loop shape as normalize_pass (try per frame): fixtures hold malformed frames.
     loads = orjson.loads
     inflate = gzip.decompress
-    started = time.perf_counter()
+    started = process_time()
     if name == "htx":
         for frame, _ in frames:
             try:
@@ -120,48 +142,132 @@ def decode_pass(name: str, frames: list[tuple[Any, Stream]]) -> float:
                 loads(frame)
             except Exception:  # noqa: BLE001
                 pass
-    return time.perf_counter() - started
+    return process_time() - started
 
 
-def measure(seconds: float) -> list[tuple[str, str, int, float, float, int]]:
-    settings = load_settings({})
-    rows = []
+class Exchange:
+    """One exchange's frames and what each round measured on them."""
+
+    def __init__(self, name: str, recording: Recording, source: str) -> None:
+        self.name = name
+        self.recording = recording
+        self.source = source
+        self.frames = [(data, Stream(conn.url, [], []))
+                       for conn in recording.connections for _, data in conn.received]
+        self.kilobytes = sum(len(data if type(data) is bytes else data.encode())
+                             for data, _ in self.frames) / 1024
+        self.normalize: list[float] = []  # seconds per pass, one median per round
+        self.decode: list[float] = []
+        self.cryptofeed: list[float] = []  # cryptofeed's msg/s, one per round
+        self.errors = 0
+
+    @property
+    def cryptofeed_name(self) -> str | None:
+        """The recording's name for cryptofeed-speed, when it is the shared recording."""
+        return self.recording.exchange.upper() if self.source == "recorded" else None
+
+
+def exchanges_to_measure() -> list[Exchange]:
     available = recordings_by_exchange()
-    for name in EXCHANGES:
-        if name not in available or name not in CONNECTORS:
-            continue
-        recording, source = available[name]
-        frames = [(data, Stream(conn.url, [], []))
-                  for conn in recording.connections for _, data in conn.received]
-        norm_times, dec_times, errors = [], [], 0
+    return [Exchange(name, *available[name]) for name in EXCHANGES
+            if name in available and name in CONNECTORS]
+
+
+def measure_round(exchanges: list[Exchange], seconds: float) -> None:
+    """Normalize and decode passes alternated for at least `seconds` per exchange; the
+    medians are appended to each exchange's figures."""
+    settings = load_settings({})
+    for ex in exchanges:
+        norm_times, dec_times = [], []
         deadline = time.perf_counter() + seconds
         while time.perf_counter() < deadline or len(norm_times) < 3:
-            elapsed, errors = normalize_pass(name, recording, frames, settings)
+            elapsed, ex.errors = normalize_pass(ex.name, ex.recording, ex.frames, settings)
             norm_times.append(elapsed)
-            dec_times.append(decode_pass(name, frames))
-        norm = statistics.median(norm_times)
-        dec = statistics.median(dec_times)
-        rows.append((name, source, len(frames), len(frames) / dec, len(frames) / norm, errors))
-    return rows
+            dec_times.append(decode_pass(ex.name, ex.frames))
+        ex.normalize.append(statistics.median(norm_times))
+        ex.decode.append(statistics.median(dec_times))
+
+
+def cryptofeed_round(script: Path, exchanges: list[Exchange]) -> str | None:
+    """One cryptofeed-speed run over the shared recordings; its msg/s are appended to the
+    exchanges' figures. Returns why it could not run, or None."""
+    names = {ex.cryptofeed_name: ex for ex in exchanges if ex.cryptofeed_name}
+    with tempfile.TemporaryDirectory(prefix="kcs-cryptofeed-") as out:
+        try:
+            done = subprocess.run([str(script), str(SHARED), *names], capture_output=True,
+                                  text=True, timeout=1800, env={**os.environ, "OUT": out})
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"{script}: {exc}"
+        if done.returncode != 0:
+            return f"{script} exited {done.returncode}: {done.stderr.strip()[-300:]}"
+        read_summaries(Path(out), names)
+    return None
+
+
+def read_summaries(summaries: Path, names: dict[str, Exchange]) -> None:
+    for name, ex in names.items():
+        # the harness's own CPU time of its timed handler loop (median of its repeats)
+        try:
+            summary = orjson.loads((summaries / f"{name}.summary.json").read_bytes())
+            cpu = summary["timing"]["replay"]["cpu_s"]["median"]
+            ex.cryptofeed.append(summary["messages_replayed"] / cpu)
+        except (OSError, KeyError, TypeError, ValueError, ZeroDivisionError):
+            continue  # that exchange failed in cryptofeed: no figure
+
+
+def geometric_mean(values: list[float]) -> float:
+    return math.exp(statistics.mean(math.log(v) for v in values))
+
+
+def report(exchanges: list[Exchange], rounds: int, cryptofeed_note: str | None) -> None:
+    print(f"{'exchange':<9} {'frames':>6} {'source':<8} {'KB':>7} {'decode msg/s':>13} "
+          f"{'ours msg/s':>11} {'us/KB':>7} {'/floor':>7} {'cryptofeed msg/s':>17} "
+          f"{'ours/cf':>8}")
+    floor_ratios, cf_ratios = [], []
+    for ex in exchanges:
+        count = len(ex.frames)
+        norm, dec = statistics.median(ex.normalize), statistics.median(ex.decode)
+        ratio = norm / dec
+        floor_ratios.append(ratio)
+        us_per_kb = norm * 1e6 / ex.kilobytes
+        cf_text, vs_text = "", ""
+        if ex.cryptofeed:
+            cf = statistics.median(ex.cryptofeed)
+            cf_ratios.append(count / norm / cf)
+            cf_text, vs_text = f"{cf:,.0f}", f"{count / norm / cf:.2f}x"
+        flag = f"  ({ex.errors} frames raised: DLQ path)" if ex.errors else ""
+        print(f"{ex.name:<9} {count:>6} {ex.source:<8} {ex.kilobytes:>7,.0f} "
+              f"{count / dec:>13,.0f} {count / norm:>11,.0f} {us_per_kb:>7.1f} "
+              f"{ratio:>6.2f}x {cf_text:>17} {vs_text:>8}{flag}")
+    if floor_ratios:
+        print(f"ours/decode floor, geometric mean: {geometric_mean(floor_ratios):.2f}x over "
+              f"{len(floor_ratios)} exchanges (medians of {rounds} rounds)")
+    if cf_ratios:
+        print(f"ours/cryptofeed msg/s: min {min(cf_ratios):.2f}x, geometric mean "
+              f"{geometric_mean(cf_ratios):.2f}x over {len(cf_ratios)} exchanges")
+    if cryptofeed_note:
+        print(f"cryptofeed: not measured ({cryptofeed_note})")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seconds", type=float, default=0.5, help="per exchange, at least")
+    parser.add_argument("--seconds", type=float, default=0.5, help="per exchange and round")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds")
+    parser.add_argument("--cryptofeed", type=Path, default=PEER,
+                        help="the cryptofeed-speed script (default: ../shared/peer/)")
+    parser.add_argument("--no-cryptofeed", action="store_true", help="ours and the floor only")
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # resyncs in edge-case fixtures would log every pass
-    rows = measure(args.seconds)
-    print(f"{'exchange':<10} {'frames':>7} {'source':<9} {'decode-only msg/s':>18} "
-          f"{'normalize msg/s':>16} {'ratio':>6}")
-    ratios = []
-    for name, source, count, dec, norm, errors in rows:
-        ratio = dec / norm
-        ratios.append(ratio)
-        flag = f"  ({errors} frames raised: DLQ path)" if errors else ""
-        print(f"{name:<10} {count:>7} {source:<9} {dec:>18,.0f} {norm:>16,.0f} "
-              f"{ratio:>5.2f}x{flag}")
-    if ratios:
-        print(f"average ratio: {statistics.mean(ratios):.2f}x over {len(ratios)} exchanges")
+    exchanges = exchanges_to_measure()
+    tune_gc()  # the collector as every worker runs it (app/main.py)
+    note = "--no-cryptofeed" if args.no_cryptofeed else None
+    if note is None and not args.cryptofeed.exists():
+        note = f"{args.cryptofeed} not found"
+    for _ in range(max(1, args.rounds)):
+        if note is None:
+            note = cryptofeed_round(args.cryptofeed, exchanges)
+        measure_round(exchanges, args.seconds)
+    report(exchanges, max(1, args.rounds), note)
 
 
 if __name__ == "__main__":

@@ -129,8 +129,9 @@ class Binance(Connector):
             self.resync(symbol, f"crossed book: bid {book.best_bid()} >= ask {book.best_ask()}")
             return
         depth = self.depth
-        self.out.book(OrderBook("binance", symbol, book.ts_event, ts_recv, book.top_bids(depth),
-                                book.top_asks(depth), book.sequence))
+        if book.top_changed(depth):
+            self.out.book(OrderBook("binance", symbol, book.ts_event, ts_recv,
+                                    book.top_bids(depth), book.top_asks(depth), book.sequence))
 
     def _wait_for_snapshot(self, symbol: str, event: dict, ts_recv: float) -> None:
         self.buffers.setdefault(symbol, []).append((event, ts_recv))
@@ -175,8 +176,9 @@ class Binance(Connector):
         if book.is_crossed():
             self.resync(symbol, "crossed snapshot")
             return False
-        self.out.book(OrderBook("binance", symbol, book.ts_event, ts_recv,
-                                book.top_bids(self.depth), book.top_asks(self.depth), last_id))
+        if book.top_changed(self.depth):  # always, after a load
+            self.out.book(OrderBook("binance", symbol, book.ts_event, ts_recv,
+                                    book.top_bids(self.depth), book.top_asks(self.depth), last_id))
         for i, (event, event_ts) in enumerate(events):
             if event["U"] > book.sequence + 1:
                 self.resync(symbol, f"gap after snapshot {book.sequence}: next event starts at "

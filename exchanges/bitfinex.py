@@ -258,6 +258,8 @@ class Bitfinex(Connector):
 
     def _publish(self, chan_id: int, channel: _Channel, book: L2Book, ts_recv: float) -> None:
         depth = self.depth
+        if not book.top_changed(depth):
+            return  # the last record published still holds
         bids, asks = book.top_bids(depth), book.top_asks(depth)  # cached until they change
         fault = crossed(bids, asks)
         if fault is not None:

@@ -154,8 +154,9 @@ class Bybit(Connector):
             return
         book.ts_event = msg.get("cts", msg["ts"]) / 1000.0
         depth = self.depth
-        self.out.book(OrderBook("bybit", symbol, book.ts_event, ts_recv, book.top_bids(depth),
-                                book.top_asks(depth), u))
+        if book.top_changed(depth):
+            self.out.book(OrderBook("bybit", symbol, book.ts_event, ts_recv, book.top_bids(depth),
+                                    book.top_asks(depth), u))
 
     def _resubscribe(self, symbol: str, topic: str, stream: Stream, reason: str) -> None:
         """Drop the book and ask for a fresh snapshot: unsubscribe, then subscribe again."""

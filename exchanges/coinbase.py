@@ -132,6 +132,8 @@ class Coinbase(Connector):
     def _publish(self, symbol: str, book: L2Book, ts_event: float, ts_recv: float,
                  stream: Stream) -> None:
         depth = self.depth
+        if not book.top_changed(depth):
+            return  # the last record published still holds
         bids, asks = book.top_bids(depth), book.top_asks(depth)  # cached until they change
         fault = crossed(bids, asks)
         if fault is not None:

@@ -195,8 +195,9 @@ class Htx(Connector):
             self._request_snapshot(symbol, stream)
             return False
         depth = self.depth
-        self.out.book(OrderBook("htx", symbol, book.ts_event, ts_recv, book.top_bids(depth),
-                                book.top_asks(depth), book.sequence))
+        if book.top_changed(depth):
+            self.out.book(OrderBook("htx", symbol, book.ts_event, ts_recv, book.top_bids(depth),
+                                    book.top_asks(depth), book.sequence))
         return True
 
     def _mbp_snapshot(self, symbol: str, data: dict, ts_recv: float, stream: Stream) -> None:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 import zlib
+from functools import lru_cache
 from pathlib import Path
 
 import orjson
@@ -72,7 +73,9 @@ def recorded_api(replay_dir: str) -> str:
     return "v2"
 
 
+@lru_cache(maxsize=1 << 16)
 def _digits(text: str) -> str:
+    # cached: the same level texts come back in the top 10 message after message
     return text.replace(".", "").lstrip("0")
 
 
@@ -90,11 +93,8 @@ def book_checksum(book: L2Book) -> int:
 
 def _truncate(book: L2Book, depth: int) -> None:
     """Keep the best `depth` levels per side, as the server's own book does."""
-    bids, asks = book.bids, book.asks
-    while len(bids) > depth:
-        bids.popitem(0)  # the lowest bid is the worst
-    while len(asks) > depth:
-        asks.popitem(-1)  # the highest ask is the worst
+    book.bids.truncate(depth)
+    book.asks.truncate(depth)
 
 
 class Kraken(Connector):
@@ -270,6 +270,8 @@ class Kraken(Connector):
     def _publish(self, symbol: str, book: L2Book, ts_event: float, ts_recv: float,
                  stream: Stream) -> None:
         depth, n = self.depth, self.top_levels
+        if not book.top_changed(depth):
+            return  # the last record published still holds
         bids, asks = book.top_bids(n), book.top_asks(n)  # cached until they change
         fault = crossed(bids, asks)
         if fault is not None:

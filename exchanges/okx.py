@@ -180,8 +180,9 @@ class Okx(Connector):
             return
         book.ts_event = int(data["ts"]) / 1000.0
         depth = self.depth
-        self.out.book(OrderBook("okx", symbol, book.ts_event, ts_recv, book.top_bids(depth),
-                                book.top_asks(depth), book.sequence))
+        if book.top_changed(depth):
+            self.out.book(OrderBook("okx", symbol, book.ts_event, ts_recv, book.top_bids(depth),
+                                    book.top_asks(depth), book.sequence))
 
     def _resubscribe(self, symbol: str, stream: Stream, reason: str) -> None:
         """Drop the book and ask for a fresh snapshot: unsubscribe, then subscribe again."""

@@ -50,6 +50,15 @@ class SentMessages:
         return [json.loads(m) for m in self.sent]
 
 
+def append_if_top_changed(books: list[tuple], entry: tuple) -> None:
+    """Expect a record for a diff-book update (`entry` = (symbol, bids, asks)) only when it
+    changed the market's top levels: connectors publish after each change of the top N, not
+    after every message. (A snapshot always publishes: append it unconditionally.)"""
+    last = next((b for b in reversed(books) if b[0] == entry[0]), None)
+    if last != entry:
+        books.append(entry)
+
+
 def assert_published(broker: EmbeddedBroker, exchange: str, want: dict[str, list]) -> None:
     """The exchange's topics hold exactly the expected records (`want`: "trades" as (symbol,
     id, price, amount, side), "books" as (symbol, bids, asks), "tickers" as (symbol, last,

@@ -20,8 +20,8 @@ from pathlib import Path
 from app.embedded import EmbeddedBroker
 from exchanges.replay import load_recordings
 from records import BUY, SELL
-from tests.support import (FIXTURES, Worker, assert_market_state, assert_published,
-                           copy_recordings, http_json, read_topic)
+from tests.support import (FIXTURES, Worker, append_if_top_changed, assert_market_state,
+                           assert_published, copy_recordings, http_json, read_topic)
 from tests.exchanges.test_bybit import Rebuild as BybitRebuild
 from tests.exchanges.test_okx import Rebuild as OkxRebuild
 
@@ -46,7 +46,10 @@ def expected_okx(frames) -> dict:
             data = msg["data"][0]
             (rebuild.load if msg["action"] == "snapshot" else rebuild.apply)(data)
             assert rebuild.crc() == data["checksum"]
-            books.append(("BTC-USDT", *rebuild.top(DEPTH)))
+            if msg["action"] == "snapshot":
+                books.append(("BTC-USDT", *rebuild.top(DEPTH)))
+            else:
+                append_if_top_changed(books, ("BTC-USDT", *rebuild.top(DEPTH)))
         else:
             tickers += [("BTC-USDT", float(t["last"]), float(t["bidPx"]), float(t["askPx"]),
                          float(t["vol24h"])) for t in msg["data"]]
@@ -98,7 +101,11 @@ def expected_bybit(frames) -> dict:
             else:
                 rebuilds[native].apply(data["b"], data["a"])
             last_u[native] = data["u"]
-            books.append((native.replace("USDT", "-USDT"), *rebuilds[native].top(DEPTH)))
+            entry = (native.replace("USDT", "-USDT"), *rebuilds[native].top(DEPTH))
+            if msg["type"] == "snapshot":
+                books.append(entry)
+            else:
+                append_if_top_changed(books, entry)
     return {"trades": trades, "books": books, "tickers": tickers, "gaps": gaps}
 
 

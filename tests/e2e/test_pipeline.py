@@ -87,7 +87,8 @@ def test_replay_to_topics_and_market_state(fresh_broker: EmbeddedBroker, tmp_pat
     assert state["mid"] == (top["ap"] + top["bp"]) / 2 and state["spread"] == top["ap"] - top["bp"]
 
     final_tops = {native: tops[-1] for native, tops in rebuild_books(directory).items()}
-    (bid, bid_size), (ask, ask_size) = final_tops["NKNUSDT"]
+    bids, asks = final_tops["NKNUSDT"]
+    (bid, bid_size), (ask, ask_size) = bids[0], asks[0]
     url = worker.url + "/market/binance/NKN-USDT/"
     wait_for(lambda: http_json(url)[1].get("best_bid") == bid and
              http_json(url)[1].get("best_ask") == ask)
@@ -200,8 +201,8 @@ def test_binance_trades_tickers_and_books_through_a_worker(fresh_broker: Embedde
                                                      expect=7)]
     expected = rebuild_books(directory)
     for native, symbol in (("BTCUSDT", "BTC-USDT"), ("ETHUSDT", "ETH-USDT")):
-        published = [(tuple(b["bids"][0]), tuple(b["asks"][0])) for b in books
-                     if b["symbol"] == symbol]
+        published = [(tuple(map(tuple, b["bids"])), tuple(map(tuple, b["asks"])))
+                     for b in books if b["symbol"] == symbol]
         assert published == expected[native], symbol
     url = worker.url + "/market/binance/BTC-USDT/"
     wait_for(lambda: http_json(url)[1].get("last_trade_id") == "5003")

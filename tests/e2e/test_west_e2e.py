@@ -19,8 +19,8 @@ from pathlib import Path
 from app.embedded import EmbeddedBroker
 from exchanges.replay import load_recordings
 from records import BUY, SELL
-from tests.support import (FIXTURES, Worker, assert_market_state, assert_published,
-                           copy_recordings, http_json, read_topic)
+from tests.support import (FIXTURES, Worker, append_if_top_changed, assert_market_state,
+                           assert_published, copy_recordings, http_json, read_topic)
 from tests.exchanges.test_bitfinex import RebuiltBook as BitfinexBook
 from tests.exchanges.test_bitfinex import raw
 from tests.exchanges.test_coinbase import RebuiltBook as CoinbaseBook
@@ -44,7 +44,7 @@ def expected_coinbase(frames: list) -> dict:
         elif kind == "l2update":
             for side, price, size in m["changes"]:
                 rebuilt[m["product_id"]].change(side, price, size)
-            books.append((m["product_id"], *rebuilt[m["product_id"]].top(DEPTH)))
+            append_if_top_changed(books, (m["product_id"], *rebuilt[m["product_id"]].top(DEPTH)))
         elif kind == "ticker":
             tickers.append((m["product_id"], float(m["price"]), float(m["best_bid"]),
                             float(m["best_ask"]), float(m["volume_24h"])))
@@ -64,7 +64,10 @@ def expected_kraken(frames: list) -> dict:
                 book.apply(side, price, qty)
             book.truncate()
             assert book.checksum() == m["data"][0]["checksum"]
-            books.append(("BTC-USD", *book.top(DEPTH)))
+            if m["type"] == "snapshot":
+                books.append(("BTC-USD", *book.top(DEPTH)))
+            else:
+                append_if_top_changed(books, ("BTC-USD", *book.top(DEPTH)))
         elif channel == "trade":
             for t in m["data"]:
                 if t["trade_id"] not in seen:
@@ -98,9 +101,10 @@ def expected_bitfinex(frames: list, unified: dict[str, str]) -> dict:
                 rebuilt[symbol] = BitfinexBook()
                 for level in m[1]:
                     rebuilt[symbol].apply(*level)
+                books.append((symbol, *rebuilt[symbol].top(DEPTH)))
             else:
                 rebuilt[symbol].apply(*m[1])
-            books.append((symbol, *rebuilt[symbol].top(DEPTH)))
+                append_if_top_changed(books, (symbol, *rebuilt[symbol].top(DEPTH)))
         else:
             t = m[1]
             tickers.append((symbol, float(t[6]), float(t[0]), float(t[2]), float(t[7])))
@@ -122,7 +126,8 @@ def test_coinbase_kraken_bitfinex_end_to_end(broker: EmbeddedBroker, tmp_path: P
             {"t" + s.replace("-", ":" if len(s) > 7 else ""): s for s in bitfinex_symbols}),
     }
     assert [len(expected[e]["trades"]) for e in expected] == [34, 4, 210]
-    assert [len(expected[e]["books"]) for e in expected] == [3310, 3, 514]
+    # one record per change of the top 20 levels (of 3310, 3 and 514 book messages)
+    assert [len(expected[e]["books"]) for e in expected] == [2720, 3, 461]
     assert [len(expected[e]["tickers"]) for e in expected] == [34, 2, 11]
 
     worker = Worker(broker.url, tmp_path, replay=directory, app_id="kcs-test-west",

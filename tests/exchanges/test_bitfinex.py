@@ -75,7 +75,8 @@ def recorded_subscriptions(recording: Any) -> dict[str, set[str]]:
 
 
 class Checker:
-    """Feeds frames to a connector and checks every published book against the rebuild."""
+    """Feeds frames to a connector and checks every published book against the rebuild: a
+    record after every (proven) change of the top N levels, none when they did not change."""
 
     def __init__(self, connector: Bitfinex) -> None:
         self.connector = connector
@@ -83,6 +84,7 @@ class Checker:
         self.channels: dict[int, tuple[str, str]] = {}  # chanId -> (channel, native symbol)
         self.books: dict[str, RebuiltBook] = {}
         self.dirty: dict[str, bool] = {}
+        self.published: dict[str, tuple] = {}  # symbol -> the top of the last record published
         self.checksummed = False
         self.counts = {"books": 0, "checksums": 0}
 
@@ -124,11 +126,18 @@ class Checker:
                 self.dirty[symbol] = True
                 assert published == []  # not before its checksum proves it
                 return
+        want = self.books[symbol].top(self.connector.depth)
+        book = self.connector.books[symbol]
+        assert (book.top_bids(self.connector.depth), book.top_asks(self.connector.depth)) == want
+        self.counts["books"] += 1
+        if not published and not isinstance(msg[1][0], list):  # a snapshot always publishes
+            assert self.published[symbol] == want  # nothing within the top N changed
+            return
         [(_, key, record, _, _)] = published
         assert key == f"bitfinex:{symbol}".encode()
         assert isinstance(record, OrderBook)
-        assert (record.bids, record.asks) == self.books[symbol].top(self.connector.depth)
-        self.counts["books"] += 1
+        assert (record.bids, record.asks) == want
+        self.published[symbol] = want
 
 
 def errors(connector: Bitfinex, start: int = 0) -> list[dict]:

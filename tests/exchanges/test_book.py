@@ -16,6 +16,8 @@ def test_top_levels_stay_exact_under_random_changes() -> None:
     book = L2Book()
     bids: dict[float, float] = {}
     asks: dict[float, float] = {}
+    published: tuple[list, list] | None = None  # the last top 5 a connector would publish
+    handed_out: list[tuple[list, list]] = []
     for step in range(20000):
         side, ref, setter = rng.choice([(book.bids, bids, book.set_bid),
                                         (book.asks, asks, book.set_ask)])
@@ -31,17 +33,53 @@ def test_top_levels_stay_exact_under_random_changes() -> None:
         elif action < 0.8:  # connectors may edit a side directly (e.g. Bitfinex count 0)
             side.pop(price, None)
             ref.pop(price, None)
-        elif action < 0.85 and side:  # ...or truncate it (Kraken keeps the subscribed depth)
-            worst = side.popitem(0 if side is book.bids else -1)[0]
-            ref.pop(worst)
+        elif action < 0.85:  # ...or truncate it (Kraken keeps the subscribed depth)
+            depth = rng.randint(0, 30)
+            side.truncate(depth)
+            for worst in sorted(ref, reverse=side is book.asks)[:max(0, len(ref) - depth)]:
+                del ref[worst]
         elif action < 0.86:
             side.clear()
             ref.clear()
+        want = (brute_top(bids, 5, True), brute_top(asks, 5, False))
+        # a new top-5 record exactly when the top 5 differ from the last one published
+        changed = book.top_changed(5)
+        if not changed:
+            assert want == published, step
+        published = want
+        # lists handed out (records hold them) never change afterwards
+        assert all(given == copy for given, copy in handed_out), step
         depth = 5 if step % 500 else 3  # a depth change must not serve a stale list
+        handed_out = [(top, list(top)) for top in (book.top_bids(depth), book.top_asks(depth))]
         assert book.top_bids(depth) == brute_top(bids, depth, True), step
         assert book.top_asks(depth) == brute_top(asks, depth, False), step
+        assert len(book.bids) == len(bids) and len(book.asks) == len(asks), step
     assert [lv[1] for lv in book.text_bids(3)] == [f"{p:.1f}" for p, _ in
                                                   brute_top(bids, 3, True)]
+    assert [p for p, _ in book.bids.items()] == sorted(bids, reverse=True)
+
+
+def test_top_changed_only_after_a_change_within_the_top() -> None:
+    book = L2Book()
+    book.load_text_levels([[str(100 - i), "1"] for i in range(30)],
+                          [[str(101 + i), "1"] for i in range(30)])
+    assert book.top_changed(20)  # a snapshot is a change
+    assert not book.top_changed(20)
+    book.set_bid(75.0, 2.0, "75", "2")  # the 26th bid: below the top 20
+    book.set_ask(140.0, 1.0, "140", "1")  # a new level far below the top
+    book.asks.pop(129.0)
+    book.asks.truncate(25)
+    assert not book.top_changed(20)
+    book.set_ask(120.0, 3.0, "120", "3")  # the 20th ask
+    assert book.top_changed(20)
+    book.set_bid(100.5, 1.0, "100.5", "1")  # a new best bid
+    assert book.top_changed(1)
+    book.bids.pop(100.5)
+    assert not book.top_changed(0)
+    book.asks.truncate(19)  # the 20th ask goes
+    assert book.top_changed(20)
+    book.clear()
+    assert book.top_changed(1)
 
 
 def test_crossed_and_text_levels() -> None:
@@ -53,3 +91,4 @@ def test_crossed_and_text_levels() -> None:
     assert book.is_crossed() and book.best_bid() == 101.5
     book.apply_text_levels([["101.5", "0"]], [])
     assert not book.is_crossed() and book.top_bids(1) == [(100.5, 1.0)]
+    assert book.best_ask() == 101.0 and L2Book().best_bid() is None

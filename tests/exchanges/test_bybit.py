@@ -194,6 +194,7 @@ def test_fixture_recording_every_trade_once_and_every_book_right():
     last_u: dict[str, int] = {}  # markets whose rebuilt book chains, and their last u
     expected_trades, expected_books, gaps = [], [], 0
     trades: list[Trade] = []
+    published: dict[str, tuple] = {}  # market -> the top of the last record published
     reported: list[dict] = []
     for ts, frame in connection.received:
         bybit.on_frame(frame, ts, stream)
@@ -220,8 +221,14 @@ def test_fixture_recording_every_trade_once_and_every_book_right():
         out = drain(bybit)
         books = [v for t, _, v, _, _ in out if t == "orderbook-data.bybit"]
         if topic.startswith("orderbook.") and data["s"] in last_u:
-            assert len(books) == 1
-            assert (books[0].bids, books[0].asks) == expected_books[-1][1]
+            want = expected_books[-1][1]
+            book = bybit.books[bybit.unified[data["s"]]]
+            assert (book.top_bids(20), book.top_asks(20)) == want
+            if books:  # a record after each change of the top 20 levels
+                assert len(books) == 1 and (books[0].bids, books[0].asks) == want
+                published[data["s"]] = want
+            else:
+                assert msg["type"] == "delta" and published[data["s"]] == want
         else:
             assert books == []
         for t, _, v, _, _ in out:

@@ -28,6 +28,7 @@ class RebuiltBook:
     def __init__(self, bids: list[list[str]], asks: list[list[str]]) -> None:
         self.bids = {p: s for p, s in bids if Decimal(s)}
         self.asks = {p: s for p, s in asks if Decimal(s)}
+        self.published: tuple | None = None  # the top of the last record published
 
     def change(self, side: str, price: str, size: str) -> None:
         levels = self.bids if side == "buy" else self.asks
@@ -68,7 +69,9 @@ def new_connector(recording: Any) -> Coinbase:
 
 def feed(connector: Coinbase, frames: list[tuple[float, str]],
          books: dict[str, RebuiltBook]) -> int:
-    """Feed frames; after each book message compare the published top with the rebuild.
+    """Feed frames; after each book message compare the connector's top with the rebuild,
+    and the record published with it: one after every change of the top N levels, none
+    when they did not change (then the last record published still equals the rebuild).
     Returns the number of books compared. A book message for a dropped book publishes
     nothing and is not compared."""
     [stream] = connector.connections()
@@ -85,15 +88,22 @@ def feed(connector: Coinbase, frames: list[tuple[float, str]],
         else:
             continue
         published = [r for r in connector.out.pending[start:] if r[0] == "orderbook-data.coinbase"]
-        if not connector.books[to_unified(msg["product_id"])].ready:
+        book = connector.books[to_unified(msg["product_id"])]
+        if not book.ready:
             assert published == []
+            continue
+        want = books[msg["product_id"]].top(connector.depth)
+        assert (book.top_bids(connector.depth), book.top_asks(connector.depth)) == want
+        compared += 1
+        if not published:
+            assert books[msg["product_id"]].published == want  # no change within the top N
             continue
         [(_, key, record, _, _)] = published
         assert key == f"coinbase:{msg['product_id']}".encode()
         assert isinstance(record, OrderBook)
-        assert (record.bids, record.asks) == books[msg["product_id"]].top(connector.depth)
+        assert (record.bids, record.asks) == want
         assert record.ts_event == (epoch(msg["time"]) if "time" in msg else ts)
-        compared += 1
+        books[msg["product_id"]].published = want
     return compared
 
 
@@ -119,6 +129,8 @@ def test_recording_books_trades_tickers(recording: Any) -> None:
     compared = feed(connector, frames, books)
     messages = [json.loads(f) for _, f in frames]
     assert compared == sum(m["type"] in ("snapshot", "l2update") for m in messages) == 3310
+    # a record only after a change of the top 20: most updates are deeper
+    assert 10 < len(records(connector, "orderbook-data.coinbase")) < compared
     assert not records(connector, "ws.error") and not records(connector, "ws.dlq")
 
     raw_trades = [m for m in messages if m["type"] in ("match", "last_match")]
@@ -226,7 +238,7 @@ def test_crossed_book_resyncs(recording: Any) -> None:
     books: dict[str, RebuiltBook] = {}
     feed(connector, frames[:100], books)
     book = connector.books["BAND-GBP"]
-    best_ask = book.asks.peekitem(0)[1][1]
+    best_ask = book.text_asks(1)[0][1]  # the best ask price text
     start = len(connector.out.pending)
     [stream] = connector.connections()
     crossing = {"type": "l2update", "product_id": "BAND-GBP", "changes": [["buy", best_ask, "5"]],
