@@ -24,12 +24,13 @@ import aiokafka
 from app.embedded import EmbeddedBroker, free_port, stop_process
 from records import BUY, SELL
 
-__all__ = ["REPO", "REPLAYS", "FIXTURES", "Worker", "SentMessages", "assert_published",
+__all__ = ["REPO", "REPLAYS", "KARAPACE", "FIXTURES", "Worker", "SentMessages", "assert_published",
            "assert_market_state", "read_topic", "http_json", "copy_recordings", "start_broker",
            "wait_for", "values", "in_symbol_order"]
 
 REPO = Path(__file__).resolve().parents[1]
 REPLAYS = REPO.parent / "shared" / "replays"
+KARAPACE = REPO.parent / "shared" / "karapace" / "start-karapace"
 FIXTURES = REPO / "tests" / "fixtures"
 
 
