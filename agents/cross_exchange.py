@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import orjson
 from faust.types import EventT
 from faust.web import Request, Response, View
 
@@ -47,6 +46,7 @@ from agents.premium import (apply_update, compute_premium, is_korean_krw, market
                             premium_changed, price_of)
 from app import app, settings
 from app.views import gather_all, routed_value
+from records.derived import Bbo, Premium
 
 __all__ = ["premium_table", "bbo_table", "cross_state", "by_asset_topic", "premium_topic",
            "bbo_topic", "RATE_KEY"]
@@ -61,7 +61,9 @@ MAX_AGE = settings.bbo_max_age
 by_asset_topic = app.topic(f"{app.conf.id}-cross-by-asset", partitions=PARTITIONS,
                            key_type=str, key_serializer="raw", value_serializer="raw",
                            internal=True)
+BY_ASSET = by_asset_topic.get_topic_name()  # internal: JSON (records/codec.py)
 PREMIUM_TOPIC, BBO_TOPIC = "premium", "bbo"
+RECORDS = {PREMIUM_TOPIC: Premium, BBO_TOPIC: Bbo}  # the typed record of each output topic
 # Published through agents.output's producer, like the other derived topics.
 premium_topic = app.topic(PREMIUM_TOPIC, partitions=PARTITIONS, key_type=str,
                           key_serializer="raw", value_serializer="raw")
@@ -118,7 +120,7 @@ async def send_by_asset(latest: dict[str, dict[str, Any]]) -> None:
     wait for their delivery: the batch's source offsets are committed after this."""
     sent = []
     for market, update in latest.items():
-        payload = orjson.dumps(update)
+        payload = output.codec.encode(BY_ASSET, update)
         sent.append(await by_asset_topic.send(key=market_parts(market)[1], value=payload))
         if market == RATE_MARKET:
             for partition in range(PARTITIONS):
@@ -163,6 +165,7 @@ def _changes(asset: str, state: dict[str, Any], rate: dict[str, Any] | None, eve
 
 @app.agent(by_asset_topic, name="cross-exchange")
 async def track_cross_exchange(stream: Any) -> None:
+    decode = output.codec.decode
     async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
         parts: dict[int, _Partition] = {}
         # asset -> [state, its latest event, partition, changed in this batch]
@@ -180,7 +183,7 @@ async def track_cross_exchange(stream: Any) -> None:
                     part.dirty = state is not None
             else:
                 part.event = event
-            update = orjson.loads(event.value)
+            update = decode(BY_ASSET, event.value)
             if event.key == RATE_KEY:
                 rate = part.state["rate"] or {}
                 if apply_update(rate, update):
@@ -220,8 +223,9 @@ async def track_cross_exchange(stream: Any) -> None:
                     if state is not None:
                         changes += _changes(asset, state, part.state["rate"], part.event, False)
         # Publish, then write the results, then the inputs (see the module docstring).
-        sent = [await output.send(topic, asset.encode(),
-                                  None if value is None else orjson.dumps(value))  # type: ignore[arg-type]
+        encode = output.codec.encode
+        sent = [await output.send(topic, asset.encode(), None if value is None else
+                                  encode(topic, RECORDS[topic].of(value)))  # type: ignore[arg-type]
                 for _, topic, asset, value, _ in changes]
         await output.flush(sent)
         for table, _, asset, value, event in changes:

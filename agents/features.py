@@ -48,7 +48,6 @@ import math
 from bisect import bisect_left, bisect_right
 from typing import Any
 
-import orjson
 from faust.web import Request, Response, View
 
 from agents import output, signals
@@ -65,6 +64,8 @@ from agents.tables import raw_key_table
 from app import app
 from app.views import routed_value
 from records import BUY
+from records.derived import Candle, Signal
+from records.derived import Features as FeaturesRecord
 
 __all__ = ["Windows", "Bucket", "Market", "WINDOWS", "BUCKET", "HORIZON", "features_table",
            "windows_table", "features_topic", "load", "fold_trade", "publish", "save"]
@@ -395,15 +396,16 @@ async def publish(market: Market, sent: list[Any]) -> dict[str, Any]:
     `sent`); returns the features, to save once the records are delivered."""
     features = _evaluate(market)
     raw_key = market.key.encode()
+    encode = output.codec.encode
     for label, candle in market.candles.closed:
-        sent.append(await output.send(
-            candle_topics[label].get_topic_name(), raw_key,
-            orjson.dumps(candle_record(market.exchange, market.symbol, label,
-                                       INTERVALS[label], candle))))
+        topic = candle_topics[label].get_topic_name()
+        sent.append(await output.send(topic, raw_key, encode(topic, Candle.of(candle_record(
+            market.exchange, market.symbol, label, INTERVALS[label], candle)))))
     for signal in market.signals:
-        sent.append(await output.send("signals", raw_key, orjson.dumps(signal)))
+        sent.append(await output.send("signals", raw_key, encode("signals", Signal.of(signal))))
     market.signals.clear()
-    sent.append(await output.send("features", raw_key, orjson.dumps(features)))
+    sent.append(await output.send("features", raw_key,
+                                  encode("features", FeaturesRecord.of(features))))
     return features
 
 

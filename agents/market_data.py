@@ -14,11 +14,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from agents import cross_exchange, features, market_state, output
 from agents.batching import in_partition_of
 from app import app
+from records.derived import MarketState
 
 __all__ = ["process_market_data", "BATCH_MAX", "BATCH_WITHIN"]
 
@@ -34,6 +33,7 @@ KINDS = {"trade-data": "trade", "orderbook-data": "book", "ticker-data": "ticker
 @app.agent(market_state.market_data_topic, name="market-data")
 async def process_market_data(stream: Any) -> None:
     kind_of: dict[str, str] = {}
+    decode, encode = output.codec.decode, output.codec.encode  # set before agents start
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
         states: dict[str, list[Any]] = {}  # key -> [state, an event of the key]
         markets: dict[str, features.Market] = {}
@@ -50,7 +50,7 @@ async def process_market_data(stream: Any) -> None:
             kind = kind_of.get(topic)
             if kind is None:
                 kind = kind_of[topic] = KINDS[topic.partition(".")[0]]
-            record = orjson.loads(event.value)
+            record = decode(topic, event.value)
             market_state.apply_event(entry[0], kind, record)
             if kind != "ticker":
                 cross_exchange.fold_for_assets(by_asset, key, kind == "book", record)
@@ -60,7 +60,8 @@ async def process_market_data(stream: Any) -> None:
                     with in_partition_of(event):
                         market = markets[key] = features.load(key)
                 features.fold_trade(market, record, event.message.offset)
-        sent = [await output.send("market-state", key.encode(), orjson.dumps(state))
+        sent = [await output.send("market-state", key.encode(),
+                                  encode("market-state", MarketState.of(state)))
                 for key, (state, _) in states.items()]
         results = {key: await features.publish(market, sent) for key, market in markets.items()}
         await output.flush(sent)

@@ -1,7 +1,8 @@
 """Market state: the latest trade and top of book of every market, in the `market_state` table.
 
 Keyed `exchange:BASE-QUOTE` like the source topics, so each worker keeps the state of the
-markets whose partitions it owns. Fields (absent or null until the first event of their kind):
+markets whose partitions it owns. Every field of `records.derived.MarketState` is always
+present, null until the first event of its kind:
 - trades: last_price, last_amount, last_side, last_trade_ts, last_trade_id;
 - top of book: best_bid, best_bid_size, best_ask, best_ask_size, spread (ask - bid), mid
   ((bid + ask) / 2), microprice (size-weighted mid: (bid * ask_size + ask * bid_size) /
@@ -9,14 +10,16 @@ markets whose partitions it owns. Fields (absent or null until the first event o
 - depth, from order books only, over the top N levels (`KCS_BOOK_LEVELS`, default 5):
   bid_volume, ask_volume (sums of sizes, base currency), imbalance ((bid_volume -
   ask_volume) / (bid_volume + ask_volume), in [-1, 1]; null when both are 0);
-- times: last_trade_ts, book_ts, ticker_ts (ts_event of the newest trade, book, ticker) and
-  updated (our receive time of the newest event); volume_24h from the ticker.
+- times: last_trade_ts, book_ts, ticker_ts (ts_event of the newest trade, book, ticker),
+  ts_event (the newest of those) and ts_recv (our receive time of the newest event);
+  volume_24h from the ticker.
 Top of book comes from order books; an exchange's ticker fills it only for markets without
 a book subscription.
 
 The agent of agents/market_data.py folds every market-data record into this state and, once
 per batch, publishes the new state of every market the batch changed on topic `market-state`
-(key `exchange:BASE-QUOTE`, value the JSON of the state above) and writes it here.
+(key `exchange:BASE-QUOTE`, value the `MarketState` record of the state above, through the
+codec) and writes it here.
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ from app import app, settings
 from app.kafka import RawSchema
 from exchanges import EXCHANGES
 from records import book_topic, ticker_topic, trade_topic
+from records.derived import MarketState, field_names
+
+FIELDS = field_names(MarketState)
 
 __all__ = ["market_state", "market_data_topic", "market_state_topic", "apply_event", "load",
            "LEVELS"]
@@ -92,11 +98,12 @@ def apply_event(state: dict[str, Any], kind: str, record: dict[str, Any],
     else:
         state["volume_24h"] = record.get("volume_24h")
         state["ticker_ts"] = record["ts_event"]
-        if "book_ts" not in state and (record.get("bid") is not None or
+        if state.get("book_ts") is None and (record.get("bid") is not None or
                                        record.get("ask") is not None):
             _set_top(state, record.get("bid"), record.get("bid_size"), record.get("ask"),
                      record.get("ask_size"))
-    state["updated"] = max(state.get("updated", 0.0), record["ts_recv"])
+    state["ts_recv"] = max(state.get("ts_recv") or 0.0, record["ts_recv"])
+    state["ts_event"] = max(state.get("ts_event") or record["ts_event"], record["ts_event"])
 
 
 def load(key: str) -> dict[str, Any]:
@@ -104,5 +111,7 @@ def load(key: str) -> dict[str, Any]:
     state = market_state.get(key)
     if not state:
         exchange, _, symbol = key.partition(":")
-        state = {"exchange": exchange, "symbol": symbol}
+        return MarketState(exchange, symbol).as_dict()
+    if len(state) != len(FIELDS):  # written before every field was kept: complete it
+        state = MarketState.of(state).as_dict()
     return state

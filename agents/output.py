@@ -18,8 +18,13 @@ from typing import Any
 import aiokafka
 
 from app import settings
+from records.codec import JSON, Codec
 
-__all__ = ["send", "flush", "declare", "declared_topic_names", "stop"]
+__all__ = ["send", "flush", "declare", "declared_topic_names", "stop", "codec"]
+
+# Every value the agents send or read goes through this codec: JSON, or after the schema
+# registry preflight (app/main.py, before any agent starts) Avro on the Avro topics.
+codec: Codec = JSON
 
 _producer: aiokafka.AIOKafkaProducer | None = None
 _lock = asyncio.Lock()

@@ -26,8 +26,11 @@ from exchanges.publisher import Publisher
 from exchanges.replay import ReplayServer, load_recordings
 from exchanges.session import Session
 from records import DLQ_TOPIC, ERROR_TOPIC, book_topic, ticker_topic, trade_topic
+from records import connect_success_topic, metrics_topic
+from records.codec import JSON, Codec
 
-__all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics"]
+__all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics",
+           "schema_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +46,15 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
+
+
+def schema_topics() -> list[str]:
+    """Every topic ingest produces to, or will: those with a schema are checked against the
+    schema registry at start (ws.connect_success.* and ws.metrics.* included)."""
+    names = market_data_topics()
+    for exchange in EXCHANGES:
+        names += [connect_success_topic(exchange), metrics_topic(exchange)]
+    return names
 
 
 def market_data_topics() -> list[str]:
@@ -109,6 +121,7 @@ class IngestService(Service):
         self.sessions: list[Session] = []
         self.producer: aiokafka.AIOKafkaProducer | None = None
         self.replay_server: ReplayServer | None = None
+        self.codec: Codec = JSON  # set by the app after the schema registry preflight
 
     async def on_start(self) -> None:
         settings = self.settings
@@ -132,7 +145,8 @@ class IngestService(Service):
             return
         self.producer = await self._start_producer()
         for name, subs in sorted(chosen.items()):
-            connector = CONNECTORS[name](subs, Publisher(name, self.producer), settings)
+            connector = CONNECTORS[name](subs, Publisher(name, self.producer, codec=self.codec),
+                                         settings)
             session = Session(connector, settings, replay_base)
             await session.start()
             self.sessions.append(session)

@@ -63,15 +63,26 @@ class App(faust.App):
         The topics must exist, with leaders, before Faust's consumer subscribes to them and
         before the first record is produced: created while both happen, their partitions
         can answer NotLeaderForPartition until the producer's delivery timeout, and those
-        records would be lost.
+        records would be lost. With a schema registry, the data contract is checked next
+        (records/registry.py): a worker whose schemas the registry refuses does not start.
         """
-        from agents.output import declared_topic_names
-        from app.ingest import bootstrap_servers, market_data_topics
+        from agents import output
+        from app.ingest import bootstrap_servers, market_data_topics, schema_topics
 
         bootstrap = bootstrap_servers(broker_url)
         await kafka.wait_until_reachable(broker_url, bootstrap)
-        await kafka.ensure_topics(bootstrap, market_data_topics() + declared_topic_names(),
+        await kafka.ensure_topics(bootstrap, market_data_topics() + output.declared_topic_names(),
                                   settings.partitions, settings.replication_factor)
+        if settings.schema_registry:
+            from records.registry import SchemaContractError, preflight
+
+            try:
+                codec = await preflight(settings.schema_registry,
+                                        schema_topics() + output.declared_topic_names())
+            except SchemaContractError as exc:
+                log.critical("refusing to start: %s", exc)
+                raise
+            output.codec = ingest.codec = codec
         await super().on_first_start()
 
     async def on_stop(self) -> None:

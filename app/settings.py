@@ -95,6 +95,9 @@ class Settings:
     # Large-trade signal: notional (price x amount, in the quote currency) at least this much,
     # per quote currency ("QUOTE=amount,..."); markets in other quote currencies never signal.
     large_trade_notional: str = "KRW=100000000,USDT=100000,USDC=100000,USD=100000,BTC=2,EUR=100000"
+    # Schema registry URL (Confluent-compatible). Set: Avro in the Confluent wire format on
+    # the Avro topics (records/codec.py), schemas checked at start; empty: JSON everywhere.
+    schema_registry: str = ""
 
     @property
     def embedded(self) -> bool:

@@ -4,14 +4,15 @@ Every record carries `exchange` (lower case), `symbol` in the unified `BASE-QUOT
 (`BTC-KRW`), `ts_event` (the exchange's time) and `ts_recv` (our receive time), both float
 epoch seconds. Records are slotted dataclasses so that orjson serializes them directly,
 without an intermediate dict, on the ingest hot path. The Kafka key of every market-data
-record is `exchange:BASE-QUOTE` (see `market_key`).
+record is `exchange:BASE-QUOTE` (see `market_key`). The derived records are in
+`records.derived`, the control and event records in `records.control`, their Avro schemas
+in `records/schemas/`, and the one codec every producer and consumer uses in
+`records.codec`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import orjson
 
 __all__ = [
     "Trade",
@@ -20,12 +21,16 @@ __all__ = [
     "BUY",
     "SELL",
     "market_key",
-    "encode",
     "trade_topic",
     "book_topic",
     "ticker_topic",
+    "connect_success_topic",
+    "metrics_topic",
     "DLQ_TOPIC",
     "ERROR_TOPIC",
+    "COMMAND_TOPIC",
+    "BACKPRESSURE_TOPIC",
+    "BATCH_PERFORMANCE_TOPIC",
 ]
 
 BUY = 1  # the taker bought (lifted the ask)
@@ -33,6 +38,9 @@ SELL = -1  # the taker sold (hit the bid)
 
 DLQ_TOPIC = "ws.dlq"  # unparseable frames: value = raw bytes, reason etc. in headers
 ERROR_TOPIC = "ws.error"  # book integrity failures and resyncs
+COMMAND_TOPIC = "ws.command"  # subscribe/unsubscribe at run time (records.control.WsCommand)
+BACKPRESSURE_TOPIC = "ws.backpressure.events"  # records.control.BackpressureEvent
+BATCH_PERFORMANCE_TOPIC = "monitoring.batch.performance"  # records.control.BatchPerformance
 
 
 def trade_topic(exchange: str) -> str:
@@ -45,6 +53,14 @@ def book_topic(exchange: str) -> str:
 
 def ticker_topic(exchange: str) -> str:
     return f"ticker-data.{exchange}"
+
+
+def connect_success_topic(exchange: str) -> str:
+    return f"ws.connect_success.{exchange}"
+
+
+def metrics_topic(exchange: str) -> str:
+    return f"ws.metrics.{exchange}"
 
 
 def market_key(exchange: str, symbol: str) -> bytes:
@@ -92,6 +108,3 @@ class Ticker:
     volume_24h: float | None  # base currency, rolling 24 h or the exchange's trading day
     quote_volume_24h: float | None
 
-
-def encode(record: Trade | OrderBook | Ticker) -> bytes:
-    return orjson.dumps(record)

@@ -129,6 +129,12 @@ class Candle(_FromMapping):
     quote_volume: float
     trades: int
 
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> Candle:
+        record: Candle = super().of(values)
+        record.trades = int(record.trades)  # the open candle keeps its count as a float
+        return record
+
 
 @dataclass(slots=True)
 class Signal(_FromMapping):

@@ -19,7 +19,8 @@ import aiokafka
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.embedded import EmbeddedBroker
-from records import BUY, SELL, OrderBook, Trade, encode
+from records import BUY, SELL, OrderBook, Trade
+from records.codec import JSON
 from tests.support import Worker, copy_recordings, http_json, read_topic, wait_for
 from tests.test_features import brute_candles, brute_features, close
 
@@ -116,7 +117,8 @@ async def create_topics(bootstrap: str, names: list[str]) -> None:
 
 
 def send_trades(bootstrap: str, items: list[tuple[str, Trade]]) -> None:
-    asyncio.run(produce(bootstrap, [(f"trade-data.{t.exchange}", key.encode(), encode(t))
+    asyncio.run(produce(bootstrap, [(f"trade-data.{t.exchange}", key.encode(),
+                                     JSON.encode(f"trade-data.{t.exchange}", t))
                                     for key, t in items]))
 
 
@@ -237,7 +239,8 @@ def test_features_exact_through_a_kill_and_from_two_workers(
     send_trades(bootstrap, first)
     book = OrderBook("upbit", "BTC-KRW", T0, T0 + 0.1, bids=[(9e7, 0.5), (8.99e7, 1.5)],
                      asks=[(9.01e7, 1.0), (9.02e7, 3.0)], sequence=None)
-    asyncio.run(produce(bootstrap, [("orderbook-data.upbit", b"upbit:BTC-KRW", encode(book))]))
+    asyncio.run(produce(bootstrap, [("orderbook-data.upbit", b"upbit:BTC-KRW",
+                                        JSON.encode("orderbook-data.upbit", book))]))
     worker = start_worker(fresh_broker, tmp_path)
     workers.append(worker)
     counts = {key: sum(1 for k, _ in first if k == key) for key in trades}
