@@ -28,13 +28,19 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def _of(cls: type, values: dict[str, Any]) -> Any:
+    # Not `super().of()` in the subclasses: a slotted dataclass is a new class, which the
+    # zero-argument super() of its methods does not know.
+    return cls(**{name: values.get(name) for name in field_names(cls)})
+
+
 class _FromMapping:
     __slots__ = ()
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> Any:
         """The record of `values`' fields of this record; None for every field it lacks."""
-        return cls(**{name: values.get(name) for name in field_names(cls)})
+        return _of(cls, values)
 
     def as_dict(self) -> dict[str, Any]:
         """The record as the codec writes it: field names as on the wire (`global_` is
@@ -107,7 +113,7 @@ class Features(_FromMapping):
     @classmethod
     def of(cls, values: dict[str, Any]) -> Features:
         # The table keeps t as `ts` and the newest receive time as `updated`.
-        record: Features = super().of(values)
+        record: Features = _of(cls, values)
         record.ts_event, record.ts_recv = values.get("ts"), values.get("updated")
         return record
 
@@ -131,7 +137,7 @@ class Candle(_FromMapping):
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> Candle:
-        record: Candle = super().of(values)
+        record: Candle = _of(cls, values)
         record.trades = int(record.trades)  # the open candle keeps its count as a float
         return record
 
@@ -158,7 +164,7 @@ class Signal(_FromMapping):
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> Signal:
-        record: Signal = super().of(values)
+        record: Signal = _of(cls, values)
         record.ts_event = values.get("ts_event", values.get("ts"))
         return record
 
