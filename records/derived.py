@@ -181,7 +181,7 @@ class Premium(_FromMapping):
     """Topic `premium`, key the asset: the Korean premium of one asset."""
 
     asset: str
-    ts_event: float
+    ts_recv: float  # our receive time of the newest price used
     rate: PremiumLeg
     reference: str
     krw: dict[str, PremiumLeg]
@@ -194,7 +194,7 @@ class Premium(_FromMapping):
         def leg(value: dict[str, Any]) -> PremiumLeg:
             return PremiumLeg.of(value)
 
-        return cls(asset=values["asset"], ts_event=values["ts"], rate=leg(values["rate"]),
+        return cls(asset=values["asset"], ts_recv=values["ts"], rate=leg(values["rate"]),
                    reference=values["reference"],
                    krw={k: leg(v) for k, v in values["krw"].items()},
                    global_={k: leg(v) for k, v in values["global"].items()},
@@ -218,10 +218,10 @@ class Bbo(_FromMapping):
     """Topic `bbo`, key the asset: the consolidated best bid and offer per quote currency."""
 
     asset: str
-    ts_event: float
+    ts_recv: float  # our receive time of the newest book of the asset's markets
     quotes: dict[str, BboQuote]
 
     @classmethod
     def of(cls, values: dict[str, Any]) -> Bbo:
-        return cls(asset=values["asset"], ts_event=values["ts"],
+        return cls(asset=values["asset"], ts_recv=values["ts"],
                    quotes={k: BboQuote.of(v) for k, v in values["quotes"].items()})
