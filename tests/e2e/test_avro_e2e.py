@@ -7,7 +7,6 @@ workers produce to brokers of their own, so each run's topics hold only its reco
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -26,10 +25,17 @@ from tests.support import Worker, copy_recordings, read_all, start_broker, wait_
 # value per key is a function of the replayed frames. The others are compared whole.
 LAST_ONLY = {"market-state", "features", "premium", "bbo"}
 OURS = {"ts_recv"}  # our receive time differs between two runs of the same frames
+# The recordings are from 2021-2022: a time after this was stamped by us (a venue that sends
+# no time of its own gets our receive time as ts_event), so it differs between the runs.
+RECORDED_BEFORE = 1700000000.0
+TIMES = {"ts_event", "last_trade_ts", "book_ts", "ticker_ts"}
 
 
 def comparable(value: Any) -> Any:
-    return {k: v for k, v in value.items() if k not in OURS} if isinstance(value, dict) else value
+    if not isinstance(value, dict):
+        return value
+    return {k: v for k, v in value.items() if k not in OURS and not (
+        k in TIMES and isinstance(v, float) and v > RECORDED_BEFORE)}
 
 
 def by_topic(records: list[Any], decode: Any) -> dict[str, dict[str, list[Any]]]:
@@ -92,7 +98,7 @@ def test_replay_with_a_schema_registry_decodes_to_the_json_run(
     framed = [r for r in avro_records if r.topic in ids and r.value is not None]
     assert framed and all(r.value[0] == 0 for r in framed)
     assert all(int.from_bytes(r.value[1:5], "big") == ids[r.topic] for r in framed)
-    families = {t if t in LAST_ONLY else t.rpartition(".")[0] for t in ids}
+    families = {t.rpartition(".")[0] or t for t in ids}
     assert families >= {"trade-data", "orderbook-data", "ticker-data", "market-state",
                         "features"}, families
     print(f"{len(framed)} Avro records on {len(ids)} topics, families {sorted(families)}")
@@ -123,8 +129,6 @@ def test_replay_with_a_schema_registry_decodes_to_the_json_run(
     assert compared > 1000
 
     # market-state: every record has the same, complete field set, in both runs
-    for records in (want["market-state"], got["market-state"]):
-        sets = {tuple(sorted(v)) for values in records.values() for v in values}
-        assert sets == {tuple(sorted(set(field_names(MarketState)) - OURS))}
-    raw = [json.loads(r.value) for r in json_records if r.topic == "market-state"]
-    assert {tuple(v) for v in raw} == {field_names(MarketState)}
+    for records, decode in ((json_records, json_decode), (avro_records, avro_decode)):
+        states = [decode(r.topic, r.value) for r in records if r.topic == "market-state"]
+        assert states and {tuple(v) for v in states} == {field_names(MarketState)}
