@@ -38,6 +38,8 @@ __all__ = ["preflight", "check_schema_files", "SchemaContractError", "incompatib
 
 log = logging.getLogger(__name__)
 
+CONCURRENT_REQUESTS = 8
+
 
 class SchemaContractError(RuntimeError):
     """A schema file or a registered subject that the worker must not start with."""
@@ -136,12 +138,20 @@ async def preflight(url: str, topics: Iterable[str], directory: Path = SCHEMAS_D
     """Check the contract against the registry at `url` for `topics` (the Avro ones among
     them) and return the codec with their schema ids."""
     texts = check_schema_files(directory)
+    for name in ("httpx", "schema_registry"):  # one INFO line per request and per 404
+        logging.getLogger(name).setLevel(logging.WARNING)
     client = AsyncSchemaRegistryClient(url)
     level = await _wait_until_reachable(client, url, retry_initial, retry_max)
-    ids: dict[str, int] = {}
-    for topic in sorted(set(topics)):
-        if is_avro(topic):
-            ids[topic] = await _subject_id(client, topic, texts[schema_file(topic)], level)
+    avro_topics = sorted(t for t in set(topics) if is_avro(t))
+    # A few subjects at a time: ~60 subjects one after the other took a minute on a busy
+    # machine (each is 2-4 requests).
+    limit = asyncio.Semaphore(CONCURRENT_REQUESTS)
+
+    async def check(topic: str) -> int:
+        async with limit:
+            return await _subject_id(client, topic, texts[schema_file(topic)], level)
+
+    ids = dict(zip(avro_topics, await asyncio.gather(*map(check, avro_topics)), strict=True))
     log.info("schema registry %s (compatibility %s): %d Avro topics checked", url, level,
              len(ids))
     fetcher = SchemaRegistryClient(url)

@@ -79,7 +79,7 @@ def test_replay_with_a_schema_registry_decodes_to_the_json_run(
                                       schema_registry=schema_registry)
     try:
         workers.append(json_worker.start())
-        workers.append(avro_worker.start())
+        workers.append(avro_worker.start(wait=180.0))  # + the preflight of ~60 subjects
         json_records = settled(json_broker)
         avro_records = settled(avro_broker)
     finally:
