@@ -105,12 +105,16 @@ def _as_mapping(record: Any) -> Callable[[Any], dict[str, Any]]:
 
 
 class _AvroTopic:
-    __slots__ = ("header", "schema", "converters")
+    __slots__ = ("header", "schema", "converters", "buffer")
 
     def __init__(self, schema_id: int, schema: Any) -> None:
         self.header = bytes([MAGIC]) + schema_id.to_bytes(4, "big")
         self.schema = schema
         self.converters: dict[type, Callable[[Any], dict[str, Any]]] = {}
+        # One buffer per topic, the header written once: each record only rewinds it past
+        # the header (the codec is used from one thread, the event loop's).
+        self.buffer = io.BytesIO(self.header)
+        self.buffer.seek(5)
 
 
 class Codec:
@@ -156,8 +160,9 @@ class Codec:
         convert = avro.converters.get(type(record))
         if convert is None:
             convert = avro.converters[type(record)] = _as_mapping(record)
-        out = io.BytesIO()
-        out.write(avro.header)
+        out = avro.buffer
+        out.seek(5)
+        out.truncate()
         fastavro.schemaless_writer(out, avro.schema, convert(record))
         return out.getvalue()
 
