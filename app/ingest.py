@@ -19,18 +19,16 @@ import faust
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from mode import Service
 
-from app.settings import Settings
+from config.settings import Settings
 from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES
 from exchanges.publisher import Publisher
 from exchanges.replay import ReplayServer, load_recordings
 from exchanges.session import Session
 from records import DLQ_TOPIC, ERROR_TOPIC, book_topic, ticker_topic, trade_topic
-from records import connect_success_topic, metrics_topic
 from records.codec import JSON, Codec
 
-__all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics",
-           "schema_topics"]
+__all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics"]
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +44,6 @@ def tune_gc() -> None:
     """
     gc.freeze()
     gc.set_threshold(50_000, 50, 100)
-
-
-def schema_topics() -> list[str]:
-    """Every topic ingest produces to, or will: those with a schema are checked against the
-    schema registry at start (ws.connect_success.* and ws.metrics.* included)."""
-    names = market_data_topics()
-    for exchange in EXCHANGES:
-        names += [connect_success_topic(exchange), metrics_topic(exchange)]
-    return names
 
 
 def market_data_topics() -> list[str]:

@@ -1,4 +1,5 @@
-"""Normalized market-data records and the topic names they travel on.
+"""Normalized market-data records and the topic names they travel on (fields, keys and
+their meaning: docs/normalization.md).
 
 Every record carries `exchange` (lower case), `symbol` in the unified `BASE-QUOTE` form
 (`BTC-KRW`), `ts_event` (the exchange's time) and `ts_recv` (our receive time), both float
@@ -24,23 +25,21 @@ __all__ = [
     "trade_topic",
     "book_topic",
     "ticker_topic",
-    "connect_success_topic",
-    "metrics_topic",
     "DLQ_TOPIC",
     "ERROR_TOPIC",
-    "COMMAND_TOPIC",
-    "BACKPRESSURE_TOPIC",
-    "BATCH_PERFORMANCE_TOPIC",
+    "EXCHANGES",
 ]
+
+# Every exchange kor-coin-stream speaks (the names used in topic names, keys and settings),
+# in the order of the product's promise; each has its connector in exchanges/<name>.py.
+EXCHANGES = ("upbit", "bithumb", "coinone", "korbit", "binance", "bybit", "okx", "htx",
+             "coinbase", "kraken", "bitfinex")
 
 BUY = 1  # the taker bought (lifted the ask)
 SELL = -1  # the taker sold (hit the bid)
 
 DLQ_TOPIC = "ws.dlq"  # unparseable frames: value = raw bytes, reason etc. in headers
 ERROR_TOPIC = "ws.error"  # book integrity failures and resyncs
-COMMAND_TOPIC = "ws.command"  # subscribe/unsubscribe at run time (records.control.WsCommand)
-BACKPRESSURE_TOPIC = "ws.backpressure.events"  # records.control.BackpressureEvent
-BATCH_PERFORMANCE_TOPIC = "monitoring.batch.performance"  # records.control.BatchPerformance
 
 
 def trade_topic(exchange: str) -> str:
@@ -53,14 +52,6 @@ def book_topic(exchange: str) -> str:
 
 def ticker_topic(exchange: str) -> str:
     return f"ticker-data.{exchange}"
-
-
-def connect_success_topic(exchange: str) -> str:
-    return f"ws.connect_success.{exchange}"
-
-
-def metrics_topic(exchange: str) -> str:
-    return f"ws.metrics.{exchange}"
 
 
 def market_key(exchange: str, symbol: str) -> bytes:
