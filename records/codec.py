@@ -21,7 +21,6 @@ import io
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import fields, is_dataclass
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -97,10 +96,11 @@ def _as_mapping(record: Any) -> Callable[[Any], dict[str, Any]]:
         return lambda r: r
     if hasattr(record, "as_dict"):  # derived and control records (nested, renamed fields)
         return lambda r: r.as_dict()
-    if is_dataclass(record):  # the flat market-data records: one attrgetter call
-        names = tuple(f.name for f in fields(record))
-        getter = attrgetter(*names)
-        return lambda r: dict(zip(names, getter(r), strict=True))
+    if is_dataclass(record):  # the flat market-data records, on the ingest hot path
+        # A dict display reads the fields 2-3x faster than dict(zip(names, attrgetter(...)))
+        # (bench/ingest.py); the names are the dataclass's own identifiers.
+        body = ", ".join(f"{f.name!r}: r.{f.name}" for f in fields(record))
+        return eval(f"lambda r: {{{body}}}")
     raise TypeError(f"cannot encode {type(record).__name__}")
 
 
