@@ -37,6 +37,7 @@ KINDS = {"trade-data": "trade", "orderbook-data": "book", "ticker-data": "ticker
 async def process_market_data(stream: Any) -> None:
     kind_of: dict[str, str] = {}
     decode, encode = output.codec.decode, output.codec.encode  # set before agents start
+    levels, rules = market_state.LEVELS, features.RULES
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
         states: dict[str, list[Any]] = {}  # key -> [state, an event of the key]
         markets: dict[str, Market] = {}
@@ -54,7 +55,7 @@ async def process_market_data(stream: Any) -> None:
             if kind is None:
                 kind = kind_of[topic] = KINDS[topic.partition(".")[0]]
             record = decode(topic, event.value)
-            apply_event(entry[0], kind, record, market_state.LEVELS)
+            apply_event(entry[0], kind, record, levels)
             if kind != "ticker":
                 fold_for_assets(by_asset, key, kind == "book", record)
             if kind == "trade":
@@ -62,7 +63,7 @@ async def process_market_data(stream: Any) -> None:
                 if market is None:
                     with in_partition_of(event):
                         market = markets[key] = features.load(key)
-                fold_trade(market, record, event.message.offset, features.RULES)
+                fold_trade(market, record, event.message.offset, rules)
         sent = [await output.send(topics.MARKET_STATE, key.encode(),
                                   encode(topics.MARKET_STATE, MarketState.of(state)))
                 for key, (state, _) in states.items()]
