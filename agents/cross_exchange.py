@@ -37,7 +37,6 @@ import asyncio
 import time
 from typing import Any
 
-import orjson
 from faust.types import EventT
 from faust.web import Request, Response, View
 
@@ -47,6 +46,7 @@ from agents.batching import BATCH_SIZE, BATCH_WITHIN, in_partition_of, observe_b
 from agents.topics import by_asset_topic
 from agents.views import gather_all, routed_value
 from compute.bbo import bbo_changed, compute_bbo
+from records.derived import Bbo, Premium
 from compute.premium import (apply_update, compute_premium, is_korean_krw, market_parts,
                              premium_changed, price_of)
 
@@ -60,6 +60,7 @@ REFERENCE = settings.premium_reference.strip().lower()
 MAX_AGE = settings.bbo_max_age
 
 PREMIUM_TOPIC, BBO_TOPIC = topics.PREMIUM, topics.BBO
+RECORDS = {PREMIUM_TOPIC: Premium, BBO_TOPIC: Bbo}  # the typed record of each output topic
 
 # Raw keys: the same bytes as the by-asset topic's keys. Faust serializes table keys as JSON
 # (`"BTC"`) unless key_type is bytes, and routes a view by the partition of the serialized
@@ -84,7 +85,7 @@ async def send_by_asset(latest: dict[str, dict[str, Any]]) -> None:
     wait for their delivery: the batch's source offsets are committed after this."""
     sent = []
     for market, update in latest.items():
-        payload = orjson.dumps(update)
+        payload = output.codec.encode(topics.CROSS_BY_ASSET, update)  # internal: JSON
         sent.append(await by_asset_topic.send(key=market_parts(market)[1], value=payload))
         if market == RATE_MARKET:
             for partition in range(PARTITIONS):
@@ -129,6 +130,7 @@ def _changes(asset: str, state: dict[str, Any], rate: dict[str, Any] | None, eve
 
 @app.agent(by_asset_topic, name="cross-exchange")
 async def track_cross_exchange(stream: Any) -> None:
+    decode = output.codec.decode
     async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN):
         started = time.perf_counter()
         parts: dict[int, _Partition] = {}
@@ -147,7 +149,7 @@ async def track_cross_exchange(stream: Any) -> None:
                     part.dirty = state is not None
             else:
                 part.event = event
-            update = orjson.loads(event.value)
+            update = decode(topics.CROSS_BY_ASSET, event.value)
             if event.key == RATE_KEY:
                 rate = part.state["rate"] or {}
                 if apply_update(rate, update):
@@ -187,8 +189,9 @@ async def track_cross_exchange(stream: Any) -> None:
                     if state is not None:
                         changes += _changes(asset, state, part.state["rate"], part.event, False)
         # Publish, then write the results, then the inputs (see the module docstring).
-        sent = [await output.send(topic, asset.encode(),
-                                  None if value is None else orjson.dumps(value))  # type: ignore[arg-type]
+        encode = output.codec.encode
+        sent = [await output.send(topic, asset.encode(), None if value is None else
+                                  encode(topic, RECORDS[topic].of(value)))  # type: ignore[arg-type]
                 for _, topic, asset, value, _ in changes]
         await output.flush(sent)
         for table, _, asset, value, event in changes:

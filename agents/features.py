@@ -28,7 +28,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 from faust.web import Request, Response, View
 
 from agents import output, topics
@@ -39,6 +38,8 @@ from compute.candles import candle_record
 from compute.features import PRIVATE, FeatureRules, Market, evaluate, restore, stored
 from compute.signals import parse_thresholds
 from compute.windows import Bucket
+from records.derived import Candle, Signal
+from records.derived import Features as FeaturesRecord
 
 __all__ = ["RULES", "features_table", "windows_table", "history_table", "load", "publish",
            "save"]
@@ -118,15 +119,17 @@ async def publish(market: Market, sent: list[Any]) -> dict[str, Any]:
     `sent`); returns the features, to save once the records are delivered."""
     features = evaluate(market)
     raw_key = market.key.encode()
+    encode = output.codec.encode
     for label, candle in market.candles.closed:
-        sent.append(await output.send(
-            topics.candle_topic(label), raw_key,
-            orjson.dumps(candle_record(market.exchange, market.symbol, label,
-                                       RULES.intervals[label], candle))))
+        topic = topics.candle_topic(label)
+        sent.append(await output.send(topic, raw_key, encode(topic, Candle.of(candle_record(
+            market.exchange, market.symbol, label, RULES.intervals[label], candle)))))
     for signal in market.signals:
-        sent.append(await output.send(topics.SIGNALS, raw_key, orjson.dumps(signal)))
+        sent.append(await output.send(topics.SIGNALS, raw_key,
+                                      encode(topics.SIGNALS, Signal.of(signal))))
     market.signals.clear()
-    sent.append(await output.send(topics.FEATURES, raw_key, orjson.dumps(features)))
+    sent.append(await output.send(topics.FEATURES, raw_key,
+                                  encode(topics.FEATURES, FeaturesRecord.of(features))))
     return features
 
 

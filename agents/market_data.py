@@ -15,14 +15,13 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import orjson
-
 from agents import cross_exchange, features, market_state, output, topics
 from agents.application import app
 from agents.batching import in_partition_of, observe_batch
 from compute.cross_exchange import fold_for_assets
 from compute.features import Market, fold_trade
 from compute.market_state import apply_event
+from records.derived import MarketState
 
 __all__ = ["process_market_data", "BATCH_MAX", "BATCH_WITHIN"]
 
@@ -38,6 +37,7 @@ KINDS = {"trade-data": "trade", "orderbook-data": "book", "ticker-data": "ticker
 @app.agent(topics.market_data_topic, name="market-data")
 async def process_market_data(stream: Any) -> None:
     kind_of: dict[str, str] = {}
+    decode, encode = output.codec.decode, output.codec.encode  # set before agents start
     levels, rules = market_state.LEVELS, features.RULES
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
         started = time.perf_counter()
@@ -56,7 +56,7 @@ async def process_market_data(stream: Any) -> None:
             kind = kind_of.get(topic)
             if kind is None:
                 kind = kind_of[topic] = KINDS[topic.partition(".")[0]]
-            record = orjson.loads(event.value)
+            record = decode(topic, event.value)
             apply_event(entry[0], kind, record, levels)
             if kind != "ticker":
                 fold_for_assets(by_asset, key, kind == "book", record)
@@ -66,7 +66,8 @@ async def process_market_data(stream: Any) -> None:
                     with in_partition_of(event):
                         market = markets[key] = features.load(key)
                 fold_trade(market, record, event.message.offset, rules)
-        sent = [await output.send(topics.MARKET_STATE, key.encode(), orjson.dumps(state))
+        sent = [await output.send(topics.MARKET_STATE, key.encode(),
+                                  encode(topics.MARKET_STATE, MarketState.of(state)))
                 for key, (state, _) in states.items()]
         results = {key: await features.publish(market, sent) for key, market in markets.items()}
         await output.flush(sent)

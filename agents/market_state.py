@@ -12,6 +12,7 @@ from typing import Any
 from agents.application import settings
 from agents.tables import raw_key_table
 from compute.market_state import new_state
+from records.derived import MarketState, field_names
 
 __all__ = ["market_state", "load", "LEVELS"]
 
@@ -25,4 +26,12 @@ market_state = raw_key_table("market_state",
 
 def load(key: str) -> dict[str, Any]:
     """The market's state as the table holds it; call within the partition of its event."""
-    return market_state.get(key) or new_state(key)
+    state = market_state.get(key)
+    if not state:
+        return new_state(key)
+    if len(state) != len(FIELDS):  # written before every field was kept: complete it
+        state = MarketState.of(state).as_dict()
+    return state
+
+
+FIELDS = field_names(MarketState)

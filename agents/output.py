@@ -17,7 +17,13 @@ from typing import Any
 
 import aiokafka
 
-__all__ = ["configure", "send", "flush", "stop"]
+from records.codec import JSON, Codec
+
+__all__ = ["configure", "send", "flush", "stop", "codec"]
+
+# Every value the agents send or read goes through this codec: JSON, or after the schema
+# registry preflight (app/main.py, before any agent starts) Avro on the Avro topics.
+codec: Codec = JSON
 
 _producer: aiokafka.AIOKafkaProducer | None = None
 _new_producer: Callable[[], aiokafka.AIOKafkaProducer] | None = None

@@ -11,7 +11,7 @@ from compute.candles import parse_intervals
 from records import DLQ_TOPIC, ERROR_TOPIC, EXCHANGES, book_topic, ticker_topic, trade_topic
 
 __all__ = [
-    "SOURCE_TOPICS", "DERIVED_TOPICS", "CONTROL_TOPICS", "CREATED_BEFORE_START",
+    "SOURCE_TOPICS", "DERIVED_TOPICS", "CONTROL_TOPICS", "CREATED_BEFORE_START", "SCHEMA_TOPICS",
     "MARKET_STATE", "FEATURES", "SIGNALS", "PREMIUM", "BBO", "CANDLE_INTERVALS", "candle_topic",
     "DLQ", "ERROR", "COMMAND", "BACKPRESSURE_EVENTS", "BATCH_PERFORMANCE", "connect_success",
     "ws_metrics", "CROSS_BY_ASSET", "market_data_topic", "market_state_topic",
@@ -63,6 +63,11 @@ CROSS_BY_ASSET = f"{app.conf.id}-cross-by-asset"
 # Created (with the app's partition count) before Faust starts: the consumer subscribes to
 # the source topics and records are produced to the others from the first second.
 CREATED_BEFORE_START = [*CONTROL_TOPICS, *SOURCE_TOPICS, *DERIVED_TOPICS]
+# Checked against the schema registry at start (KCS_SCHEMA_REGISTRY): every topic the app
+# produces to or will (the per-exchange connection topics included); records/codec.py says
+# which of them are Avro.
+SCHEMA_TOPICS = [*CREATED_BEFORE_START,
+                 *(name for ex in EXCHANGES for name in (connect_success(ex), ws_metrics(ex)))]
 
 # --- the Faust topics
 _RAW = {"key_type": str, "key_serializer": "raw", "value_serializer": "raw"}

@@ -28,6 +28,7 @@ from exchanges.publisher import Publisher
 from exchanges.replay import ReplayServer, load_recordings
 from exchanges.session import Session
 from records import DLQ_TOPIC, ERROR_TOPIC, book_topic, ticker_topic, trade_topic
+from records.codec import JSON, Codec
 
 __all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics"]
 
@@ -111,6 +112,7 @@ class IngestService(Service):
         self.sessions: list[Session] = []
         self.producer: aiokafka.AIOKafkaProducer | None = None
         self.replay_server: ReplayServer | None = None
+        self.codec: Codec = JSON  # set by the app after the schema registry preflight
 
     async def on_start(self) -> None:
         settings = self.settings
@@ -134,7 +136,8 @@ class IngestService(Service):
             return
         self.producer = await self._start_producer()
         for name, subs in sorted(chosen.items()):
-            connector = CONNECTORS[name](subs, Publisher(name, self.producer), settings)
+            connector = CONNECTORS[name](subs, Publisher(name, self.producer, codec=self.codec),
+                                         settings)
             session = Session(connector, settings, replay_base)
             await session.start()
             self.sessions.append(session)

@@ -10,6 +10,7 @@ waited for and the topics are created.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sys
 from pathlib import Path
 
@@ -30,6 +31,8 @@ try:  # uvloop when installed (it is a dependency); the CLI's `-L` option also w
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
 except ImportError:  # pragma: no cover
     pass
+
+log = logging.getLogger(__name__)
 
 embedded_broker: EmbeddedBroker | None = None
 # The Kafka this worker uses: KCS_BROKER, or the embedded broker's once it has started.
@@ -63,8 +66,25 @@ async def start_kafka(app: App) -> None:
                               settings.replication_factor)
 
 
+async def check_contract(app: App) -> None:
+    """With a schema registry (KCS_SCHEMA_REGISTRY), before Faust starts: the schemas are
+    checked and registered (records/registry.py) and the codec with their ids is handed to
+    ingest and the agents; a worker whose schemas the registry refuses does not start."""
+    if not settings.schema_registry:
+        return
+    from records.registry import SchemaContractError, preflight
+
+    try:
+        codec = await preflight(settings.schema_registry, topics.SCHEMA_TOPICS)
+    except SchemaContractError as exc:
+        log.critical("refusing to start: %s", exc)
+        raise
+    output.codec = ingest.codec = codec
+
+
 ingest = app.service(IngestService(app, settings, broker_url, loop=None))
 app.start_hooks.append(start_kafka)
+app.start_hooks.append(check_contract)
 # every worker: ingest allocates per frame, the agents per record
 app.started_hooks.append(lambda _: tune_gc())
 # The derived topics' producer: the ingest producer's settings (acks, linger, partitioner).

@@ -37,7 +37,8 @@ import orjson  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: E402
 
 from app.embedded import EmbeddedBroker, free_port, stop_process  # noqa: E402
-from records import Trade, encode  # noqa: E402
+from records import Trade  # noqa: E402
+from records.codec import JSON  # noqa: E402
 
 __all__ = ["main"]
 
@@ -60,7 +61,7 @@ def synthetic_trades(count: int, markets: int, rate: float = 500.0, seed: int = 
         trade = Trade("binance", symbol, round(ts, 3), clock + 0.05,
                       round(rng.uniform(99, 101), 2), round(rng.uniform(0.001, 2.0), 4),
                       rng.choice((1, -1)), str(i))
-        out.append((f"binance:{symbol}".encode(), encode(trade)))
+        out.append((f"binance:{symbol}".encode(), JSON.encode("trade-data.binance", trade)))
     return out
 
 

@@ -1,13 +1,19 @@
 """Ingest benchmark: frames through a connector into the embedded broker, as fast as they go.
 
     python bench/ingest.py [--frames 200000] [--rate 10000] [--exchange binance|upbit]
+                           [--rounds 2] [--schema-registry URL]
 
 Each frame goes the production way: `connector.on_frame()` (decode + normalize), the
-publisher's `drain()` into the ingest producer (aiokafka, the worker's settings), and the
-broker's acknowledgement. Two runs on a fresh broker:
-  1. throughput: frames pushed with no pause; messages per second until the last ack;
+publisher's `drain()` through the codec (records/codec.py) into the ingest producer
+(aiokafka, the worker's settings), and the broker's acknowledgement. On a fresh broker:
+  1. throughput: frames pushed with no pause; messages per second until the last ack, with
+     JSON values and with Avro values (Confluent wire format) in alternating rounds of the
+     same run; the best round of each, and Avro's rate as a share of JSON's;
   2. latency: frames paced at --rate per second; time from "frame received" (the ts_recv
-     stamped on the record) to the broker's acknowledgement, p50 and p99.
+     stamped on the record) to the broker's acknowledgement, p50 and p99 (JSON and Avro).
+The Avro schema id comes from the registry's preflight when --schema-registry (or
+KCS_SCHEMA_REGISTRY) is given; without one a fixed id stands in: the id is resolved once
+at start either way, so the encoding cost per record is the same.
 The WebSocket read itself is not included (one `recv()` per frame, measured separately by
 the websockets project); everything after it is.
 
@@ -38,6 +44,7 @@ from exchanges.base import Stream  # noqa: E402
 from exchanges.binance import Binance  # noqa: E402
 from exchanges.publisher import Publisher  # noqa: E402
 from exchanges.upbit import Upbit  # noqa: E402
+from records.codec import JSON, Codec  # noqa: E402
 
 SYMBOLS = ["BTC-USDT", "ETH-USDT", "XRP-USDT", "SOL-USDT"]
 
@@ -104,16 +111,30 @@ def upbit_frames(n: int) -> list[bytes]:
     return frames
 
 
-def make_connector(exchange: str, producer: object, on_ack: object) -> tuple[object, Stream]:
+def make_connector(exchange: str, producer: object, on_ack: object,
+                   codec: Codec) -> tuple[object, Stream]:
     settings = load_settings({})
     if exchange == "binance":
         subs = {s: {"trades"} for s in SYMBOLS}
-        return Binance(subs, Publisher("binance", producer, on_ack), settings), Stream("bench")
+        return (Binance(subs, Publisher("binance", producer, on_ack, codec), settings),
+                Stream("bench"))
     subs = {s.replace("USDT", "KRW"): {"trades"} for s in SYMBOLS}
-    return Upbit(subs, Publisher("upbit", producer, on_ack), settings), Stream("bench")
+    return Upbit(subs, Publisher("upbit", producer, on_ack, codec), settings), Stream("bench")
 
 
-async def throughput(broker: EmbeddedBroker, exchange: str, frames: list[bytes]) -> float:
+def avro_codec(exchange: str, registry: str) -> tuple[Codec, str]:
+    topic = f"trade-data.{exchange}"
+    if not registry:
+        return Codec({topic: 1}), "schema id 1 standing in for a registry's"
+    from records.registry import preflight
+
+    codec = asyncio.run(preflight(registry, [topic]))
+    return codec, f"schema id {codec.schema_ids[topic]} from {registry}"
+
+
+async def throughput(broker: EmbeddedBroker, exchange: str, frames: list[bytes],
+                     codec: Codec) -> tuple[float, float]:
+    """(messages per second of wall time, messages per CPU second of this process)."""
     settings = load_settings(dict(os.environ))
     producer = new_producer(settings, broker.url)
     await producer.start()
@@ -126,22 +147,22 @@ async def throughput(broker: EmbeddedBroker, exchange: str, frames: list[bytes])
         if acked == len(frames) and not done.done():
             done.set_result(None)
 
-    connector, stream = make_connector(exchange, producer, on_ack)
+    connector, stream = make_connector(exchange, producer, on_ack, codec)
     out = connector.out  # type: ignore[attr-defined]
     on_frame = connector.on_frame  # type: ignore[attr-defined]
     now = time.time
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for frame in frames:
         on_frame(frame, now(), stream)
         await out.drain()
     await done
-    elapsed = time.perf_counter() - started
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     await producer.stop()
-    return len(frames) / elapsed
+    return len(frames) / elapsed, len(frames) / cpu
 
 
 async def latency(broker: EmbeddedBroker, exchange: str, frames: list[bytes],
-                  rate: int) -> list[float]:
+                  rate: int, codec: Codec) -> list[float]:
     settings = load_settings(dict(os.environ))
     producer = new_producer(settings, broker.url)
     await producer.start()
@@ -151,7 +172,7 @@ async def latency(broker: EmbeddedBroker, exchange: str, frames: list[bytes],
     def on_ack(ts_recv: float) -> None:
         latencies.append(now() - ts_recv)
 
-    connector, stream = make_connector(exchange, producer, on_ack)
+    connector, stream = make_connector(exchange, producer, on_ack, codec)
     out = connector.out  # type: ignore[attr-defined]
     on_frame = connector.on_frame  # type: ignore[attr-defined]
     tick = 0.001  # send rate/1000 frames every millisecond, like a busy feed's bursts
@@ -175,6 +196,9 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--latency-frames", type=int, default=50_000)
     parser.add_argument("--exchange", choices=["binance", "upbit"], default="binance")
+    parser.add_argument("--rounds", type=int, default=2,
+                        help="throughput rounds per encoding, alternating JSON and Avro")
+    parser.add_argument("--schema-registry", default=os.environ.get("KCS_SCHEMA_REGISTRY", ""))
     args = parser.parse_args()
     try:
         import uvloop
@@ -189,19 +213,39 @@ def main() -> None:
     broker = EmbeddedBroker().start()
     tune_gc()  # as every worker does once started (app/main.py)
     try:
-        frames = build(args.frames)
-        with GcMeter() as gc_throughput:
-            rate = asyncio.run(throughput(broker, args.exchange, frames))
-        print(f"throughput: {rate:,.0f} messages/s in one process ({args.frames:,} frames); "
-              f"{gc_throughput.report()}")
-        frames = build(args.latency_frames)
-        with GcMeter() as gc_latency:
-            lat = asyncio.run(latency(broker, args.exchange, frames, args.rate))
-        lat.sort()
-        p50 = statistics.median(lat) * 1000
-        p99 = lat[int(len(lat) * 0.99) - 1] * 1000
-        print(f"latency at {args.rate:,}/s, frame received -> broker ack: p50 {p50:.2f} ms, "
-              f"p99 {p99:.2f} ms ({len(lat):,} acks); {gc_latency.report()}")
+        avro, where = avro_codec(args.exchange, args.schema_registry)
+        codecs = {"JSON": JSON, "Avro": avro}
+        print(f"Avro: Confluent wire format, {where}")
+        best = {name: 0.0 for name in codecs}
+        best_cpu = {name: 0.0 for name in codecs}
+        for round_ in range(1, args.rounds + 1):
+            for name, codec in codecs.items():
+                frames = build(args.frames)
+                with GcMeter() as gc_throughput:
+                    rate, cpu_rate = asyncio.run(throughput(broker, args.exchange, frames,
+                                                            codec))
+                best[name] = max(best[name], rate)
+                best_cpu[name] = max(best_cpu[name], cpu_rate)
+                print(f"throughput round {round_}, {name}: {rate:,.0f} messages/s, "
+                      f"{cpu_rate:,.0f} per CPU second ({args.frames:,} frames); "
+                      f"{gc_throughput.report()}")
+        print(f"throughput: JSON {best['JSON']:,.0f} messages/s, Avro {best['Avro']:,.0f} "
+              f"messages/s in one process (best of {args.rounds}): Avro at "
+              f"{best['Avro'] / best['JSON']:.0%} of JSON")
+        # Per CPU second of this process (connector, codec, producer): what a machine shared
+        # with other work still measures fairly; the broker's own CPU is not in it.
+        print(f"per CPU second: JSON {best_cpu['JSON']:,.0f}, Avro {best_cpu['Avro']:,.0f} "
+              f"messages: Avro at {best_cpu['Avro'] / best_cpu['JSON']:.0%} of JSON")
+        for name, codec in codecs.items():
+            frames = build(args.latency_frames)
+            with GcMeter() as gc_latency:
+                lat = asyncio.run(latency(broker, args.exchange, frames, args.rate, codec))
+            lat.sort()
+            p50 = statistics.median(lat) * 1000
+            p99 = lat[int(len(lat) * 0.99) - 1] * 1000
+            print(f"latency at {args.rate:,}/s, {name}, frame received -> broker ack: "
+                  f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({len(lat):,} acks); "
+                  f"{gc_latency.report()}")
     finally:
         broker.stop()
 

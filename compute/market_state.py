@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from records.derived import MarketState
+
 __all__ = ["apply_event", "new_state"]
 
 
 def new_state(key: str) -> dict[str, Any]:
-    """The state of a market (`exchange:BASE-QUOTE`) before its first record."""
+    """The state of a market (`exchange:BASE-QUOTE`) before its first record: every field
+    of `records.derived.MarketState`, null until its first event."""
     exchange, _, symbol = key.partition(":")
-    return {"exchange": exchange, "symbol": symbol}
+    return MarketState(exchange, symbol).as_dict()
 
 
 def _set_top(state: dict[str, Any], bid: float | None, bid_size: float | None,
@@ -60,8 +63,9 @@ def apply_event(state: dict[str, Any], kind: str, record: dict[str, Any],
     else:
         state["volume_24h"] = record.get("volume_24h")
         state["ticker_ts"] = record["ts_event"]
-        if "book_ts" not in state and (record.get("bid") is not None or
+        if state.get("book_ts") is None and (record.get("bid") is not None or
                                        record.get("ask") is not None):
             _set_top(state, record.get("bid"), record.get("bid_size"), record.get("ask"),
                      record.get("ask_size"))
-    state["updated"] = max(state.get("updated", 0.0), record["ts_recv"])
+    state["ts_recv"] = max(state.get("ts_recv") or 0.0, record["ts_recv"])
+    state["ts_event"] = max(state.get("ts_event") or record["ts_event"], record["ts_event"])

@@ -97,6 +97,9 @@ class Settings:
     large_trade_notional: str = "KRW=100000000,USDT=100000,USDC=100000,USD=100000,BTC=2,EUR=100000"
     # Log lines: "json" (one object per line), "text", or empty: text on a terminal, else JSON.
     log_format: str = ""
+    # Schema registry URL (Confluent-compatible). Set: Avro in the Confluent wire format on
+    # the Avro topics (records/codec.py), schemas checked at start; empty: JSON everywhere.
+    schema_registry: str = ""
 
     @property
     def embedded(self) -> bool:

@@ -3,7 +3,8 @@
 Parsing is synchronous, so a connector appends `(topic, key, value, headers)` to `pending`
 and the session hands the whole list to Kafka once per frame with `drain()`. Sends are not
 awaited one by one: aiokafka batches them and the acknowledgement arrives on a future,
-which is where failures are counted and, in the benchmark, latency is measured.
+which is where failures are counted and, in the benchmark, latency is measured. Records
+become value bytes through the worker's codec (records/codec.py) as they are handed over.
 """
 
 from __future__ import annotations
@@ -13,11 +14,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-import orjson
 
 from exchanges.metrics import SAMPLE_EVERY, Sampler, metrics
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
 from records import ticker_topic, trade_topic
+from records.codec import JSON, Codec
+from records.control import ErrorEvent
 
 __all__ = ["Publisher", "Producer"]
 
@@ -48,11 +50,13 @@ class Publisher:
     """Collects one exchange's output and sends it to Kafka; one per connector."""
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
-                 "on_ack", "sent", "keys", "trades", "books", "tickers", "book_ts", "sampler")
+                 "on_ack", "sent", "keys", "trades", "books", "tickers", "book_ts", "sampler",
+                 "codec")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
-                 on_ack: Callable[[float], None] | None = None) -> None:
+                 on_ack: Callable[[float], None] | None = None, codec: Codec = JSON) -> None:
         self.exchange = exchange
+        self.codec = codec  # records -> value bytes (JSON, or Avro with a schema registry)
         self.producer = producer
         self.pending: list[Pending] = []
         self.trade_topic = trade_topic(exchange)
@@ -109,10 +113,9 @@ class Publisher:
         metrics.inc("kcs_book_resyncs_total", exchange=self.exchange, reason=why)
         metrics.inc("kcs_validation_rejections_total", exchange=self.exchange, reason=why)
         now = time.time()
-        event = {"exchange": self.exchange, "symbol": symbol, "kind": kind, "reason": reason,
-                 "ts": now}
+        event = ErrorEvent(self.exchange, symbol, kind, reason, None, now)
         self.pending.append((ERROR_TOPIC, market_key(self.exchange, symbol),
-                             orjson.dumps(event), None, now))
+                             self.codec.encode(ERROR_TOPIC, event), None, now))
 
     async def drain(self) -> None:
         """Hand every pending message to the producer (acks arrive later on futures)."""
@@ -122,9 +125,10 @@ class Publisher:
             return
         on_ack = self.on_ack
         future = None
+        encode = self.codec.encode
         for topic, key, value, headers, ts_recv in pending:
             if type(value) is not bytes:
-                value = orjson.dumps(value)
+                value = encode(topic, value)
             future = await producer.send(topic, value=value, key=key, headers=headers)
             if on_ack is None:
                 future.add_done_callback(check_delivery)

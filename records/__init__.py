@@ -5,14 +5,15 @@ Every record carries `exchange` (lower case), `symbol` in the unified `BASE-QUOT
 (`BTC-KRW`), `ts_event` (the exchange's time) and `ts_recv` (our receive time), both float
 epoch seconds. Records are slotted dataclasses so that orjson serializes them directly,
 without an intermediate dict, on the ingest hot path. The Kafka key of every market-data
-record is `exchange:BASE-QUOTE` (see `market_key`).
+record is `exchange:BASE-QUOTE` (see `market_key`). The derived records are in
+`records.derived`, the control and event records in `records.control`, their Avro schemas
+in `records/schemas/`, and the one codec every producer and consumer uses in
+`records.codec`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
-import orjson
 
 __all__ = [
     "Trade",
@@ -21,7 +22,6 @@ __all__ = [
     "BUY",
     "SELL",
     "market_key",
-    "encode",
     "trade_topic",
     "book_topic",
     "ticker_topic",
@@ -99,6 +99,3 @@ class Ticker:
     volume_24h: float | None  # base currency, rolling 24 h or the exchange's trading day
     quote_volume_24h: float | None
 
-
-def encode(record: Trade | OrderBook | Ticker) -> bytes:
-    return orjson.dumps(record)

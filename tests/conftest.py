@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.embedded import EmbeddedBroker  # noqa: E402
-from tests.support import REPLAYS, Worker, start_broker  # noqa: E402
+from tests.support import KARAPACE, REPLAYS, Worker, start_broker  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -45,3 +47,24 @@ def replays() -> Path:
     if not REPLAYS.is_dir():
         pytest.skip(f"recordings not found at {REPLAYS}")
     return REPLAYS
+
+
+@pytest.fixture(scope="session")
+def schema_registry(broker: EmbeddedBroker) -> Iterator[str]:
+    """A real Confluent-compatible schema registry: `KCS_TEST_SCHEMA_REGISTRY`, else Karapace
+    started on the session's broker (`../shared/karapace/start-karapace`); skips when
+    neither is available. Subjects outlive tests: tests use topics of their own."""
+    url = os.environ.get("KCS_TEST_SCHEMA_REGISTRY", "")
+    if url:
+        yield url.rstrip("/")
+        return
+    if not KARAPACE.is_file():
+        pytest.skip(f"no schema registry: KCS_TEST_SCHEMA_REGISTRY is unset and {KARAPACE} "
+                    f"is missing")
+    done = subprocess.run([str(KARAPACE), broker.url.split("://", 1)[1]], capture_output=True,
+                          text=True, timeout=600)
+    if done.returncode != 0:
+        pytest.skip(f"no schema registry: {KARAPACE} failed: {done.stderr[-2000:]}")
+    url, pid = done.stdout.split()[:2]
+    yield url
+    subprocess.run(["kill", pid], check=False)

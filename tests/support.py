@@ -24,12 +24,13 @@ import aiokafka
 from app.embedded import EmbeddedBroker, free_port, stop_process
 from records import BUY, SELL
 
-__all__ = ["REPO", "REPLAYS", "FIXTURES", "Worker", "SentMessages", "assert_published",
+__all__ = ["REPO", "REPLAYS", "KARAPACE", "FIXTURES", "Worker", "SentMessages", "assert_published",
            "assert_market_state", "read_topic", "http_json", "copy_recordings", "start_broker",
-           "wait_for", "values", "in_symbol_order"]
+           "wait_for", "values", "in_symbol_order", "read_all"]
 
 REPO = Path(__file__).resolve().parents[1]
 REPLAYS = REPO.parent / "shared" / "replays"
+KARAPACE = REPO.parent / "shared" / "karapace" / "start-karapace"
 FIXTURES = REPO / "tests" / "fixtures"
 
 
@@ -249,3 +250,33 @@ def wait_for(predicate: Any, timeout: float = 60.0, interval: float = 0.3) -> An
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(interval)
+
+
+async def _read_all(bootstrap: str, idle: float, timeout: float
+                    ) -> list[aiokafka.ConsumerRecord]:
+    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                         auto_offset_reset="earliest", fetch_max_wait_ms=100)
+    await consumer.start()
+    records: list[aiokafka.ConsumerRecord] = []
+    try:
+        topics = [t for t in await consumer.topics() if not t.startswith("_")]
+        consumer.assign([aiokafka.TopicPartition(t, p) for t in topics
+                         for p in consumer.partitions_for_topic(t) or ()])
+        deadline = time.monotonic() + timeout
+        last_new = time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - last_new < idle:
+            batch = await consumer.getmany(timeout_ms=200)
+            for part in batch.values():
+                records.extend(part)
+                last_new = time.monotonic()
+    finally:
+        await consumer.stop()
+    records.sort(key=lambda r: (r.topic, r.partition, r.offset))
+    return records
+
+
+def read_all(broker_url: str, idle: float = 3.0, timeout: float = 120.0
+             ) -> list[aiokafka.ConsumerRecord]:
+    """Every record of every topic of the broker (but `_`-prefixed ones), read until nothing
+    new came for `idle` seconds."""
+    return asyncio.run(_read_all(broker_url.split("://", 1)[-1], idle, timeout))

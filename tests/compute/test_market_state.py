@@ -27,7 +27,7 @@ def test_book_gives_top_microprice_depth_and_imbalance():
     assert state["microprice"] == pytest.approx((100.0 * 3.0 + 101.0 * 1.0) / 4.0)
     assert state["bid_volume"] == 3.0 and state["ask_volume"] == 4.0  # top 2 levels only
     assert state["imbalance"] == pytest.approx((3.0 - 4.0) / 7.0)
-    assert state["book_ts"] == 10.0 and state["updated"] == 10.5
+    assert state["book_ts"] == 10.0 and state["ts_recv"] == 10.5
 
     apply_event(state, "book", decoded(book), levels=10)  # fewer levels than asked: all
     assert state["bid_volume"] == 6.0 and state["ask_volume"] == 9.0
@@ -54,10 +54,10 @@ def test_trade_and_ticker_fields_and_times():
     apply_event(state, "ticker", decoded(ticker))
     # no book yet: the ticker fills the top of book (equal sizes: microprice = mid)
     assert state["best_bid"] == 99.0 and state["microprice"] == pytest.approx(100.0)
-    assert state["ticker_ts"] == 7.0 and state["volume_24h"] == 1234.0 and state["updated"] == 8.0
+    assert state["ticker_ts"] == 7.0 and state["volume_24h"] == 1234.0 and state["ts_recv"] == 8.0
     apply_event(state, "book", decoded(OrderBook("upbit", "BTC-KRW", 9.0, 7.5,
                                                  bids=[(98.0, 1.0)], asks=[(102.0, 1.0)],
                                                  sequence=None)))
     apply_event(state, "ticker", decoded(ticker))
     assert state["best_bid"] == 98.0  # a book, once seen, owns the top of book
-    assert state["updated"] == 8.0  # the newest receive time, not the last event's
+    assert state["ts_recv"] == 8.0  # the newest receive time, not the last event's

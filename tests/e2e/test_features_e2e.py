@@ -19,7 +19,9 @@ import aiokafka
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from app.embedded import EmbeddedBroker
-from records import BUY, SELL, OrderBook, Trade, encode
+from records import BUY, SELL, OrderBook, Trade
+from records.codec import JSON
+from records.derived import Features as FeaturesRecord
 from tests.support import Worker, copy_recordings, http_json, read_topic, wait_for
 from tests.compute.test_features import brute_candles, brute_features, close
 
@@ -116,7 +118,8 @@ async def create_topics(bootstrap: str, names: list[str]) -> None:
 
 
 def send_trades(bootstrap: str, items: list[tuple[str, Trade]]) -> None:
-    asyncio.run(produce(bootstrap, [(f"trade-data.{t.exchange}", key.encode(), encode(t))
+    asyncio.run(produce(bootstrap, [(f"trade-data.{t.exchange}", key.encode(),
+                                     JSON.encode(f"trade-data.{t.exchange}", t))
                                     for key, t in items]))
 
 
@@ -237,7 +240,8 @@ def test_features_exact_through_a_kill_and_from_two_workers(
     send_trades(bootstrap, first)
     book = OrderBook("upbit", "BTC-KRW", T0, T0 + 0.1, bids=[(9e7, 0.5), (8.99e7, 1.5)],
                      asks=[(9.01e7, 1.0), (9.02e7, 3.0)], sequence=None)
-    asyncio.run(produce(bootstrap, [("orderbook-data.upbit", b"upbit:BTC-KRW", encode(book))]))
+    asyncio.run(produce(bootstrap, [("orderbook-data.upbit", b"upbit:BTC-KRW",
+                                        JSON.encode("orderbook-data.upbit", book))]))
     worker = start_worker(fresh_broker, tmp_path)
     workers.append(worker)
     counts = {key: sum(1 for k, _ in first if k == key) for key in trades}
@@ -296,9 +300,10 @@ def test_features_exact_through_a_kill_and_from_two_workers(
     # Derived topics: the last `features` record of a market is its final features; every
     # closed candle was published (at least once: a crash may repeat one) with brute values.
     records = read_topic(fresh_broker.url, "features", idle=3.0)
-    last = {r.key.decode(): json.loads(r.value) for r in records}
-    for key in trades:
-        assert last[key] == answers[key]["features"]
+    last = {r.key.decode(): JSON.decode("features", r.value) for r in records}
+    for key in trades:  # the view's features as the topic's record (ts_event, ts_recv)
+        assert last[key] == JSON.decode("features", JSON.encode(
+            "features", FeaturesRecord.of(answers[key]["features"])))
     for label, interval in INTERVALS.items():
         published: dict[tuple[str, float], list[dict]] = {}
         for r in read_topic(fresh_broker.url, f"candles.{label}", idle=3.0):
@@ -320,7 +325,8 @@ def test_features_exact_through_a_kill_and_from_two_workers(
                       if t.price * t.amount >= THRESHOLDS[t.symbol.rpartition("-")[2]]}
     assert large == expected_large and len(expected_large) > 10
     for key, market_trades in trades.items():
-        spikes = {s["ts"]: s for k, s in signals if k == key and s["type"] == "volume_spike"}
+        spikes = {s["ts_event"]: s for k, s in signals
+                  if k == key and s["type"] == "volume_spike"}
         for spike in spikes.values():
             assert spike["volume_1m"] > 3.0 * spike["average"] > 0
         if key == BULK:

@@ -1,0 +1,190 @@
+"""The one codec between the project's records and Kafka: JSON (orjson) or Avro.
+
+Which topic carries which encoding is fixed here (`AVRO_FAMILIES`, `JSON_TOPICS`); the README
+shows it as a table. With a schema registry (`KCS_SCHEMA_REGISTRY`) the Avro topics carry the
+Confluent wire format: byte 0, the 4-byte big-endian schema id registered under the subject
+`<topic>-value`, then the Avro binary body (fastavro, schemaless, with the parsed schema).
+Without one, every topic is JSON. The ids are resolved once at start (records/registry.py)
+and handed to `Codec`: encoding never calls the registry. Keys are not encoded here: they
+stay UTF-8 strings (`exchange:BASE-QUOTE`, or the asset).
+
+Decoding accepts both encodings on an Avro topic (JSON written before the registry was set
+is still read), and resolves a writer schema it does not know (a newer or older version
+registered by another producer) once through `fetch_schema`, then reads it into this
+version's schema: old and new readers read each other's records as Avro's resolution rules
+allow (see the README's compatibility rules).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+import fastavro
+import orjson
+
+__all__ = ["Codec", "JSON", "SCHEMAS_DIR", "AVRO_FAMILIES", "JSON_TOPICS", "schema_file",
+           "is_avro", "load_schema", "subject", "MAGIC"]
+
+SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
+MAGIC = 0
+
+# Topic family (the topic name, or its part before the last dot) -> schema file (no .avsc).
+AVRO_FAMILIES = {
+    "trade-data": "trade",
+    "orderbook-data": "order_book",
+    "ticker-data": "ticker",
+    "ws.connect_success": "connect_success",
+    "ws.metrics": "ws_metrics",
+    "market-state": "market_state",
+    "features": "features",
+    "candles": "candle",
+    "signals": "signal",
+    "premium": "premium",
+    "bbo": "bbo",
+}
+# Always JSON, registry or not: topic -> the schema file that documents its fields (None:
+# `ws.dlq` carries a frame's raw bytes, its details in headers).
+JSON_TOPICS = {
+    "ws.command": "ws_command",
+    "ws.error": "error_event",
+    "ws.dlq": None,
+    "ws.backpressure.events": "backpressure_event",
+    "monitoring.batch.performance": "batch_performance",
+}
+
+
+def _family(topic: str) -> str:
+    return topic if topic in AVRO_FAMILIES or topic in JSON_TOPICS else topic.rpartition(".")[0]
+
+
+def schema_file(topic: str) -> str | None:
+    """The schema file name (without `.avsc`) of `topic`'s records, None for none."""
+    family = _family(topic)
+    if family in AVRO_FAMILIES:
+        return AVRO_FAMILIES[family]
+    return JSON_TOPICS.get(topic)
+
+
+def is_avro(topic: str) -> bool:
+    """Whether `topic` carries Avro when a registry is set."""
+    return _family(topic) in AVRO_FAMILIES
+
+
+def subject(topic: str) -> str:
+    """TopicNameStrategy: the value schema of `topic` is registered under `<topic>-value`."""
+    return f"{topic}-value"
+
+
+def load_schema(name: str, directory: Path = SCHEMAS_DIR) -> tuple[str, Any]:
+    """(the file's text, its parsed schema); raises ValueError naming the file."""
+    path = directory / f"{name}.avsc"
+    try:
+        text = path.read_text(encoding="utf-8")
+        return text, fastavro.parse_schema(json.loads(text))
+    except (OSError, ValueError, fastavro.schema.SchemaParseException) as exc:
+        raise ValueError(f"schema file {path}: {exc}") from None
+
+
+def _as_mapping(record: Any) -> Callable[[Any], dict[str, Any]]:
+    """How to turn records of `record`'s type into the dict fastavro writes."""
+    if isinstance(record, dict):
+        return lambda r: r
+    if hasattr(record, "as_dict"):  # derived and control records (nested, renamed fields)
+        return lambda r: r.as_dict()
+    if is_dataclass(record):  # the flat market-data records, on the ingest hot path
+        # A dict display reads the fields 2-3x faster than dict(zip(names, attrgetter(...)))
+        # (bench/ingest.py); the names are the dataclass's own identifiers.
+        body = ", ".join(f"{f.name!r}: r.{f.name}" for f in fields(record))
+        return eval(f"lambda r: {{{body}}}")
+    raise TypeError(f"cannot encode {type(record).__name__}")
+
+
+class _AvroTopic:
+    __slots__ = ("header", "schema", "converters", "buffer")
+
+    def __init__(self, schema_id: int, schema: Any) -> None:
+        self.header = bytes([MAGIC]) + schema_id.to_bytes(4, "big")
+        self.schema = schema
+        self.converters: dict[type, Callable[[Any], dict[str, Any]]] = {}
+        # One buffer per topic, the header written once: each record only rewinds it past
+        # the header (the codec is used from one thread, the event loop's).
+        self.buffer = io.BytesIO(self.header)
+        self.buffer.seek(5)
+
+
+class Codec:
+    """Encodes and decodes record values per topic.
+
+    `schema_ids` (topic -> registered schema id) turns Avro on for those topics; empty, every
+    topic is JSON. `fetch_schema(id)` returns the text of a schema id this codec has not
+    seen (called once per id, when a record written with it is first decoded)."""
+
+    def __init__(self, schema_ids: Mapping[str, int] | None = None,
+                 fetch_schema: Callable[[int], str] | None = None,
+                 directory: Path = SCHEMAS_DIR) -> None:
+        self.schema_ids = dict(schema_ids or {})
+        self.fetch_schema = fetch_schema
+        self.avro: dict[str, _AvroTopic] = {}
+        self.readers: dict[str, Any] = {}  # topic -> this version's parsed schema
+        self.writers: dict[int, Any] = {}  # schema id -> parsed writer schema
+        parsed: dict[str, Any] = {}
+        for topic, schema_id in self.schema_ids.items():
+            name = schema_file(topic)
+            if name is None or not is_avro(topic):
+                raise ValueError(f"topic {topic!r} is not an Avro topic")
+            if name not in parsed:
+                parsed[name] = load_schema(name, directory)[1]
+            self.avro[topic] = _AvroTopic(schema_id, parsed[name])
+            self.readers[topic] = parsed[name]
+            self.writers[schema_id] = parsed[name]
+
+    @property
+    def uses_avro(self) -> bool:
+        return bool(self.avro)
+
+    def encode(self, topic: str, record: Any) -> bytes:
+        """The value bytes of `record` on `topic`."""
+        avro = self.avro.get(topic)
+        if avro is None:
+            if self.avro and is_avro(topic):
+                raise LookupError(f"topic {topic!r} has no schema id: it was not in the "
+                                  f"start-up preflight")
+            if hasattr(record, "as_dict"):
+                record = record.as_dict()
+            return orjson.dumps(record)
+        convert = avro.converters.get(type(record))
+        if convert is None:
+            convert = avro.converters[type(record)] = _as_mapping(record)
+        out = avro.buffer
+        out.seek(5)
+        out.truncate()
+        fastavro.schemaless_writer(out, avro.schema, convert(record))
+        return out.getvalue()
+
+    def decode(self, topic: str, value: bytes) -> Any:
+        """The record of `value` as plain Python values (dicts, lists)."""
+        if value[:1] != b"\x00":
+            return orjson.loads(value)
+        schema_id = int.from_bytes(value[1:5], "big")
+        writer = self.writers.get(schema_id)
+        if writer is None:
+            writer = self.writers[schema_id] = self._fetch(schema_id)
+        reader = self.readers.get(topic)
+        if reader is None:
+            reader = writer
+        body = io.BytesIO(value)
+        body.seek(5)
+        return fastavro.schemaless_reader(body, writer, None if reader is writer else reader)
+
+    def _fetch(self, schema_id: int) -> Any:
+        if self.fetch_schema is None:
+            raise LookupError(f"schema id {schema_id} is unknown and no registry is set")
+        return fastavro.parse_schema(json.loads(self.fetch_schema(schema_id)))
+
+
+JSON = Codec()  # JSON everywhere: the codec when no registry is set

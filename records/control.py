@@ -1,0 +1,99 @@
+"""Typed records of the control and event topics (JSON always, see records/codec.py), and of
+the per-exchange connection topics (`ws.connect_success.<exchange>`, `ws.metrics.<exchange>`,
+Avro when a schema registry is set).
+
+Every field is always present, None (null) where unknown. Times are float epoch seconds:
+`ts_recv` is ours (these events have no exchange time).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from records.derived import _FromMapping
+
+__all__ = ["ErrorEvent", "ConnectSuccess", "WsMetrics", "BackpressureEvent",
+           "BatchPerformance", "WsCommand"]
+
+
+@dataclass(slots=True)
+class ErrorEvent(_FromMapping):
+    """Topic `ws.error`, key `exchange:BASE-QUOTE` (or the exchange): a book integrity
+    failure and its resync, or a refused command."""
+
+    exchange: str
+    symbol: str | None  # null for an error that is not about one market
+    kind: str  # "resync", "crossed", "gap", "checksum", "stale", "command", ...
+    reason: str
+    command_id: str | None  # the refused `ws.command`'s id; null otherwise
+    ts_recv: float
+
+
+@dataclass(slots=True)
+class ConnectSuccess(_FromMapping):
+    """Topic `ws.connect_success.<exchange>`, key the exchange: a connection subscribed."""
+
+    exchange: str
+    stream: str  # the connection's name within the connector
+    url: str
+    symbols: list[str]
+    channels: list[str]
+    command_id: str | None  # the `ws.command` this applies; null for a start or reconnect
+    ts_recv: float
+
+
+@dataclass(slots=True)
+class WsMetrics(_FromMapping):
+    """Topic `ws.metrics.<exchange>`, key the exchange: one worker's counters for one
+    exchange, every metrics interval."""
+
+    exchange: str
+    worker: str
+    interval: float
+    streams: int
+    connected: int
+    frames: int
+    trades: int | None
+    books: int | None
+    tickers: int | None
+    dlq_frames: int | None
+    reconnects: int | None
+    book_resyncs: int | None
+    ts_recv: float
+
+
+@dataclass(slots=True)
+class BackpressureEvent(_FromMapping):
+    """Topic `ws.backpressure.events`, key the exchange: the ingest buffer crossed its high
+    or low water mark, or dropped records."""
+
+    exchange: str
+    kind: str  # "high_water", "low_water", "dropped"
+    record_type: str | None  # "trade", "book", "ticker" when kind is "dropped"
+    dropped: int | None
+    buffered_bytes: int
+    limit_bytes: int
+    ts_recv: float
+
+
+@dataclass(slots=True)
+class BatchPerformance(_FromMapping):
+    """Topic `monitoring.batch.performance`, key the worker: one agent batch's figures."""
+
+    worker: str
+    agent: str
+    records: int
+    seconds: float
+    records_per_s: float | None
+    ts_recv: float
+
+
+@dataclass(slots=True)
+class WsCommand(_FromMapping):
+    """Topic `ws.command`, key the exchange: subscribe or unsubscribe at run time."""
+
+    id: str
+    exchange: str
+    action: str  # "subscribe" or "unsubscribe"
+    symbols: list[str]
+    channels: list[str]  # "trades", "book", "ticker"
