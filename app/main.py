@@ -121,6 +121,17 @@ from app.ingest import IngestService, tune_gc  # noqa: E402  (needs `app`)
 
 ingest = app.service(IngestService(app, settings, broker_url, loop=None))
 
+if settings.archive.strip().lower() != "off" or settings.warm_dsn:
+    import time
+
+    from app.ingest import bootstrap_servers
+    from history.service import HistoryService
+
+    # The embedded broker's offsets restart at 0 with each run: its archive files are
+    # told apart by the run (history/archive.py).
+    source = f"tansu{int(time.time())}" if embedded_broker is not None else "kafka"
+    app.service(HistoryService(settings, bootstrap_servers(broker_url), source))
+
 import agents  # noqa: E402,F401  (registers agents and tables on `app`)
 from agents.market_state import market_state  # noqa: E402
 from app.views import register_views  # noqa: E402

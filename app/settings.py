@@ -95,6 +95,20 @@ class Settings:
     # Large-trade signal: notional (price x amount, in the quote currency) at least this much,
     # per quote currency ("QUOTE=amount,..."); markets in other quote currencies never signal.
     large_trade_notional: str = "KRW=100000000,USDT=100000,USDC=100000,USD=100000,BTC=2,EUR=100000"
+    # History (history/): the Parquet archive ("on"/"off"), where it goes (a path or any
+    # pyarrow/fsspec URL; empty: <data_dir>/archive), and when its files roll (bytes of
+    # source records, seconds).
+    archive: str = "on"
+    archive_dir: str = ""
+    archive_roll_bytes: int = 64 * 1024 * 1024
+    archive_roll_seconds: float = 300.0
+    # The PostgreSQL warm store (a libpq DSN; empty: off), its retention in days (raw
+    # records, 1-minute and 1-hour candles), and how often retention runs (s).
+    warm_dsn: str = ""
+    warm_retention_raw: float = 7.0
+    warm_retention_1m: float = 30.0
+    warm_retention_1h: float = 365.0
+    warm_retention_interval: float = 3600.0
 
     @property
     def embedded(self) -> bool:

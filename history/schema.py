@@ -1,0 +1,92 @@
+"""What the history keeps of each record type: its Parquet (Arrow) columns, and the one
+function that decodes a Kafka record value.
+
+Four record types are kept, each from its topics: `trades` (`trade-data.<exchange>`),
+`books` (`orderbook-data.<exchange>`, the published top N), `tickers`
+(`ticker-data.<exchange>`) and `candles` (`candles.<interval>`, closed candles only).
+Every row carries the record's own fields with their JSON types made exact (float64,
+int8 side, strings), `time` (the event time as a UTC timestamp: `ts_event`, or a candle's
+`start`), and `kafka_partition`/`kafka_offset`, where the record sat in its source topic
+(replay puts each market's records back in that order).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable
+from typing import Any
+
+import orjson
+import pyarrow as pa
+
+__all__ = ["TYPES", "SCHEMAS", "decode_value", "record_type", "event_time", "to_table",
+           "utc_date"]
+
+LEVEL = pa.struct([("price", pa.float64()), ("size", pa.float64())])
+TIME = pa.timestamp("us", tz="UTC")
+SOURCE = [("kafka_partition", pa.int32()), ("kafka_offset", pa.int64())]
+MARKET = [("exchange", pa.string()), ("symbol", pa.string())]
+STAMPS = [("ts_event", pa.float64()), ("ts_recv", pa.float64()), ("time", TIME)]
+
+SCHEMAS: dict[str, pa.Schema] = {
+    "trades": pa.schema(MARKET + STAMPS + [
+        ("price", pa.float64()), ("amount", pa.float64()), ("side", pa.int8()),
+        ("trade_id", pa.string())] + SOURCE),
+    "books": pa.schema(MARKET + STAMPS + [
+        ("bids", pa.list_(LEVEL)), ("asks", pa.list_(LEVEL)), ("sequence", pa.int64())]
+        + SOURCE),
+    "tickers": pa.schema(MARKET + STAMPS + [
+        (name, pa.float64()) for name in ("last", "bid", "bid_size", "ask", "ask_size",
+                                          "volume_24h", "quote_volume_24h")] + SOURCE),
+    "candles": pa.schema(MARKET + [
+        ("interval", pa.string()), ("start", pa.float64()), ("end", pa.float64()),
+        ("time", TIME)] + [(name, pa.float64()) for name in (
+            "open", "high", "low", "close", "volume", "quote_volume")]
+        + [("trades", pa.int64())] + SOURCE),
+}
+TYPES = tuple(SCHEMAS)
+_PREFIXES = {"trade-data.": "trades", "orderbook-data.": "books", "ticker-data.": "tickers",
+             "candles.": "candles"}
+
+
+def decode_value(value: bytes) -> dict[str, Any]:
+    """A Kafka record value as a dict: the one place the history decodes a value (JSON
+    today; swap this for the topics' codec when it changes)."""
+    return orjson.loads(value)
+
+
+def record_type(topic: str) -> str | None:
+    """"trade-data.upbit" -> "trades"; None for a topic the history does not keep."""
+    for prefix, kind in _PREFIXES.items():
+        if topic.startswith(prefix):
+            return kind
+    return None
+
+
+def event_time(kind: str, row: dict[str, Any]) -> float:
+    """The float epoch seconds a row is dated by: a candle's start, otherwise ts_event."""
+    return row["start"] if kind == "candles" else row["ts_event"]
+
+
+def utc_date(seconds: float) -> str:
+    return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d")
+
+
+def to_table(kind: str, rows: Iterable[dict[str, Any]]) -> pa.Table:
+    """Decoded rows (each with `kafka_partition` and `kafka_offset` set) as an Arrow table
+    of the type's schema; `time` is computed here from the float seconds."""
+    schema = SCHEMAS[kind]
+    rows = list(rows)
+    columns: dict[str, Any] = {}
+    for field in schema:
+        name = field.name
+        if name == "time":
+            seconds = [event_time(kind, row) for row in rows]
+            columns[name] = pa.array([round(s * 1_000_000) for s in seconds], pa.int64()
+                                     ).cast(TIME)
+        elif name in ("bids", "asks"):
+            columns[name] = pa.array([[{"price": p, "size": s} for p, s in row[name]]
+                                      for row in rows], field.type)
+        else:
+            columns[name] = pa.array([row.get(name) for row in rows], field.type)
+    return pa.table(columns, schema=schema)
