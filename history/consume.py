@@ -110,6 +110,7 @@ class SinkConsumer:
         offsets: dict[TopicPartition, int] = {}
         for topic, partition in partitions:
             tp = TopicPartition(topic, partition)
+            records = self.sink.waiting(topic, partition)
             try:
                 offset = await asyncio.to_thread(self.sink.flush, topic, partition)
             except Exception as exc:  # noqa: BLE001  (any store failure: retried, reported)
@@ -128,6 +129,8 @@ class SinkConsumer:
                             self.sink.waiting(topic, partition), self._backoff)
                 break
             self._backoff = 0.0
+            if records:
+                metrics.inc("kcs_history_records_total", records, sink=self.sink.name)
             if tp in self.consumer.paused():
                 self.consumer.resume(tp)
             if offset is not None:

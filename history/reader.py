@@ -36,7 +36,7 @@ def default_root() -> str:
     return os.environ.get("KCS_ARCHIVE_DIR") or f"{data_dir.rstrip('/')}/archive"
 
 
-def _seconds(value: Time) -> float:
+def seconds(value: Time) -> float:
     if isinstance(value, int | float):
         return float(value)
     if isinstance(value, str):
@@ -53,7 +53,7 @@ def read_table(kind: str, exchange: str | None, symbol: str | None, start: Time,
     directory = f"{base}/type={kind}"
     if fs.get_file_info(directory).type == 0:  # NotFound
         return SCHEMAS[kind].empty_table()
-    lo, hi = _seconds(start), _seconds(end)
+    lo, hi = seconds(start), seconds(end)
     first = dt.datetime.fromtimestamp(lo, dt.UTC).strftime("%Y-%m-%d")
     last = dt.datetime.fromtimestamp(hi, dt.UTC).strftime("%Y-%m-%d")
     partitioning = ds.partitioning(pa.schema([("exchange", pa.string()),

@@ -54,12 +54,12 @@ class HistoryService(Service):
             self.warm = WarmStore(settings.warm_dsn)
             self.consumers.append(SinkConsumer(self.warm, bootstrap, f"{settings.app_id}-warm",
                                                TOPICS, settings.fetch_max_wait_ms))
-        self._tasks: list[asyncio.Task] = []
+        self.tasks: list[asyncio.Task] = []
 
     async def on_started(self) -> None:
-        self._tasks = [asyncio.ensure_future(self._run(c)) for c in self.consumers]
+        self.tasks = [asyncio.ensure_future(self._run(c)) for c in self.consumers]
         if self.warm is not None:
-            self._tasks.append(asyncio.ensure_future(self._retention()))
+            self.tasks.append(asyncio.ensure_future(self._retention()))
 
     async def _run(self, consumer: SinkConsumer) -> None:
         while True:  # a consumer that fails is restarted: its sink resumes without loss
@@ -95,10 +95,10 @@ class HistoryService(Service):
     async def on_stop(self) -> None:
         for consumer in self.consumers:
             consumer.stop()
-        retention = self._tasks[len(self.consumers):]
+        retention = self.tasks[len(self.consumers):]
         for task in retention:
             task.cancel()
-        runs = self._tasks[:len(self.consumers)]
+        runs = self.tasks[:len(self.consumers)]
         if runs:
             await asyncio.wait(runs, timeout=15.0)
         await asyncio.gather(*retention, return_exceptions=True)
