@@ -19,7 +19,7 @@ import faust
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from mode import Service
 
-from app.settings import Settings
+from config.settings import Settings
 from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES
 from exchanges.publisher import Publisher

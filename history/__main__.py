@@ -17,7 +17,7 @@ import asyncio
 import logging
 import sys
 
-from app.settings import load_settings
+from config.settings import load_settings
 
 
 def _bootstrap(url: str) -> str:
@@ -75,7 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 async def _archive_role(settings) -> int:  # type: ignore[no-untyped-def]
     from history.service import HistoryService
 
-    service = HistoryService(settings, _bootstrap(settings.broker), "kafka")
+    service = HistoryService(settings)
+    service.connect(_bootstrap(settings.broker), "kafka")
     await service.start()
     try:
         await asyncio.gather(*service.tasks)

@@ -21,7 +21,7 @@ import aiokafka
 from aiokafka import TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 
-from exchanges.publisher import metrics
+from exchanges.metrics import metrics
 
 __all__ = ["Sink", "SinkConsumer"]
 

@@ -36,25 +36,31 @@ def retention_days(settings: Any) -> dict[str, float]:
 
 
 class HistoryService(Service):
-    def __init__(self, settings: Any, bootstrap: str, source: str, **kwargs: Any) -> None:
+    def __init__(self, settings: Any, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        choice = settings.archive.strip().lower()
-        if choice not in ("on", "off"):
+        self.archive = settings.archive.strip().lower()
+        if self.archive not in ("on", "off"):
             raise ValueError(f"KCS_ARCHIVE={settings.archive!r}: use on or off")
         self.settings = settings
         self.consumers: list[SinkConsumer] = []
-        if choice == "on":
+        self.warm: WarmStore | None = None
+        self.tasks: list[asyncio.Task] = []
+
+    def connect(self, bootstrap: str, source: str) -> None:
+        """Point the sinks at Kafka (known only once the worker starts: the embedded broker
+        starts then); `source` names the broker run in archive file names."""
+        settings = self.settings
+        self.consumers = []
+        if self.archive == "on":
             archive = Archive(archive_dir(settings), source,
                               roll_bytes=settings.archive_roll_bytes,
                               roll_seconds=settings.archive_roll_seconds)
             self.consumers.append(SinkConsumer(archive, bootstrap, f"{settings.app_id}-archive",
                                                TOPICS, settings.fetch_max_wait_ms))
-        self.warm: WarmStore | None = None
         if settings.warm_dsn:
             self.warm = WarmStore(settings.warm_dsn)
             self.consumers.append(SinkConsumer(self.warm, bootstrap, f"{settings.app_id}-warm",
                                                TOPICS, settings.fetch_max_wait_ms))
-        self.tasks: list[asyncio.Task] = []
 
     async def on_started(self) -> None:
         self.tasks = [asyncio.ensure_future(self._run(c)) for c in self.consumers]

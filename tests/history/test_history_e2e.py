@@ -25,7 +25,7 @@ from app.embedded import EmbeddedBroker
 from history.archive import PART_NAME
 from records import Trade, encode
 from tests.support import REPO, Worker, copy_recordings, http_json, start_broker, wait_for
-from tests.test_features_e2e import create_topics, produce
+from tests.e2e.test_features_e2e import create_topics, produce
 
 pytestmark = pytest.mark.e2e
 
