@@ -7,7 +7,8 @@ market's entries are read once per batch (inside its partition), folded in plain
 at the end of the batch its derived records are sent (`market-state`, `features`,
 `candles.<interval>`, `signals`), their delivery awaited, and its tables written once
 (`market_state`, `features`, the touched `feature_windows` buckets, `candles` when one
-closed). Sending before writing makes a crash in between send a record twice, never lose it.
+closed, `recent_trades`). Sending before writing makes a crash in between send a record
+twice, never lose it.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from agents import cross_exchange, features, market_state, output, topics
+from agents import cross_exchange, features, market_state, output, recent_trades, topics
 from agents.application import app
 from agents.batching import in_partition_of
 from compute.cross_exchange import fold_for_assets
@@ -41,6 +42,7 @@ async def process_market_data(stream: Any) -> None:
         states: dict[str, list[Any]] = {}  # key -> [state, an event of the key]
         markets: dict[str, Market] = {}
         by_asset: dict[str, dict[str, Any]] = {}  # the cross-exchange agent's input
+        recent: dict[str, list[dict[str, Any]]] = {}  # key -> the batch's trades
         for event in events:
             key = event.key
             entry = states.get(key)
@@ -58,6 +60,10 @@ async def process_market_data(stream: Any) -> None:
             if kind != "ticker":
                 fold_for_assets(by_asset, key, kind == "book", record)
             if kind == "trade":
+                trades = recent.get(key)
+                if trades is None:
+                    trades = recent[key] = []
+                trades.append(record)
                 market = markets.get(key)
                 if market is None:
                     with in_partition_of(event):
@@ -73,3 +79,5 @@ async def process_market_data(stream: Any) -> None:
                 market_state.market_state[key] = state
                 if key in results:
                     features.save(markets[key], results[key])
+                if key in recent:
+                    recent_trades.extend(key, recent[key])

@@ -95,6 +95,8 @@ class Settings:
     # Large-trade signal: notional (price x amount, in the quote currency) at least this much,
     # per quote currency ("QUOTE=amount,..."); markets in other quote currencies never signal.
     large_trade_notional: str = "KRW=100000000,USDT=100000,USDC=100000,USD=100000,BTC=2,EUR=100000"
+    # Trades kept per market for `GET /trades/{exchange}/{symbol}/` (agents/recent_trades.py).
+    recent_trades: int = 100
     # History (history/): the Parquet archive ("on"/"off"), where it goes (a path or any
     # pyarrow/fsspec URL; empty: <data_dir>/archive), and when its files roll (bytes of
     # source records, seconds).

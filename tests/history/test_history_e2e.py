@@ -166,6 +166,15 @@ def test_recordings_archived_once_stored_warm_read_back_and_replayed(
     wait_for(lambda: all(views(worker, [k])[k][0].get("n") == per_market[k]
                          for k in markets), timeout=60)
     original = views(worker, markets)
+
+    # The hot view: a market's last trades, as published (oldest first), from the ring.
+    lamb = [v for _, _, v in published["trades", "upbit"] if v["symbol"] == "LAMB-KRW"]
+    status, body = http_json(f"{worker.url}/trades/upbit/lamb-krw/?limit=5")
+    assert status == 200 and body["trades"] == lamb[-5:], body
+    assert len(http_json(f"{worker.url}/trades/upbit/LAMB-KRW/")[1]["trades"]) == \
+        min(100, len(lamb))
+    assert http_json(f"{worker.url}/trades/upbit/LAMB-KRW/?limit=101")[0] == 400
+    assert http_json(f"{worker.url}/trades/upbit/NONE-KRW/")[0] == 404
     assert sum(len(body["candles"]) for _, body, _ in original.values()) > 5
 
     # Replay of the archive through a fresh app id on another broker, which also delivers
