@@ -26,7 +26,8 @@ from typing import Any
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from history.schema import decode_value, event_time, record_type, to_table, utc_date
+from history.schema import decode_value, event_time, record_type, to_table, utc_date, \
+    utc_day
 
 __all__ = ["Archive", "open_filesystem", "PART_NAME"]
 
@@ -58,8 +59,8 @@ class _Buffer:
     last: int = -1
     size: int = 0
     opened: float = field(default_factory=time.monotonic)
-    # (type, exchange, date) -> decoded rows
-    rows: dict[tuple[str, str, str], list[dict[str, Any]]] = field(default_factory=dict)
+    # (type, exchange, UTC day number) -> decoded rows
+    rows: dict[tuple[str, str, int], list[dict[str, Any]]] = field(default_factory=dict)
 
 
 class Archive:
@@ -132,8 +133,11 @@ class Archive:
             buffer = self.buffers[topic, partition] = _Buffer(first=offset)
         buffer.last = offset
         buffer.size += len(value)
-        key = (kind, row["exchange"], utc_date(event_time(kind, row)))
-        buffer.rows.setdefault(key, []).append(row)
+        key = (kind, row["exchange"], utc_day(event_time(kind, row)))
+        rows = buffer.rows.get(key)
+        if rows is None:
+            rows = buffer.rows[key] = []
+        rows.append(row)
 
     def due(self, now: float | None = None) -> list[tuple[str, int]]:
         """Partitions whose buffer reached the roll size or age."""
@@ -161,7 +165,8 @@ class Archive:
         if buffer is None:
             return None
         count = len(buffer.rows)
-        for i, ((kind, exchange, date), rows) in enumerate(sorted(buffer.rows.items()), 1):
+        for i, ((kind, exchange, day), rows) in enumerate(sorted(buffer.rows.items()), 1):
+            date = utc_date(day * 86400.0)
             directory = f"{self.root}/type={kind}/exchange={exchange}/date={date}"
             name = (f"part-{self.source}-{topic}-{partition}-{buffer.first:012d}-"
                     f"{buffer.last:012d}-{i}of{count}.parquet")

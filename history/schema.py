@@ -13,14 +13,14 @@ int8 side, strings), `time` (the event time as a UTC timestamp: `ts_event`, or a
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable
 from typing import Any
 
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 
 __all__ = ["TYPES", "SCHEMAS", "decode_value", "record_type", "event_time", "to_table",
-           "utc_date"]
+           "utc_date", "utc_day"]
 
 LEVEL = pa.struct([("price", pa.float64()), ("size", pa.float64())])
 TIME = pa.timestamp("us", tz="UTC")
@@ -68,25 +68,25 @@ def event_time(kind: str, row: dict[str, Any]) -> float:
     return row["start"] if kind == "candles" else row["ts_event"]
 
 
+def utc_day(seconds: float) -> int:
+    """Days since 1970-01-01 UTC (cheap, per record); `utc_date` names the day."""
+    return int(seconds // 86400.0)
+
+
 def utc_date(seconds: float) -> str:
     return dt.datetime.fromtimestamp(seconds, dt.UTC).strftime("%Y-%m-%d")
 
 
-def to_table(kind: str, rows: Iterable[dict[str, Any]]) -> pa.Table:
+def to_table(kind: str, rows: list[dict[str, Any]]) -> pa.Table:
     """Decoded rows (each with `kafka_partition` and `kafka_offset` set) as an Arrow table
     of the type's schema; `time` is computed here from the float seconds."""
     schema = SCHEMAS[kind]
-    rows = list(rows)
-    columns: dict[str, Any] = {}
-    for field in schema:
-        name = field.name
-        if name == "time":
-            seconds = [event_time(kind, row) for row in rows]
-            columns[name] = pa.array([round(s * 1_000_000) for s in seconds], pa.int64()
-                                     ).cast(TIME)
-        elif name in ("bids", "asks"):
-            columns[name] = pa.array([[{"price": p, "size": s} for p, s in row[name]]
-                                      for row in rows], field.type)
-        else:
-            columns[name] = pa.array([row.get(name) for row in rows], field.type)
-    return pa.table(columns, schema=schema)
+    if kind == "books":
+        for row in rows:
+            row["bids"] = [{"price": p, "size": s} for p, s in row["bids"]]
+            row["asks"] = [{"price": p, "size": s} for p, s in row["asks"]]
+    at = schema.get_field_index("time")
+    table = pa.Table.from_pylist(rows, schema=schema.remove(at))
+    seconds = table["start" if kind == "candles" else "ts_event"]
+    micros = pc.cast(pc.round(pc.multiply(seconds, 1_000_000.0)), pa.int64())
+    return table.add_column(at, schema.field(at), micros.cast(TIME))
