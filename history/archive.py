@@ -16,6 +16,7 @@ everything in memory, so each of its runs gets its own source name.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import time
@@ -26,10 +27,13 @@ from typing import Any
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from exchanges.metrics import metrics
 from history.schema import decode_value, event_time, record_type, to_table, utc_date, \
     utc_day
 
 __all__ = ["Archive", "open_filesystem", "PART_NAME"]
+
+log = logging.getLogger(__name__)
 
 PART_NAME = re.compile(r"^part-(?P<source>[a-z0-9]+)-(?P<topic>.+)-(?P<partition>\d+)-"
                        r"(?P<first>\d+)-(?P<last>\d+)-(?P<i>\d+)of(?P<n>\d+)\.parquet$")
@@ -53,14 +57,15 @@ def open_filesystem(url: str) -> tuple[pafs.FileSystem, str]:
 
 @dataclass
 class _Buffer:
-    """A source partition's records since its last flush."""
+    """A source partition's records since its last flush, undecoded: decoding happens in
+    the flush's thread, and a buffer holds no more than its roll size in memory."""
 
+    kind: str
     first: int = -1
     last: int = -1
     size: int = 0
     opened: float = field(default_factory=time.monotonic)
-    # (type, exchange, UTC day number) -> decoded rows
-    rows: dict[tuple[str, str, int], list[dict[str, Any]]] = field(default_factory=dict)
+    records: list[tuple[int, bytes]] = field(default_factory=list)  # (offset, value)
 
 
 class Archive:
@@ -122,22 +127,16 @@ class Archive:
 
     # -- buffering ---------------------------------------------------------------------
     def add(self, topic: str, partition: int, offset: int, value: bytes) -> None:
-        kind = record_type(topic)
-        if kind is None or value is None:
-            return
-        row = decode_value(value)
-        row["kafka_partition"] = partition
-        row["kafka_offset"] = offset
         buffer = self.buffers.get((topic, partition))
         if buffer is None:
-            buffer = self.buffers[topic, partition] = _Buffer(first=offset)
+            kind = record_type(topic)
+            if kind is None:
+                return
+            buffer = self.buffers[topic, partition] = _Buffer(kind, first=offset)
         buffer.last = offset
-        buffer.size += len(value)
-        key = (kind, row["exchange"], utc_day(event_time(kind, row)))
-        rows = buffer.rows.get(key)
-        if rows is None:
-            rows = buffer.rows[key] = []
-        rows.append(row)
+        if value is not None:
+            buffer.size += len(value)
+            buffer.records.append((offset, value))
 
     def due(self, now: float | None = None) -> list[tuple[str, int]]:
         """Partitions whose buffer reached the roll size or age."""
@@ -164,12 +163,29 @@ class Archive:
         buffer = self.buffers.get((topic, partition))
         if buffer is None:
             return None
-        count = len(buffer.rows)
-        for i, ((kind, exchange, day), rows) in enumerate(sorted(buffer.rows.items()), 1):
-            date = utc_date(day * 86400.0)
-            directory = f"{self.root}/type={kind}/exchange={exchange}/date={date}"
+        kind = buffer.kind
+        groups: dict[tuple[str, int], list[dict[str, Any]]] = {}  # (exchange, UTC day)
+        for offset, value in buffer.records:
+            try:
+                row = decode_value(value)
+                day = utc_day(event_time(kind, row))
+            except (ValueError, KeyError, TypeError) as exc:  # not a record: skipped, counted
+                metrics.inc("kcs_history_bad_records_total", sink=self.name)
+                log.warning("archive: %s[%d]@%d is not a %s record (%r); skipped", topic,
+                            partition, offset, kind, exc)
+                continue
+            row["kafka_partition"] = partition
+            row["kafka_offset"] = offset
+            key = (row["exchange"], day)
+            rows = groups.get(key)
+            if rows is None:
+                rows = groups[key] = []
+            rows.append(row)
+        for i, ((exchange, day), rows) in enumerate(sorted(groups.items()), 1):
+            directory = (f"{self.root}/type={kind}/exchange={exchange}/"
+                         f"date={utc_date(day * 86400.0)}")
             name = (f"part-{self.source}-{topic}-{partition}-{buffer.first:012d}-"
-                    f"{buffer.last:012d}-{i}of{count}.parquet")
+                    f"{buffer.last:012d}-{i}of{len(groups)}.parquet")
             self._write(directory, name, to_table(kind, rows))
         del self.buffers[topic, partition]  # kept until written: a failed write is retried
         return buffer.last + 1

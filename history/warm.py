@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 
+from exchanges.metrics import metrics
 from history.schema import decode_value, event_time, record_type, utc_date
 
 __all__ = ["WarmStore", "TABLES", "create_tables", "apply_retention"]
@@ -178,18 +179,25 @@ class WarmStore:
         kind = record_type(topic)
         if kind is None or value is None:
             return
-        record = decode_value(value)
-        row = table_row(kind, record)
         buffer = self.buffers.get((topic, partition))
         if buffer is None:
             buffer = self.buffers[topic, partition] = _Buffer(first=offset)
         buffer.last = offset
+        try:
+            record = decode_value(value)
+            row = table_row(kind, record)
+            date = utc_date(event_time(kind, record))
+        except (ValueError, KeyError, TypeError, IndexError) as exc:  # skipped, counted
+            metrics.inc("kcs_history_bad_records_total", sink=self.name)
+            log.warning("warm: %s[%d]@%d is not a %s record (%r); skipped", topic, partition,
+                        offset, kind, exc)
+            return
         if row is None:
             return
         table, values = row
         buffer.count += 1
         buffer.rows.setdefault(table, []).append(values)
-        buffer.dates.setdefault(table, set()).add(utc_date(event_time(kind, record)))
+        buffer.dates.setdefault(table, set()).add(date)
 
     def due(self) -> list[tuple[str, int]]:
         now = time.monotonic()

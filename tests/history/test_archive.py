@@ -17,6 +17,7 @@ import pytest
 
 import history
 from history.archive import PART_NAME, Archive
+from exchanges.metrics import metrics
 from records import Trade, encode
 
 DAY = 1764460800.0  # 2025-11-30 00:00 UTC
@@ -147,3 +148,15 @@ def test_resume_after_a_crash_never_writes_a_record_twice(tmp_path: Path) -> Non
 def test_a_bad_source_name_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="archive source"):
         Archive(str(tmp_path), "bad-name")
+
+
+def test_a_value_that_is_not_a_record_is_skipped_and_counted(tmp_path: Path) -> None:
+    archive = Archive(str(tmp_path), "kafka")
+    add_all(archive, [trade(0, DAY)])
+    archive.add("trade-data.upbit", 0, 1, b"{not json")
+    archive.add("trade-data.upbit", 0, 2, b'{"exchange": "upbit"}')  # no ts_event
+    add_all(archive, [trade(3, DAY + 3)], start=3)
+    assert archive.flush("trade-data.upbit", 0) == 4
+    df = history.trades("upbit", "BTC-KRW", DAY, DAY + 10, root=str(tmp_path))
+    assert list(df["kafka_offset"]) == [0, 3]
+    assert "kcs_history_bad_records_total" in metrics.render()
