@@ -60,12 +60,12 @@ async def start_kafka(app: App) -> None:
         set_broker_url(app, broker_url)
     ingest.broker_url = broker_url
     bootstrap = bootstrap_servers(broker_url)
-    # The embedded broker's offsets restart at 0 with each run: the archive tells its files
-    # apart by the run (history/archive.py).
-    history_service.connect(bootstrap, f"tansu{int(time.time())}" if embedded_broker else "kafka")
     await kafka.wait_until_reachable(broker_url, bootstrap)
     await kafka.ensure_topics(bootstrap, topics.CREATED_BEFORE_START, settings.partitions,
                               settings.replication_factor)
+    # The embedded broker's offsets restart at 0 with each run: the archive tells its files
+    # apart by the run (history/archive.py).
+    history_service.connect(bootstrap, f"tansu{int(time.time())}" if embedded_broker else "kafka")
 
 
 ingest = app.service(IngestService(app, settings, broker_url, loop=None))

@@ -10,11 +10,13 @@ import asyncio
 import logging
 from typing import Any
 
+from typing import TYPE_CHECKING
+
 from mode import Service
 
-from history.archive import Archive
-from history.consume import SinkConsumer
-from history.warm import WarmStore, apply_retention
+if TYPE_CHECKING:
+    from history.consume import SinkConsumer
+    from history.warm import WarmStore
 
 __all__ = ["HistoryService", "TOPICS", "archive_dir"]
 
@@ -48,7 +50,12 @@ class HistoryService(Service):
 
     def connect(self, bootstrap: str, source: str) -> None:
         """Point the sinks at Kafka (known only once the worker starts: the embedded broker
-        starts then); `source` names the broker run in archive file names."""
+        starts then); `source` names the broker run in archive file names. pyarrow and
+        psycopg are imported here, not when the worker imports this module."""
+        from history.archive import Archive
+        from history.consume import SinkConsumer
+        from history.warm import WarmStore
+
         settings = self.settings
         self.consumers = []
         if self.archive == "on":
@@ -84,6 +91,8 @@ class HistoryService(Service):
     async def _retention(self) -> None:
         """Drop expired warm partitions now and every KCS_WARM_RETENTION_INTERVAL seconds."""
         import psycopg
+
+        from history.warm import apply_retention
 
         days = retention_days(self.settings)
         while True:
