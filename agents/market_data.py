@@ -7,7 +7,8 @@ market's entries are read once per batch (inside its partition), folded in plain
 at the end of the batch its derived records are sent (`market-state`, `features`,
 `candles.<interval>`, `signals`), their delivery awaited, and its tables written once
 (`market_state`, `features`, the touched `feature_windows` buckets, `candles` when one
-closed). Sending before writing makes a crash in between send a record twice, never lose it.
+closed, `recent_trades`). Sending before writing makes a crash in between send a record
+twice, never lose it.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from agents import cross_exchange, features, market_state, output, topics
+
+from agents import cross_exchange, features, market_state, output, recent_trades, topics
 from agents.application import app
 from agents.batching import in_partition_of, observe_batch
 from compute.cross_exchange import fold_for_assets
@@ -44,6 +46,7 @@ async def process_market_data(stream: Any) -> None:
         states: dict[str, list[Any]] = {}  # key -> [state, an event of the key]
         markets: dict[str, Market] = {}
         by_asset: dict[str, dict[str, Any]] = {}  # the cross-exchange agent's input
+        recent: dict[str, list[dict[str, Any]]] = {}  # key -> the batch's trades
         for event in events:
             key = event.key
             entry = states.get(key)
@@ -61,6 +64,10 @@ async def process_market_data(stream: Any) -> None:
             if kind != "ticker":
                 fold_for_assets(by_asset, key, kind == "book", record)
             if kind == "trade":
+                trades = recent.get(key)
+                if trades is None:
+                    trades = recent[key] = []
+                trades.append(record)
                 market = markets.get(key)
                 if market is None:
                     with in_partition_of(event):
@@ -77,4 +84,6 @@ async def process_market_data(stream: Any) -> None:
                 market_state.market_state[key] = state
                 if key in results:
                     features.save(markets[key], results[key])
+                if key in recent:
+                    recent_trades.extend(key, recent[key])
         observe_batch("market-data", time.perf_counter() - started)

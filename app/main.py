@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 
 from agents import cross_exchange, market_data, output, topics  # noqa: F401  (register)
@@ -22,8 +23,9 @@ from app import kafka, monitoring
 from app.embedded import EmbeddedBroker, wipe_tables
 from app.ingest import IngestService, bootstrap_servers, new_producer, tune_gc
 from app.views import register_views
+from history.service import HistoryService
 
-__all__ = ["app", "settings", "ingest", "embedded_broker", "broker_url"]
+__all__ = ["app", "settings", "ingest", "history_service", "embedded_broker", "broker_url"]
 
 try:  # uvloop when installed (it is a dependency); the CLI's `-L` option also works
     import uvloop
@@ -64,6 +66,9 @@ async def start_kafka(app: App) -> None:
     await kafka.wait_until_reachable(broker_url, bootstrap)
     await kafka.ensure_topics(bootstrap, topics.CREATED_BEFORE_START, settings.partitions,
                               settings.replication_factor)
+    # The embedded broker's offsets restart at 0 with each run: the archive tells its files
+    # apart by the run (history/archive.py).
+    history_service.connect(bootstrap, f"tansu{int(time.time())}" if embedded_broker else "kafka")
 
 
 async def check_contract(app: App) -> None:
@@ -79,10 +84,14 @@ async def check_contract(app: App) -> None:
     except SchemaContractError as exc:
         log.critical("refusing to start: %s", exc)
         raise
-    output.codec = ingest.codec = codec
+    from history import schema as history_schema  # pyarrow loads only with a registry set
+
+    output.codec = ingest.codec = history_schema.codec = codec
 
 
 ingest = app.service(IngestService(app, settings, broker_url, loop=None))
+# The archive and the warm store, each in its own consumer group (KCS_ARCHIVE, KCS_WARM_DSN).
+history_service = app.service(HistoryService(settings, loop=None))
 app.start_hooks.append(start_kafka)
 app.start_hooks.append(check_contract)
 # every worker: ingest allocates per frame, the agents per record

@@ -8,10 +8,11 @@ trades too) over it and times it from the Kafka timestamps of the `features` rec
 worker publishes: the first batch's record to the record carrying the last trade. The
 baseline is the naive design, one table write per trade, measured the same way with a
 minimal app (`faust -A bench.features:naive worker`, built only here) whose agent reads,
-folds and writes a market's table entry for every trade.
+folds and writes a market's table entry for every trade. The batched design runs twice, with
+the Parquet archive off and on (KCS_ARCHIVE: its own consumer group in the same worker).
 
     python bench/features.py [--trades 200000] [--naive-trades 30000] [--markets 40]
-                             [--rate 500]
+                             [--rate 500] [--archive off,on]
 """
 
 from __future__ import annotations
@@ -82,13 +83,14 @@ async def fill(bootstrap: str, records: list[tuple[bytes, bytes]]) -> None:
         await producer.stop()
 
 
-def start_worker(broker: EmbeddedBroker, tmp: Path, app_module: str, app_id: str
-                 ) -> tuple[subprocess.Popen[bytes], int, Path]:
+def start_worker(broker: EmbeddedBroker, tmp: Path, app_module: str, app_id: str,
+                 archive: str = "off") -> tuple[subprocess.Popen[bytes], int, Path]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("KCS_")}
     env.update(KCS_BROKER=broker.url, KCS_INGEST="none", KCS_APP_ID=app_id,
                KCS_WEB_PORT=str(port), KCS_WEB_HOST="127.0.0.1", KCS_WEB_BIND="127.0.0.1",
-               KCS_DATA_DIR=str(tmp / app_id), KCS_BROKER_PROFILE="tansu")
+               KCS_DATA_DIR=str(tmp / app_id), KCS_BROKER_PROFILE="tansu",
+               KCS_ARCHIVE=archive)
     log = tmp / f"{app_id}.log"
     process = subprocess.Popen([sys.executable, "-m", "faust", "-A", app_module, "worker",
                                 "-l", "warn"], cwd=REPO, env=env,
@@ -97,11 +99,11 @@ def start_worker(broker: EmbeddedBroker, tmp: Path, app_module: str, app_id: str
 
 
 def measure_worker(broker: EmbeddedBroker, tmp: Path, app_module: str, app_id: str,
-                   measure: Callable[[subprocess.Popen[bytes], int], tuple[int, float]]
-                   ) -> tuple[int, float]:
+                   measure: Callable[[subprocess.Popen[bytes], int], tuple[int, float]],
+                   archive: str = "off") -> tuple[int, float]:
     """`measure(process, web_port)` of a worker started for it (its log's tail printed if
     it fails), the worker stopped after."""
-    process, port, log = start_worker(broker, tmp, app_module, app_id)
+    process, port, log = start_worker(broker, tmp, app_module, app_id, archive)
     try:
         return measure(process, port)
     except BaseException:
@@ -112,8 +114,10 @@ def measure_worker(broker: EmbeddedBroker, tmp: Path, app_module: str, app_id: s
 
 
 async def time_features(bootstrap: str, expected: dict[str, int], timeout: float,
-                        process: subprocess.Popen[bytes]) -> tuple[int, float]:
-    """(trades timed, seconds) from the `features` records' timestamps."""
+                        process: subprocess.Popen[bytes], since_ms: int = 0
+                        ) -> tuple[int, float]:
+    """(trades timed, seconds) from the `features` records' timestamps (those from
+    `since_ms` on: an earlier run's records on the same topic are left out)."""
     consumer = aiokafka.AIOKafkaConsumer("features", bootstrap_servers=bootstrap,
                                          auto_offset_reset="earliest", fetch_max_wait_ms=100)
     await consumer.start()
@@ -126,6 +130,8 @@ async def time_features(bootstrap: str, expected: dict[str, int], timeout: float
         while time.monotonic() < deadline:
             for records in (await consumer.getmany(timeout_ms=500)).values():
                 for record in records:
+                    if record.timestamp < since_ms:
+                        continue
                     n = orjson.loads(record.value)["n"]
                     key = record.key.decode()
                     if first_ms is None or record.timestamp < first_ms:
@@ -164,7 +170,8 @@ def time_naive(port: int, total: int, timeout: float, process: subprocess.Popen[
     raise TimeoutError("the naive agent did not finish")
 
 
-def run(trades: int, naive_trades: int, markets: int, rate: float) -> None:
+def run(trades: int, naive_trades: int, markets: int, rate: float,
+        archive_runs: tuple[str, ...] = ("off", "on")) -> None:
     with tempfile.TemporaryDirectory(prefix="kcs-bench-") as scratch:
         tmp = Path(scratch)
         broker = EmbeddedBroker(log_path=tmp / "broker.log").start()
@@ -179,13 +186,21 @@ def run(trades: int, naive_trades: int, markets: int, rate: float) -> None:
             for key, _ in records:
                 expected[key.decode()] = expected.get(key.decode(), 0) + 1
 
-            timed, seconds = measure_worker(
-                broker, tmp, "app", "kcs-bench-features",
-                lambda process, _: asyncio.run(time_features(bootstrap, expected, 150.0,
-                                                             process)))
-            batched = timed / seconds
-            print(f"features (batched, one write per market per batch): {batched:,.0f} "
-                  f"trades/s per worker ({timed} trades in {seconds:.2f} s)", flush=True)
+            rates = {}
+            for archive in archive_runs:  # the Parquet archive in the same worker, or not
+                since_ms = int(time.time() * 1000)
+                timed, seconds = measure_worker(
+                    broker, tmp, "app", f"kcs-bench-features-archive-{archive}",
+                    lambda process, _, t=since_ms: asyncio.run(time_features(
+                        bootstrap, expected, 600.0, process, t)), archive)
+                rates[archive] = timed / seconds
+                print(f"features (batched, one write per market per batch), KCS_ARCHIVE="
+                      f"{archive}: {rates[archive]:,.0f} trades/s per worker ({timed} trades "
+                      f"in {seconds:.2f} s)", flush=True)
+            batched = rates.get("off") or rates["on"]
+            if len(rates) == 2:
+                print(f"archive cost: {(1 - rates['on'] / rates['off']) * 100:.1f}% of the "
+                      f"features' throughput", flush=True)
             if naive_trades <= 0:
                 return  # --naive-trades 0: the batched figure only
 
@@ -263,8 +278,11 @@ def main() -> None:
     parser.add_argument("--markets", type=int, default=40)
     parser.add_argument("--rate", type=float, default=500.0,
                         help="trades per second of event time in the synthetic data")
+    parser.add_argument("--archive", default="off,on",
+                        help="the batched runs, in order: KCS_ARCHIVE of each (off, on)")
     args = parser.parse_args()
-    run(args.trades, args.naive_trades, args.markets, args.rate)
+    run(args.trades, args.naive_trades, args.markets, args.rate,
+        tuple(a.strip() for a in args.archive.split(",") if a.strip()))
 
 
 if __name__ == "__main__":

@@ -100,6 +100,22 @@ class Settings:
     # Schema registry URL (Confluent-compatible). Set: Avro in the Confluent wire format on
     # the Avro topics (records/codec.py), schemas checked at start; empty: JSON everywhere.
     schema_registry: str = ""
+    # Trades kept per market for `GET /trades/{exchange}/{symbol}/` (agents/recent_trades.py).
+    recent_trades: int = 100
+    # History (history/): the Parquet archive ("on"/"off"), where it goes (a path or any
+    # pyarrow/fsspec URL; empty: <data_dir>/archive), and when its files roll (bytes of
+    # source records, seconds).
+    archive: str = "on"
+    archive_dir: str = ""
+    archive_roll_bytes: int = 64 * 1024 * 1024
+    archive_roll_seconds: float = 300.0
+    # The PostgreSQL warm store (a libpq DSN; empty: off), its retention in days (raw
+    # records, 1-minute and 1-hour candles), and how often retention runs (s).
+    warm_dsn: str = ""
+    warm_retention_raw: float = 7.0
+    warm_retention_1m: float = 30.0
+    warm_retention_1h: float = 365.0
+    warm_retention_interval: float = 3600.0
 
     @property
     def embedded(self) -> bool:

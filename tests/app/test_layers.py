@@ -2,7 +2,7 @@
 
 Every import statement of every module of the project's packages (found by walking the AST,
 so imports inside functions count too) is checked against the allowed directions:
-config/records <- exchanges <- app, and compute <- agents <- app.
+config/records <- exchanges <- app, compute <- agents <- app, and history (beside exchanges) <- app.
 """
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ ALLOWED = {
     "replay": {"config", "records", "exchanges"},  # record/replay tooling, beside exchanges
     "compute": {"records"},
     "agents": {"config", "records", "compute"},
-    "app": {"config", "records", "exchanges", "replay", "compute", "agents"},
+    "history": {"config", "records", "exchanges"},  # archive, warm store, reader (metrics)
+    "app": {"config", "records", "exchanges", "replay", "compute", "agents", "history"},
 }
 
 
