@@ -28,11 +28,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from app.settings import load_settings  # noqa: E402
-from app.subscriptions import RECORDING_NAMES, from_recordings  # noqa: E402
+from replay.subscriptions import RECORDING_NAMES, from_recordings  # noqa: E402
 from exchanges import CONNECTORS, EXCHANGES  # noqa: E402
 from exchanges.base import Stream  # noqa: E402
 from exchanges.publisher import Publisher  # noqa: E402
-from exchanges.replay import Recording, load_recordings  # noqa: E402
+from replay.recordings import Recording, load_recordings  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "replays"
 FIXTURES = ROOT / "tests" / "fixtures" / "replays"

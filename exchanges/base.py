@@ -44,6 +44,7 @@ class Stream:
     # Runtime state, set by the session.
     ws: Any = None
     last_frame: float = 0.0
+    close_reason: str = ""  # why the last connection ended
 
 
 class Connector:
@@ -101,11 +102,28 @@ class Connector:
         return [s for s, channels in self.subscriptions.items() if channel in channels]
 
     def on_close(self, stream: Stream) -> None:
-        """A connection ended: its books can no longer be proven current, so drop them."""
+        """A connection ended: its books can no longer be proven current, so drop them, and
+        report each one that had content like any resync (`ws.error` kind `disconnect`)."""
         for symbol in stream.symbols:
             book = self.books.get(symbol)
             if book is not None:
+                if book.ready or book.bids or book.asks:
+                    self.out.error(symbol, f"connection lost: {stream.close_reason}",
+                                   kind="disconnect")
                 book.clear()
+
+    def book_rejected(self, book: L2Book, reason: str, stream: Stream) -> None:
+        """A frame carried a bad level into `book` (already cleared): report it and start the
+        book over (`restart_book`)."""
+        for symbol, candidate in self.books.items():
+            if candidate is book:
+                self.resync(symbol, reason)
+                self.restart_book(symbol, stream)
+                return
+
+    def restart_book(self, symbol: str, stream: Stream) -> None:
+        """Get a dropped book going again; venues whose next update does not (a resubscribe
+        for a fresh snapshot) override this."""
 
     def resync(self, symbol: str, reason: str) -> None:
         """Drop a book that cannot be proven consistent and make it visible on `ws.error`."""

@@ -13,6 +13,8 @@ from itertools import pairwise
 
 from sortedcontainers import SortedDict
 
+from exchanges.values import INF, BadValue
+
 __all__ = ["L2Book", "Level", "BookSide", "is_ordered", "crossed", "snapshot_fault",
            "first_levels"]
 
@@ -114,6 +116,8 @@ def first_levels(levels: Iterable[dict], depth: int) -> list[tuple[float, float]
     out: list[tuple[float, float]] = []
     for level in levels:
         price, size = float(level["price"]), float(level["qty"])
+        if not (0.0 <= price < INF and 0.0 <= size < INF):
+            _reject(price, size)
         if price and size:
             out.append((price, size))
             if len(out) == depth:
@@ -121,13 +125,31 @@ def first_levels(levels: Iterable[dict], depth: int) -> list[tuple[float, float]
     return out
 
 
+def _reject(price: float, size: float) -> None:
+    """Raise BadValue for a level whose price is not finite and above 0, or whose size is not
+    finite and 0 or more (a size 0 deletes a level: it is a meaningful value)."""
+    if not 0.0 < price < INF:
+        raise BadValue("book price", price, _why(price))
+    raise BadValue("book size", size, _why(size))
+
+
+def _why(value: float) -> str:
+    if value != value:
+        return "nan"
+    if value in (INF, -INF):
+        return "infinite"
+    return "negative" if value < 0.0 else "zero"
+
+
 def _levels(levels: list[list[str]]) -> dict[float, Level]:
     out = {}
     for level in levels:
         p, s = level[0], level[1]
-        size = float(s)
+        price, size = float(p), float(s)
+        if not (0.0 < price < INF and 0.0 <= size < INF):
+            _reject(price, size)
         if size != 0.0:
-            out[float(p)] = (size, p, s)
+            out[price] = (size, p, s)
     return out
 
 
@@ -149,6 +171,10 @@ class L2Book:
 
     def set_bid(self, price: float, size: float, price_text: str | None = None,
                 size_text: str | None = None) -> None:
+        """Set a level (size 0 deletes it). A bad price or size raises BadValue and drops the
+        whole book: the message that carried it was only partly applied."""
+        if not (0.0 < price < INF and 0.0 <= size < INF):
+            self._drop(price, size)
         if size == 0.0:
             self.bids.pop(price, None)
         else:
@@ -156,24 +182,38 @@ class L2Book:
 
     def set_ask(self, price: float, size: float, price_text: str | None = None,
                 size_text: str | None = None) -> None:
+        if not (0.0 < price < INF and 0.0 <= size < INF):
+            self._drop(price, size)
         if size == 0.0:
             self.asks.pop(price, None)
         else:
             self.asks[price] = (size, price_text, size_text)
 
+    def _drop(self, price: float, size: float) -> None:
+        """A bad level in a message that is only partly applied: the book cannot be proven
+        any more. Clear it and raise BadValue naming the book (the session has the connector
+        resync it)."""
+        self.clear()
+        try:
+            _reject(price, size)
+        except BadValue as exc:
+            exc.book = self
+            raise
+
     def load_text_levels(self, bids: list[list[str]], asks: list[list[str]]) -> None:
         """Replace both sides from `[[price_text, size_text, ...], ...]` lists (a snapshot:
         one bulk insert per side, much faster than level by level on 1000-level books)."""
+        new_bids, new_asks = _levels(bids), _levels(asks)  # BadValue before any change
         self.bids.clear()
         self.asks.clear()
-        self.bids.update(_levels(bids))
-        self.asks.update(_levels(asks))
+        self.bids.update(new_bids)
+        self.asks.update(new_asks)
 
     def apply_text_levels(self, bids: list[list[str]], asks: list[list[str]]) -> None:
         """Apply absolute sizes given as text pairs; a zero size removes the level."""
         for level in bids:
             p, s = level[0], level[1]
-            self.set_bid(float(p), float(s), p, s)
+            self.set_bid(float(p), float(s), p, s)  # BadValue: the book is dropped
         for level in asks:
             p, s = level[0], level[1]
             self.set_ask(float(p), float(s), p, s)

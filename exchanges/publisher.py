@@ -4,23 +4,39 @@ Parsing is synchronous, so a connector appends `(topic, key, value, headers)` to
 and the session hands the whole list to Kafka once per frame with `drain()`. Sends are not
 awaited one by one: aiokafka batches them and the acknowledgement arrives on a future,
 which is where failures are counted and, in the benchmark, latency is measured.
+
+Records are checked here while the frame is parsed (`exchanges.values`), and encoded by
+`encode()`, which the session calls inside its per-frame protection: a bad value or a record
+that cannot be encoded sends the frame to the DLQ instead of killing the feed at `drain()`.
+Records queued outside a frame (a REST snapshot loaded by a task) are encoded by `drain()`,
+where one that fails goes to the DLQ alone. A trade the venue repeats (same id in the same
+market) is published once; a trade older than the market's newest by more than
+`out_of_order_after` seconds is counted. A DLQ record is capped at `DLQ_MAX_BYTES` (the
+producer's request limit is 1 MiB): a longer frame is truncated, its original size and
+SHA-256 travel in the headers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
 import orjson
 
+from exchanges.values import INF, finite_time, optional_non_negative, optional_positive, positive
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
 from records import ticker_topic, trade_topic
 
-__all__ = ["Publisher", "Producer", "metrics"]
+__all__ = ["Publisher", "Producer", "metrics", "DLQ_MAX_BYTES", "TRADE_IDS_KEPT"]
 
 log = logging.getLogger(__name__)
+
+DLQ_MAX_BYTES = 256 * 1024  # of a frame kept on ws.dlq; well under the 1 MiB request limit
+TRADE_IDS_KEPT = 4096  # per market: repeats further back than this are not recognized
 
 Headers = list[tuple[str, bytes]] | None
 Pending = tuple[str, bytes, Any, Headers, float]
@@ -59,10 +75,11 @@ class Publisher:
     """Collects one exchange's output and sends it to Kafka; one per connector."""
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
-                 "on_ack", "sent", "keys")
+                 "on_ack", "sent", "keys", "trade_ids", "newest_trade", "out_of_order_after")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
-                 on_ack: Callable[[float], None] | None = None) -> None:
+                 on_ack: Callable[[float], None] | None = None,
+                 out_of_order_after: float = 5.0) -> None:
         self.exchange = exchange
         self.producer = producer
         self.pending: list[Pending] = []
@@ -72,6 +89,11 @@ class Publisher:
         self.on_ack = on_ack  # called with ts_recv of each acknowledged record (benchmark)
         self.sent = 0
         self.keys: dict[str, bytes] = {}  # symbol -> Kafka key, built once per market
+        # symbol -> (ids published recently, the same ids in order for eviction)
+        self.trade_ids: dict[str, tuple[set[str], deque[str]]] = {}
+        # symbol -> (ts_event, trade_id) of the newest trade published: where a backfill starts
+        self.newest_trade: dict[str, tuple[float, str]] = {}
+        self.out_of_order_after = out_of_order_after
 
     def key(self, symbol: str) -> bytes:
         key = self.keys.get(symbol)
@@ -79,32 +101,101 @@ class Publisher:
             key = self.keys[symbol] = market_key(self.exchange, symbol)
         return key
 
-    def trade(self, trade: Trade) -> None:
-        self.pending.append((self.trade_topic, self.key(trade.symbol), trade,
-                             None, trade.ts_recv))
+    def trade(self, trade: Trade) -> bool:
+        """Check, encode and queue a trade; False (and nothing queued) for a repeat."""
+        symbol = trade.symbol
+        seen = self.trade_ids.get(symbol)
+        if seen is None:
+            seen = self.trade_ids[symbol] = (set(), deque())
+        ids, order = seen
+        trade_id = trade.trade_id
+        if trade_id in ids:
+            metrics.inc("kcs_duplicate_trades_total", exchange=self.exchange)
+            return False
+        trade.price = positive(trade.price, "trade price")
+        trade.amount = positive(trade.amount, "trade amount")
+        ts = trade.ts_event = finite_time(trade.ts_event)
+        if type(trade_id) is not str or (trade.side != 1 and trade.side != -1):
+            raise ValueError(f"bad trade id {trade_id!r} or side {trade.side!r}")
+        ids.add(trade_id)
+        order.append(trade_id)
+        if len(order) > TRADE_IDS_KEPT:
+            ids.discard(order.popleft())
+        newest = self.newest_trade.get(symbol)
+        if newest is None or ts >= newest[0]:
+            self.newest_trade[symbol] = (ts, trade_id)
+        elif ts < newest[0] - self.out_of_order_after:
+            metrics.inc("kcs_out_of_order_trades_total", exchange=self.exchange)
+        self.pending.append((self.trade_topic, self.key(symbol), trade, None, trade.ts_recv))
+        return True
 
     def book(self, book: OrderBook) -> None:
-        self.pending.append((self.book_topic, self.key(book.symbol), book, None,
-                             book.ts_recv))
+        book.ts_event = finite_time(book.ts_event)
+        for side in (book.bids, book.asks):
+            for price, size in side:  # every published level: a real price and a real size
+                if not (0.0 < price < INF and 0.0 < size < INF):
+                    positive(price, "book price")
+                    positive(size, "book size")
+        self.pending.append((self.book_topic, self.key(book.symbol), book, None, book.ts_recv))
 
     def ticker(self, ticker: Ticker) -> None:
-        self.pending.append((self.ticker_topic, self.key(ticker.symbol), ticker,
-                             None, ticker.ts_recv))
+        """Prices must be real where sent (a ticker without a bid has a null bid, never 0);
+        sizes and volumes may be 0."""
+        ticker.ts_event = finite_time(ticker.ts_event)
+        ticker.last = optional_positive(ticker.last, "ticker last")
+        ticker.bid = optional_positive(ticker.bid, "ticker bid")
+        ticker.ask = optional_positive(ticker.ask, "ticker ask")
+        ticker.bid_size = optional_non_negative(ticker.bid_size, "ticker bid size")
+        ticker.ask_size = optional_non_negative(ticker.ask_size, "ticker ask size")
+        ticker.volume_24h = optional_non_negative(ticker.volume_24h, "ticker volume")
+        ticker.quote_volume_24h = optional_non_negative(ticker.quote_volume_24h,
+                                                        "ticker quote volume")
+        self.pending.append((self.ticker_topic, self.key(ticker.symbol), ticker, None,
+                             ticker.ts_recv))
+
+    def encode(self, start: int) -> None:
+        """Encode the records queued since `start` (one frame's); raises on one that cannot be
+        encoded (a field of the wrong type, an int over 64 bits), leaving them queued."""
+        pending = self.pending
+        for i in range(start, len(pending)):
+            topic, key, value, headers, ts_recv = pending[i]
+            if type(value) is not bytes:
+                pending[i] = (topic, key, orjson.dumps(value), headers, ts_recv)
+
+    def reject(self, frame: bytes | str, exc: Exception, ts_recv: float, url: str = "") -> None:
+        """A frame that failed: to the DLQ with the reason; a rejected value is also counted
+        by reason, and a book it was dropped from is reported like any resync."""
+        reason = getattr(exc, "reason", None)
+        if reason is not None:
+            metrics.inc("kcs_rejected_values_total", exchange=self.exchange, reason=reason)
+        self.dlq(frame, f"{type(exc).__name__}: {exc}", ts_recv, url)
 
     def dlq(self, raw: bytes | str, reason: str, ts_recv: float, url: str = "") -> None:
         """The frame's exact bytes as the value; what went wrong travels in the headers."""
         metrics.inc("kcs_dlq_frames_total", exchange=self.exchange)
-        value = raw.encode() if isinstance(raw, str) else raw
-        headers = [("exchange", self.exchange.encode()), ("reason", reason.encode()),
+        value = raw.encode(errors="replace") if isinstance(raw, str) else bytes(raw)
+        headers = [("exchange", self.exchange.encode()),
+                   ("reason", reason[:1000].encode(errors="replace")),
                    ("ts_recv", repr(ts_recv).encode()), ("url", url.encode())]
+        if len(value) > DLQ_MAX_BYTES:
+            metrics.inc("kcs_dlq_truncated_total", exchange=self.exchange)
+            headers += [("size", str(len(value)).encode()),
+                        ("sha256", hashlib.sha256(value).hexdigest().encode()),
+                        ("truncated", b"true")]
+            value = value[:DLQ_MAX_BYTES]
         self.pending.append((DLQ_TOPIC, self.exchange.encode(), value, headers, ts_recv))
 
-    def error(self, symbol: str, reason: str, kind: str = "resync") -> None:
-        """A book integrity failure or resync: an event on `ws.error` plus a counter."""
-        metrics.inc("kcs_book_resyncs_total", exchange=self.exchange, reason=kind)
+    def error(self, symbol: str, reason: str, kind: str = "resync", **fields: object) -> None:
+        """An event on `ws.error` plus a counter: a book dropped and resynced (kinds `resync`,
+        `disconnect`, `stale`: `kcs_book_resyncs_total{reason=kind}`), or another kind
+        (`trade_gap`: `kcs_trade_gaps_total`), with any extra `fields` in the event."""
+        if kind == "trade_gap":
+            metrics.inc("kcs_trade_gaps_total", exchange=self.exchange)
+        else:
+            metrics.inc("kcs_book_resyncs_total", exchange=self.exchange, reason=kind)
         now = time.time()
         event = {"exchange": self.exchange, "symbol": symbol, "kind": kind, "reason": reason,
-                 "ts": now}
+                 "ts": now, **fields}
         self.pending.append((ERROR_TOPIC, market_key(self.exchange, symbol),
                              orjson.dumps(event), None, now))
 
@@ -117,7 +208,12 @@ class Publisher:
         on_ack = self.on_ack
         for topic, key, value, headers, ts_recv in pending:
             if type(value) is not bytes:
-                value = orjson.dumps(value)
+                try:
+                    value = orjson.dumps(value)
+                except TypeError as exc:  # a record queued outside any frame's protection
+                    log.error("%s: a record could not be encoded: %s", self.exchange, exc)
+                    self.dlq(repr(value), f"{type(exc).__name__}: {exc}", ts_recv)
+                    topic, key, value, headers, ts_recv = self.pending.pop()
             future = await producer.send(topic, value=value, key=key, headers=headers)
             if on_ack is None:
                 future.add_done_callback(check_delivery)

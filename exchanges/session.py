@@ -4,8 +4,17 @@ For each `Stream` of a connector: connect (through the replay server when replay
 same code otherwise), send the subscriptions, keep the exchange's heartbeat, hand every
 frame to the connector, and reconnect with exponential backoff and full jitter whenever the
 connection fails or goes silent for `silence_timeout`. It never gives up: a market-data feed
-that stops retrying is a dead feed. A frame the connector cannot parse goes to the DLQ with
-its raw bytes and the reason, and the next frame is read as usual.
+that stops retrying is a dead feed. The backoff starts over after a connection that delivered
+data. Any other end of a connection's task (a bug) is logged with its traceback, counted
+(`kcs_stream_crashes_total`) and restarted the same way.
+
+Per-frame protection: a frame the connector cannot parse, that carries a value that cannot be
+published, or whose records cannot be encoded goes to the DLQ with its raw bytes and the
+reason; nothing of it is published and the next frame is read as usual.
+
+Replay: the replay server closes a connection with code 4001 once it has served every
+recorded frame of that path; the stream then ends ("replay finished") instead of
+reconnecting forever.
 """
 
 from __future__ import annotations
@@ -14,7 +23,8 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import websockets
@@ -23,19 +33,57 @@ from websockets.asyncio.client import ClientConnection, connect
 from app.settings import Settings
 from exchanges.base import Connector, Stream
 from exchanges.publisher import metrics
-from exchanges.replay import Recorder, WsRecorder, replay_url
+from exchanges.values import BadValue
 
-__all__ = ["Session"]
+__all__ = ["Session", "replay_url", "REPLAY_FINISHED"]
 
 log = logging.getLogger(__name__)
 
+REPLAY_FINISHED = 4001  # close code of the replay server: every recorded frame was served
+
+
+def replay_url(url: str, base: str) -> str:
+    """Map a live URL onto the replay server at `base` ("http://HOST:PORT").
+
+    'wss://api.upbit.com/websocket/v1' -> 'ws://HOST:PORT/api.upbit.com/websocket/v1';
+    http(s) URLs map to 'http://HOST:PORT/<host>/<path>?<query>'. The original port is
+    dropped, the query is kept.
+    """
+    live, server = urlsplit(url), urlsplit(base)
+    secure = server.scheme == "https"
+    if live.scheme in ("ws", "wss"):
+        scheme = "wss" if secure else "ws"
+    else:
+        scheme = "https" if secure else "http"
+    path = f"/{live.hostname}{live.path or '/'}"
+    return urlunsplit((scheme, server.netloc, path, live.query, ""))
+
+
+class WsRecording(Protocol):
+    def sent(self, data: str | bytes, ts: float) -> None: ...
+    def received(self, data: str | bytes, ts: float) -> None: ...
+    def close(self) -> None: ...
+
+
+class SessionRecorder(Protocol):
+    """What records a session (`replay.recorder.Recorder`, given by the app when recording)."""
+
+    def open_ws(self, url: str, ts: float) -> WsRecording: ...
+    def http(self, url: str, ts: float, body: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class ReplayFinished(Exception):
+    """The replay server served everything recorded for this stream."""
+
 
 class Session:
-    def __init__(self, connector: Connector, settings: Settings, replay_base: str = "") -> None:
+    def __init__(self, connector: Connector, settings: Settings, replay_base: str = "",
+                 recorder: SessionRecorder | None = None) -> None:
         self.connector = connector
         self.settings = settings
         self.replay_base = replay_base
-        self.recorder = Recorder(settings.record, connector.name) if settings.record else None
+        self.recorder = recorder
         self.http: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.connected: dict[str, bool] = {}
@@ -76,27 +124,53 @@ class Session:
         return body
 
     async def run_stream(self, stream: Stream) -> None:
-        """Keep one stream connected forever."""
+        """Keep one stream connected forever (until a replay has served everything)."""
         name = self.connector.name
         settings = self.settings
         delay = settings.backoff_initial
         while True:
-            started = time.monotonic()
+            frames_before = self.frames
             try:
                 await self._connect_and_read(stream)
                 reason = "closed by the server"
+            except ReplayFinished:
+                log.warning("%s: replay finished for %s: every recorded frame was served",
+                            name, stream.url)
+                self.connected[stream.url] = False
+                self._closed(stream, "replay finished")
+                return
             except (TimeoutError, OSError, websockets.WebSocketException) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-            finally:
-                self.connected[stream.url] = False
-                self.connector.on_close(stream)
+            except Exception as exc:  # a bug: never a silent end of the feed
+                log.exception("%s: the connection task failed; restarting it", name)
+                metrics.inc("kcs_stream_crashes_total", exchange=name)
+                reason = f"{type(exc).__name__}: {exc}"
+            self.connected[stream.url] = False
+            self._closed(stream, reason)
+            await self._drain_quietly()
             metrics.inc("kcs_reconnects_total", exchange=name)
-            if time.monotonic() - started > 60.0:
-                delay = settings.backoff_initial  # it was up for a while: start over
+            if self.frames > frames_before:
+                delay = settings.backoff_initial  # it delivered data: start over
             wait = random.uniform(0.0, delay)  # full jitter, so many feeds do not stampede
             log.warning("%s: connection lost (%s); reconnecting in %.1f s", name, reason, wait)
             await asyncio.sleep(wait)
             delay = min(delay * 2.0, settings.backoff_max)
+
+    def _closed(self, stream: Stream, reason: str) -> None:
+        stream.close_reason = reason
+        try:
+            self.connector.on_close(stream)
+        except Exception:
+            log.exception("%s: on_close failed", self.connector.name)
+            metrics.inc("kcs_stream_crashes_total", exchange=self.connector.name)
+
+    async def _drain_quietly(self) -> None:
+        """Send what on_close queued (its `ws.error` events); a failure is logged, not fatal."""
+        try:
+            await self.connector.out.drain()
+        except Exception:
+            log.exception("%s: could not hand records to Kafka", self.connector.name)
+            metrics.inc("kcs_produce_errors_total")
 
     async def _connect_and_read(self, stream: Stream) -> None:
         connector = self.connector
@@ -121,6 +195,12 @@ class Session:
                                                           connector.ping_interval)))
             try:
                 await self._read(ws, stream, recording)
+                if ws.close_code == REPLAY_FINISHED and self.replay_base:
+                    raise ReplayFinished
+            except websockets.ConnectionClosed as exc:
+                if exc.rcvd is not None and exc.rcvd.code == REPLAY_FINISHED and self.replay_base:
+                    raise ReplayFinished from None
+                raise
             finally:
                 for task in helpers:
                     task.cancel()
@@ -128,7 +208,7 @@ class Session:
                     recording.close()
 
     async def _read(self, ws: ClientConnection, stream: Stream,
-                    recording: WsRecorder | None) -> None:
+                    recording: WsRecording | None) -> None:
         # The hot path: one frame in, records out. Kept flat on purpose.
         connector = self.connector
         out = connector.out
@@ -141,10 +221,16 @@ class Session:
             self.frames += 1
             if recording is not None:
                 recording.received(frame, ts)
+            mark = len(out.pending)
             try:
                 on_frame(frame, ts, stream)
+                if len(out.pending) > mark:
+                    out.encode(mark)
             except Exception as exc:  # a bad frame must not stop the feed
-                out.dlq(frame, f"{type(exc).__name__}: {exc}", ts, url)
+                del out.pending[mark:]  # nothing of a bad frame is published
+                out.reject(frame, exc, ts, url)
+                if isinstance(exc, BadValue) and exc.book is not None:
+                    connector.book_rejected(exc.book, str(exc), stream)
             if out.pending:
                 await out.drain()
 

@@ -13,12 +13,12 @@ import orjson
 import pytest
 
 from app.settings import load_settings
-from app.subscriptions import from_recordings
+from replay.subscriptions import from_recordings
 from exchanges.base import Stream
 from exchanges.book import L2Book
 from exchanges.okx import Okx, checksum, to_native, to_unified
 from exchanges.publisher import Publisher
-from exchanges.replay import load_recordings
+from replay.recordings import load_recordings
 from records import BUY, SELL, Ticker
 from tests.support import SentMessages
 

@@ -8,7 +8,9 @@ import asyncio
 import pytest
 from websockets.asyncio.client import connect
 
-from exchanges.replay import HOST_ALIASES, Recording, ReplayServer, WsConnection, replay_url
+from exchanges.session import replay_url
+from replay.recordings import Recording, WsConnection
+from replay.server import HOST_ALIASES, ReplayServer
 
 
 def _recording(url: str, frames: list[str]) -> Recording:

@@ -13,7 +13,7 @@ from websockets.asyncio.server import ServerConnection, serve
 from app.settings import load_settings
 from exchanges.base import Connector, Stream
 from exchanges.publisher import Publisher, metrics
-from exchanges.replay import load_recordings
+from replay.recordings import load_recordings
 from exchanges.session import Session
 from tests.support import FIXTURES
 from tests.test_binance import Collector, replay_through_session
