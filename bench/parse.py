@@ -74,7 +74,7 @@ def preload_snapshots(name: str, connector: Any, recording: Recording) -> None:
             symbol = connector.unified.get(native)
             if symbol in connector.books:
                 snapshot = orjson.loads(response.body)
-                connector._load(symbol, snapshot, [], 0.0)
+                connector._load(symbol, snapshot, [], 1.0)
 
 
 def normalize_pass(name: str, recording: Recording, frames: list[tuple[Any, Stream]],

@@ -133,7 +133,8 @@ class Publisher:
         book.ts_event = finite_time(book.ts_event)
         for side in (book.bids, book.asks):
             for price, size in side:  # every published level: a real price and a real size
-                if not (0.0 < price < INF and 0.0 < size < INF):
+                if not (0.0 < price < INF and 0.0 < size < INF) or type(price) is bool or \
+                        type(size) is bool:
                     positive(price, "book price")
                     positive(size, "book size")
         self.pending.append((self.book_topic, self.key(book.symbol), book, None, book.ts_recv))

@@ -96,8 +96,17 @@ class Session:
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A helper task (a snapshot load, a backfill) that failed is logged and counted,
+        never lost silently."""
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            name = self.connector.name
+            log.error("%s: task %s failed", name, task.get_coro(), exc_info=task.exception())
+            metrics.inc("kcs_stream_crashes_total", exchange=name)
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))

@@ -30,7 +30,7 @@ class BadValue(ValueError):
 
 
 def _reason(value: object) -> str:
-    if type(value) is not float and type(value) is not int:
+    if type(value) is not float and type(value) is not int or type(value) is bool:
         return "type"
     if value != value:  # type: ignore[comparison-overlap]
         return "nan"
@@ -48,6 +48,8 @@ def positive(value: object, what: str = "value") -> float:
             return value
     elif type(value) is int and 0 < value:
         return float(value)  # a huge int cannot become a float: OverflowError, also a DLQ
+    elif type(value) is bool:
+        raise BadValue(what, value, "type")
     raise BadValue(what, value, _reason(value))
 
 
