@@ -140,7 +140,13 @@ class Session:
         while True:
             frames_before = self.frames
             try:
-                await self._connect_and_read(stream)
+                try:
+                    await self._connect_and_read(stream)
+                except websockets.ConnectionClosed as exc:
+                    if self.replay_base and exc.rcvd is not None and \
+                            exc.rcvd.code == REPLAY_FINISHED:
+                        raise ReplayFinished from None
+                    raise
                 reason = "closed by the server"
             except ReplayFinished:
                 log.warning("%s: replay finished for %s: every recorded frame was served",
@@ -204,12 +210,6 @@ class Session:
                                                           connector.ping_interval)))
             try:
                 await self._read(ws, stream, recording)
-                if ws.close_code == REPLAY_FINISHED and self.replay_base:
-                    raise ReplayFinished
-            except websockets.ConnectionClosed as exc:
-                if exc.rcvd is not None and exc.rcvd.code == REPLAY_FINISHED and self.replay_base:
-                    raise ReplayFinished from None
-                raise
             finally:
                 for task in helpers:
                     task.cancel()

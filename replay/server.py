@@ -1,11 +1,15 @@
 """The replay server: recorded sessions served back on one local port (HTTP and WebSocket,
 addressed as `/<original host>/<original path>`, see `exchanges.session.replay_url`).
 
-Every recorded frame is delivered exactly once per server lifetime: the n-th connection to a
-host+path gets the n-th recorded connection there. A connection that fails before its
-recording was sent completely is resumed by the next connection to the same path, from the
-first frame the client may not have read. Once everything was sent, `finished` is True and
-later connections are told so (closed with code 4001, "replay finished").
+Every recorded connection is delivered completely: the n-th connection to a host+path gets
+the n-th recorded connection there. A connection that fails before its recording was sent
+completely hands that recording to the next connection to the same path, from its start
+(the connector's trade deduplication keeps each trade once; books resync as after any
+reconnect). Once a path's recordings were all sent, a later connection there is closed with
+code 4001 ("replay finished", `exchanges.session.REPLAY_FINISHED`), so the feed stops instead
+of reconnecting forever; once every recording was sent, `finished` is True and the server
+logs it. `cut_after=N` aborts the first connection to each path after N frames (to test
+that a failed connection loses nothing).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from aiohttp import WSCloseCode, web
 
-from exchanges.session import replay_url
+from exchanges.session import REPLAY_FINISHED, replay_url
 from replay.recordings import Recording, WsConnection
 
 __all__ = ["HOST_ALIASES", "ReplayServer", "replay_url"]
@@ -75,6 +79,7 @@ class ReplayServer:
         speed: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
+        cut_after: int = 0,
     ) -> None:
         if speed < 0:
             raise ValueError("speed must be >= 0 (0 = as fast as possible)")
@@ -83,6 +88,9 @@ class ReplayServer:
         self.port = port
         self.base_url = ""
         self.replayed_frames = 0
+        self.cut_after = cut_after
+        self._cut: set[tuple[str, str]] = set()  # paths whose first connection was cut
+        self._in_flight: Counter[tuple[str, str]] = Counter()  # connections being sent
         # recorded connections not handed out yet, per (host, path), in recorded order
         self._pending: dict[tuple[str, str], deque[WsConnection]] = {}
         self._bodies: dict[_HttpKey, list[str]] = {}
@@ -134,9 +142,21 @@ class ReplayServer:
         ws = web.WebSocketResponse(compress=False, timeout=2.0)
         if ws.can_prepare(request).ok:
             await ws.prepare(request)
-            queue = self._pending.get((host, path))
-            connection = queue.popleft() if queue else None
-            await self._replay(ws, connection)
+            key = (host, path)
+            queue = self._pending.get(key)
+            # another connection to this path is still being sent: if it fails, its
+            # recording comes back to the queue, so wait for that or for its end
+            while not queue and self._in_flight[key] and not ws.closed:
+                await asyncio.sleep(0.05)
+            if not queue:
+                await ws.close(code=REPLAY_FINISHED, message=b"replay finished")
+                return ws
+            connection = queue.popleft()
+            self._in_flight[key] += 1
+            try:
+                await self._replay(ws, connection, key)
+            finally:
+                self._in_flight[key] -= 1
             return ws
         return self._answer(host, path, request.rel_url.query.items())
 
@@ -152,24 +172,38 @@ class ReplayServer:
         self._served[key] += 1
         return web.Response(text=body, content_type="application/json")
 
-    async def _replay(self, ws: web.WebSocketResponse, connection: WsConnection | None) -> None:
+    async def _replay(self, ws: web.WebSocketResponse, connection: WsConnection,
+                      key: tuple[str, str]) -> None:
         self._sockets.add(ws)
         heard = asyncio.Event()  # set on the client's first message (or when it goes away)
         reader = asyncio.create_task(_drain(ws, heard))
         try:
-            if connection is not None:
-                log.info("replay: %s (%d frames)", connection.url, len(connection.received))
-                if connection.sent:
-                    # the live exchange answered only after the subscription: do the same
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(heard.wait(), 2.0)
-                await self._stream(ws, connection)
+            log.info("replay: %s (%d frames)", connection.url, len(connection.received))
+            if connection.sent:
+                # the live exchange answered only after the subscription: do the same
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(heard.wait(), 2.0)
+            cut = 0
+            if self.cut_after and key not in self._cut:
+                self._cut.add(key)
+                cut = self.cut_after
+            if not await self._stream(ws, connection, cut):
+                log.warning("replay: %s failed before its recording was sent; the next "
+                            "connection gets it", connection.url)
+                self._pending[key].appendleft(connection)
+                return
+            self._unsent -= 1
+            if self._unsent == 0:
+                log.warning("replay finished: every recorded frame was served (%d frames)",
+                            self.replayed_frames)
             await reader  # stay open and idle until the client closes or the server stops
         finally:
             reader.cancel()
             self._sockets.discard(ws)
 
-    async def _stream(self, ws: web.WebSocketResponse, connection: WsConnection) -> None:
+    async def _stream(self, ws: web.WebSocketResponse, connection: WsConnection,
+                      cut: int = 0) -> bool:
+        """Send the recorded frames; False if the connection failed (or was cut) first."""
         frames = connection.received
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -182,17 +216,22 @@ class ReplayServer:
                     await asyncio.sleep(delay)
             elif index % 100 == 99:
                 await asyncio.sleep(0)  # let other connections and the client's reads run
+            if cut and index == cut:
+                transport = ws._req.transport if ws._req is not None else None  # noqa: SLF001
+                if transport is not None:
+                    transport.abort()  # a failure, not a close: no close frame
+                return False
             if ws.closed:
-                return
+                return False
             try:
                 if isinstance(data, bytes):
                     await ws.send_bytes(data)
                 else:
                     await ws.send_str(data)
             except ConnectionResetError:
-                return  # client went away mid-stream; the rest is not replayed elsewhere
+                return False  # client went away mid-stream: the next connection gets it all
             self.replayed_frames += 1
-        self._unsent -= 1
+        return True
 
 
 async def _drain(ws: web.WebSocketResponse, heard: asyncio.Event) -> None:
