@@ -54,6 +54,9 @@ class Connector:
     ping_message: ClassVar[str | bytes | None] = None
     # Offer permessage-deflate where the exchange supports it.
     compression: ClassVar[bool] = False
+    # A book whose exchange time has not advanced for this long (s) while the socket delivers
+    # other frames is stale (KCS_STALE_AFTER overrides it).
+    stale_after: ClassVar[float] = 60.0
     # The exchange's market code -> our `BASE-QUOTE` (modules set their `to_unified`).
     to_unified: ClassVar[Callable[[str], str]]
 
@@ -122,16 +125,35 @@ class Connector:
                 return
 
     def restart_book(self, symbol: str, stream: Stream) -> None:
-        """Get a dropped book going again; venues whose next update does not (a resubscribe
-        for a fresh snapshot) override this."""
+        """Get a dropped book going again. By default the stream is reconnected (every venue
+        sends fresh books on a new connection); venues that can resubscribe one book, or
+        whose next update restarts it, override this."""
+        if self.session is not None:
+            self.session.reconnect_soon(stream, f"{symbol} book restarted")
 
-    def resync(self, symbol: str, reason: str) -> None:
+    def resync(self, symbol: str, reason: str, kind: str = "resync") -> None:
         """Drop a book that cannot be proven consistent and make it visible on `ws.error`."""
         book = self.books.get(symbol)
         if book is not None:
             book.clear()
         log.warning("%s %s: book dropped and resynced: %s", self.name, symbol, reason)
-        self.out.error(symbol, reason)
+        self.out.error(symbol, reason, kind=kind)
+
+    def check_stale(self, stream: Stream, now: float, stale_after: float) -> None:
+        """Drop, resync and report (`ws.error` kind `stale`) each book of `stream` whose
+        exchange time has not advanced for `stale_after` s while the socket delivered frames
+        (a silent socket is the session's silence watchdog's business)."""
+        if now - stream.last_frame > stale_after:
+            return
+        times = self.out.book_times
+        for symbol in stream.symbols:
+            last = times.get(symbol)
+            if last is not None and now - last[1] > stale_after:
+                del times[symbol]  # armed again by the next book published
+                self.resync(symbol, f"stale: exchange time stuck at {last[0]:.3f} for "
+                                    f"{now - last[1]:.0f} s while the feed is alive",
+                            kind="stale")
+                self.restart_book(symbol, stream)
 
     async def get_json(self, url: str) -> Any:
         """A REST GET through the session (replayable and recorded like the WebSocket)."""

@@ -71,6 +71,9 @@ class Binance(Connector):
         for symbol in stream.symbols:
             self.buffers.pop(symbol, None)
 
+    def restart_book(self, symbol: str, stream: Stream) -> None:
+        """Nothing to do: the next diff event of a book that is not ready fetches a snapshot."""
+
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
         msg = orjson.loads(frame)
         data = msg.get("data")

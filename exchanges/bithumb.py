@@ -54,6 +54,7 @@ def to_unified(code: str) -> str:
 
 class Bithumb(Connector):
     name = "bithumb"
+    stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
     to_unified = staticmethod(to_unified)
 
     def connections(self) -> list[Stream]:

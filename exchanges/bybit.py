@@ -160,7 +160,12 @@ class Bybit(Connector):
     def _resubscribe(self, symbol: str, topic: str, stream: Stream, reason: str) -> None:
         """Drop the book and ask for a fresh snapshot: unsubscribe, then subscribe again."""
         self.resync(symbol, reason)
+        self.restart_book(symbol, stream)
+
+    def restart_book(self, symbol: str, stream: Stream) -> None:
+        """A fresh snapshot for one book: unsubscribe, then subscribe again."""
         self.resubscribing.add(symbol)
+        topic = self.book_topic + to_native(symbol)
         if self.session is not None:
             for op in ("unsubscribe", "subscribe"):  # sent in this order (tasks run FIFO)
                 self.session.send_soon(stream, orjson.dumps(

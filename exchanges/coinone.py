@@ -51,6 +51,7 @@ def to_unified(topic: dict[str, str]) -> str:
 
 class Coinone(Connector):
     name = "coinone"
+    stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
     ping_interval = 20.0
     ping_message = '{"request_type":"PING"}'
 

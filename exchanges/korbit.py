@@ -51,6 +51,7 @@ def to_unified(native: str) -> str:
 
 class Korbit(Connector):
     name = "korbit"
+    stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
     to_unified = staticmethod(to_unified)
 
     def __init__(self, *args: object, **kwargs: object) -> None:

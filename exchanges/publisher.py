@@ -75,7 +75,8 @@ class Publisher:
     """Collects one exchange's output and sends it to Kafka; one per connector."""
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
-                 "on_ack", "sent", "keys", "trade_ids", "newest_trade", "out_of_order_after")
+                 "on_ack", "sent", "keys", "trade_ids", "newest_trade", "out_of_order_after",
+                 "book_times")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
                  on_ack: Callable[[float], None] | None = None,
@@ -94,6 +95,8 @@ class Publisher:
         # symbol -> (ts_event, trade_id) of the newest trade published: where a backfill starts
         self.newest_trade: dict[str, tuple[float, str]] = {}
         self.out_of_order_after = out_of_order_after
+        # symbol -> (the book's newest ts_event, our time when it last advanced): stale books
+        self.book_times: dict[str, tuple[float, float]] = {}
 
     def key(self, symbol: str) -> bytes:
         key = self.keys.get(symbol)
@@ -130,7 +133,10 @@ class Publisher:
         return True
 
     def book(self, book: OrderBook) -> None:
-        book.ts_event = finite_time(book.ts_event)
+        ts = book.ts_event = finite_time(book.ts_event)
+        last = self.book_times.get(book.symbol)
+        if last is None or ts > last[0]:
+            self.book_times[book.symbol] = (ts, book.ts_recv)
         for side in (book.bids, book.asks):
             for price, size in side:  # every published level: a real price and a real size
                 if not (0.0 < price < INF and 0.0 < size < INF) or type(price) is bool or \

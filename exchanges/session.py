@@ -204,7 +204,8 @@ class Session:
             self.connected[stream.url] = True
             stream.ws = ws  # before on_open, which may send (send_soon) on it
             await connector.on_open(stream)
-            helpers = [self.spawn(self._watchdog(ws, stream))]
+            helpers = [self.spawn(self._watchdog(ws, stream)),
+                       self.spawn(self._stale_books(stream))]
             if connector.ping_interval and connector.ping_message is not None:
                 helpers.append(self.spawn(self._heartbeat(ws, connector.ping_message,
                                                           connector.ping_interval)))
@@ -254,6 +255,23 @@ class Session:
                 metrics.inc("kcs_silent_feeds_total", exchange=self.connector.name)
                 await ws.close(code=4000, reason="silent feed")
                 return
+
+    async def _stale_books(self, stream: Stream) -> None:
+        """Check the stream's books for exchange time that stopped advancing."""
+        connector = self.connector
+        stale_after = self.settings.stale_after_for(connector.name, connector.stale_after)
+        interval = min(stale_after / 4.0, 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            connector.check_stale(stream, time.time(), stale_after)
+            if connector.out.pending:
+                await connector.out.drain()
+
+    def reconnect_soon(self, stream: Stream, reason: str) -> None:
+        """Close the stream's connection (it reconnects as after any drop)."""
+        if stream.ws is not None:
+            log.warning("%s: reconnecting: %s", self.connector.name, reason)
+            self.spawn(stream.ws.close(code=4002, reason=reason[:100]))
 
     async def _heartbeat(self, ws: ClientConnection, message: str | bytes,
                          interval: float) -> None:

@@ -50,6 +50,7 @@ def _simple(message: dict) -> dict:
 
 class Upbit(Connector):
     name = "upbit"
+    stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
     to_unified = staticmethod(to_unified)
 
     def connections(self) -> list[Stream]:
