@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from exchanges.book import L2Book
+from exchanges.history import backfill
 from exchanges.publisher import Publisher
+from records import Trade
 
 if TYPE_CHECKING:
     from app.settings import Settings
@@ -29,6 +31,7 @@ __all__ = ["Connector", "Stream", "Subscriptions", "CHANNELS"]
 log = logging.getLogger(__name__)
 
 CHANNELS = ("trades", "book", "ticker")
+NEW_MARKET_MARGIN = 10.0  # s before a stream's last exchange time, for markets with no trade
 
 # unified symbol ("BTC-KRW") -> channels ({"trades", "book"})
 Subscriptions = dict[str, set[str]]
@@ -45,6 +48,7 @@ class Stream:
     ws: Any = None
     last_frame: float = 0.0
     close_reason: str = ""  # why the last connection ended
+    connects: int = 0  # connections made so far
 
 
 class Connector:
@@ -57,6 +61,10 @@ class Connector:
     # A book whose exchange time has not advanced for this long (s) while the socket delivers
     # other frames is stale (KCS_STALE_AFTER overrides it).
     stale_after: ClassVar[float] = 60.0
+    # Trade history over REST (exchanges.history): ids rising by 1 per market, and how far
+    # back it reaches (README).
+    history_ids: ClassVar[bool] = False
+    history_reach: ClassVar[str] = "no public trade history: a reconnect's gap is reported"
     # The exchange's market code -> our `BASE-QUOTE` (modules set their `to_unified`).
     to_unified: ClassVar[Callable[[str], str]]
 
@@ -114,6 +122,34 @@ class Connector:
                     self.out.error(symbol, f"connection lost: {stream.close_reason}",
                                    kind="disconnect")
                 book.clear()
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        """The REST URL of the market's trades after the last one published (`last_id` at
+        `last_ts`; `last_id` "" when none was: trades since `last_ts`), or None where the
+        venue has no public trade history."""
+        return None
+
+    def history_trades(self, symbol: str, body: Any, ts_recv: float) -> list[Trade]:
+        """The venue's trade-history answer as Trades (any order)."""
+        raise NotImplementedError
+
+    def after_reconnect(self, stream: Stream) -> None:
+        """A stream connected again: fetch the trades its markets missed meanwhile. A market
+        with no trade published yet is backfilled from the stream's last exchange time (its
+        newest trade or book time before the drop, less `NEW_MARKET_MARGIN`)."""
+        if self.session is None:
+            return
+        out = self.out
+        times = [out.newest_trade[s][0] for s in stream.symbols if s in out.newest_trade]
+        times += [out.book_times[s][0] for s in stream.symbols if s in out.book_times]
+        if not times:
+            return  # nothing was heard on it: nothing to continue from
+        # exchange times of different markets interleave: a little before the newest
+        clock = max(times) - NEW_MARKET_MARGIN
+        for symbol in stream.symbols:
+            if "trades" in self.subscriptions.get(symbol, ()):
+                out.hold(symbol)  # now, before the new connection's first frame
+                self.spawn(backfill(self, symbol, out.newest_trade.get(symbol, (clock, ""))))
 
     def book_rejected(self, book: L2Book, reason: str, stream: Stream) -> None:
         """A frame carried a bad level into `book` (already cleared): report it and start the

@@ -5,6 +5,10 @@ nothing is sent after connecting; each event arrives wrapped as `{"stream":..,"d
 Books follow Binance's documented procedure: buffer diff events, fetch the REST snapshot,
 drop events it already contains, then chain every event by `U`/`u`. A gap (`U` beyond the
 book's id + 1) or a crossed book drops the book and starts over from a fresh snapshot.
+
+Checked on 2026-11-30 (search tool, stored Binance spot API docs): combined streams,
+`depthUpdate` `U`/`u` and the snapshot procedure as written. Trade history:
+`/api/v3/historicalTrades?fromId=` (by id; market data, no key needed).
 """
 
 from __future__ import annotations
@@ -190,6 +194,24 @@ class Binance(Connector):
             if not book.ready:  # the event crossed the book
                 return False
         return True
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_ids = True  # `@trade` ids rise by 1 per market
+    history_reach = "`/api/v3/historicalTrades?fromId=`: by id, as far back as needed"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        if not last_id:  # no trade published yet: the recent ones
+            return f"https://api.binance.com/api/v3/trades?symbol={to_native(symbol)}&limit=1000"
+        return (f"https://api.binance.com/api/v3/historicalTrades?symbol={to_native(symbol)}"
+                f"&fromId={int(last_id) + 1}&limit=1000")
+
+    def history_trades(self, symbol: str, body: list, ts_recv: float) -> list[Trade]:
+        """[{"id":28457,"price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012",
+        "time":1499865549590,"isBuyerMaker":true,"isBestMatch":true}, ...] oldest first."""
+        return [Trade("binance", symbol, t["time"] / 1000.0, ts_recv, float(t["price"]),
+                      float(t["qty"]), SELL if t["isBuyerMaker"] else BUY, str(t["id"]))
+                for t in body]
 
 
 CONNECTOR = Binance

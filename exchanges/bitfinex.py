@@ -288,5 +288,19 @@ class Bitfinex(Connector):
         self.out.ticker(Ticker("bitfinex", symbol, ts_recv, ts_recv, float(t[6]), float(t[0]),
                                float(t[1]), float(t[2]), float(t[3]), float(t[7]), None))
 
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/v2/trades/{sym}/hist?start=`: by time, as far back as needed"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return (f"https://api-pub.bitfinex.com/v2/trades/{to_native(symbol)}/hist"
+                f"?start={int(last_ts * 1000)}&limit=10000&sort=1")
+
+    def history_trades(self, symbol: str, body: list, ts_recv: float) -> list[Trade]:
+        """[[ID, MTS, AMOUNT, PRICE], ...]; the sign of AMOUNT is the taker's side."""
+        return [Trade("bitfinex", symbol, mts / 1000.0, ts_recv, float(price), abs(amount),
+                      BUY if amount > 0 else SELL, str(trade_id))
+                for trade_id, mts, amount, price in body]
+
 
 CONNECTOR = Bitfinex

@@ -15,6 +15,11 @@ checksum, so there is nothing to chain. Zero levels (sizes print with 4 decimals
 zero-padded units are dropped; a crossed or unordered book is dropped with `resync()` and the
 next message replaces it.
 Symbols are quote first: `KRW-BTC` is our `BTC-KRW`.
+
+Checked on 2026-11-30 (search tool, stored Bithumb API pages and ../shared/EXCHANGES.md):
+`wss://ws-api.bithumb.com/websocket/v1` with Upbit-style requests is the current public
+feed; the legacy `pubwss` feed is not spoken. Trade history: `/v1/trades/ticks` (Upbit's
+shape; the last 500 trades, by time).
 """
 
 from __future__ import annotations
@@ -136,6 +141,21 @@ class Bithumb(Connector):
                                ts_recv, float(msg["trade_price"]), None, None, None, None,
                                None if volume is None else float(volume),
                                None if quote_volume is None else float(quote_volume)))
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/v1/trades/ticks`: the last 500 trades, by time"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return f"https://api.bithumb.com/v1/trades/ticks?market={to_native(symbol)}&count=500"
+
+    def history_trades(self, symbol: str, body: list, ts_recv: float) -> list[Trade]:
+        """Upbit's shape: [{"market":"KRW-BTC","timestamp":1790133513739,
+        "trade_price":116208000,"trade_volume":0.0009,"ask_bid":"BID",
+        "sequential_id":1079953210371761700}, ...] newest first."""
+        return [Trade("bithumb", symbol, t["timestamp"] / 1000.0, ts_recv,
+                      float(t["trade_price"]), float(t["trade_volume"]),
+                      TAKER_SIDE[t["ask_bid"]], str(t["sequential_id"])) for t in body]
 
 
 CONNECTOR = Bithumb

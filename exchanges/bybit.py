@@ -15,6 +15,10 @@ client SDKs rely on it. Were it not, it would show as resyncs on `ws.error`, nev
 wrong book.)
 Native symbols (`BTCUSDT`) cannot be split without the market list, so the subscribed ones
 are mapped.
+
+Checked on 2026-11-30 (search tool, stored Bybit v5 pages): "if you receive a message
+with u=1, reset your local orderbook" (orderbook topic) is still documented; spot depths
+1/50/200/1000. Trade history: `/v5/market/recent-trade` (the last 60 spot trades, by time).
 """
 
 from __future__ import annotations
@@ -170,6 +174,24 @@ class Bybit(Connector):
             for op in ("unsubscribe", "subscribe"):  # sent in this order (tasks run FIFO)
                 self.session.send_soon(stream, orjson.dumps(
                     {"req_id": "resync", "op": op, "args": [topic]}).decode())
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/v5/market/recent-trade`: the last 60 spot trades, by time"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return (f"https://api.bybit.com/v5/market/recent-trade?category=spot"
+                f"&symbol={to_native(symbol)}&limit=60")
+
+    def history_trades(self, symbol: str, body: dict, ts_recv: float) -> list[Trade]:
+        """{"retCode":0,"result":{"category":"spot","list":[{"execId":"2100000000007764263",
+        "symbol":"BTCUSDT","price":"16578.50","size":"0.001","side":"Buy",
+        "time":"1672304486865","isBlockTrade":false}]}} (`side`: the taker's)"""
+        if body.get("retCode") != 0:
+            raise ValueError(f"bybit trade history: {body.get('retMsg')}")
+        return [Trade("bybit", symbol, int(t["time"]) / 1000.0, ts_recv, float(t["price"]),
+                      float(t["size"]), TAKER_SIDE[t["side"]], t["execId"])
+                for t in body["result"]["list"]]
 
 
 CONNECTOR = Bybit

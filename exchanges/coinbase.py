@@ -207,5 +207,21 @@ class Coinbase(Connector):
                                float(ask_size) if ask_size is not None else None,
                                float(msg["volume_24h"]), None))
 
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_ids = True  # `trade_id` rises by 1 per product
+    history_reach = "`/products/{id}/trades`: the last 1,000 trades, by id"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return (f"https://api.exchange.coinbase.com/products/{to_native(symbol)}/trades"
+                f"?limit=1000")
+
+    def history_trades(self, symbol: str, body: list, ts_recv: float) -> list[Trade]:
+        """[{"time":"2022-08-04T15:25:05.010758Z","trade_id":10,"price":"22356.27",
+        "size":"0.01","side":"sell"}, ...] newest first; `side` is the maker's."""
+        return [Trade("coinbase", symbol, rfc3339_epoch(t["time"]), ts_recv, float(t["price"]),
+                      float(t["size"]), BUY if t["side"] == "sell" else SELL,
+                      str(t["trade_id"])) for t in body]
+
 
 CONNECTOR = Coinbase

@@ -238,5 +238,22 @@ class Htx(Connector):
             if not self._mbp_apply(symbol, book, tick, ts_recv, stream):
                 return
 
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/market/history/trade`: the last 2,000 trades, by time"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return f"https://api.huobi.pro/market/history/trade?symbol={to_native(symbol)}&size=2000"
+
+    def history_trades(self, symbol: str, body: dict, ts_recv: float) -> list[Trade]:
+        """{"status":"ok","data":[{"id":..,"ts":..,"data":[{"id":..,"trade-id":102523573486,
+        "price":52648.62,"amount":0.006754,"direction":"buy","ts":1630994963173}]}]}
+        (`trade-id` is the socket's `tradeId`; `direction` the taker's side)"""
+        if body.get("status") != "ok":
+            raise ValueError(f"htx trade history: {body.get('err-msg')}")
+        return [Trade("htx", symbol, t["ts"] / 1000.0, ts_recv, float(t["price"]),
+                      float(t["amount"]), TAKER_SIDE[t["direction"]], str(t["trade-id"]))
+                for group in body["data"] for t in group["data"]]
+
 
 CONNECTOR = Htx

@@ -405,5 +405,24 @@ class Kraken(Connector):
                 return
         self._publish(symbol, book, newest or ts_recv, ts_recv, stream)
 
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/0/public/Trades?since=`: by time, as far back as needed (v2 ids)"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        pair = to_native(symbol, v1=True).replace("/", "")
+        return f"https://api.kraken.com/0/public/Trades?pair={pair}&since={int(last_ts)}"
+
+    def history_trades(self, symbol: str, body: dict, ts_recv: float) -> list[Trade]:
+        """{"error":[],"result":{"XXBTZUSD":[["62805.1","0.0015","1712345678.1234","b","m",
+        "",81942511], ...],"last":"1712345678123456789"}}: price, volume, time, taker side,
+        order type, misc, trade id (the v2 socket's `trade_id`)."""
+        if body.get("error"):
+            raise ValueError(f"kraken trade history: {body['error']}")
+        rows = next(v for k, v in body["result"].items() if k != "last")
+        return [Trade("kraken", symbol, float(when), ts_recv, float(price), float(volume),
+                      TAKER_SIDE[side], str(row[6]))
+                for row in rows for price, volume, when, side in [row[:4]]]
+
 
 CONNECTOR = Kraken

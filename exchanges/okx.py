@@ -332,5 +332,21 @@ class Okx(Connector):
             for op in ("unsubscribe", "subscribe"):  # sent in this order (tasks run FIFO)
                 self.session.send_soon(stream, orjson.dumps({"op": op, "args": args}).decode())
 
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/api/v5/market/trades`: the last 500 trades, by time"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return f"https://www.okx.com/api/v5/market/trades?instId={to_native(symbol)}&limit=500"
+
+    def history_trades(self, symbol: str, body: dict, ts_recv: float) -> list[Trade]:
+        """{"code":"0","data":[{"instId":"BTC-USDT","side":"sell","sz":"0.1","px":"42219.9",
+        "tradeId":"130639474","ts":"1630048897897"}, ...]} newest first."""
+        if body.get("code") != "0":
+            raise ValueError(f"okx trade history: {body.get('msg')}")
+        return [Trade("okx", symbol, int(t["ts"]) / 1000.0, ts_recv, float(t["px"]),
+                      float(t["sz"]), TAKER_SIDE[t["side"]], t["tradeId"])
+                for t in body["data"]]
+
 
 CONNECTOR = Okx

@@ -76,7 +76,7 @@ class Publisher:
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
                  "on_ack", "sent", "keys", "trade_ids", "newest_trade", "out_of_order_after",
-                 "book_times")
+                 "book_times", "held")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
                  on_ack: Callable[[float], None] | None = None,
@@ -97,6 +97,8 @@ class Publisher:
         self.out_of_order_after = out_of_order_after
         # symbol -> (the book's newest ts_event, our time when it last advanced): stale books
         self.book_times: dict[str, tuple[float, float]] = {}
+        # symbol -> live trades held back while its missed trades are fetched (backfill)
+        self.held: dict[str, list[Pending]] = {}
 
     def key(self, symbol: str) -> bytes:
         key = self.keys.get(symbol)
@@ -129,8 +131,29 @@ class Publisher:
             self.newest_trade[symbol] = (ts, trade_id)
         elif ts < newest[0] - self.out_of_order_after:
             metrics.inc("kcs_out_of_order_trades_total", exchange=self.exchange)
-        self.pending.append((self.trade_topic, self.key(symbol), trade, None, trade.ts_recv))
+        entry = (self.trade_topic, self.key(symbol), trade, None, trade.ts_recv)
+        if self.held and symbol in self.held:
+            self.held[symbol].append(entry)  # after the backfilled ones
+        else:
+            self.pending.append(entry)
         return True
+
+    def hold(self, symbol: str) -> None:
+        """Hold the market's live trades back until `release` (a backfill is in flight)."""
+        self.held.setdefault(symbol, [])
+
+    def release(self, symbol: str, before: list[Trade]) -> int:
+        """Publish `before` (missed trades, oldest first; repeats dropped), then the live
+        trades held back; the number of `before` published."""
+        held = self.held.pop(symbol, [])
+        published = 0
+        for trade in before:
+            try:
+                published += self.trade(trade)
+            except ValueError as exc:  # a bad value in the history: that trade only
+                log.warning("%s: a backfilled trade was refused: %s", self.exchange, exc)
+        self.pending.extend(held)
+        return published
 
     def book(self, book: OrderBook) -> None:
         ts = book.ts_event = finite_time(book.ts_event)

@@ -203,7 +203,10 @@ class Session:
                     recording.sent(message, time.time())
             self.connected[stream.url] = True
             stream.ws = ws  # before on_open, which may send (send_soon) on it
+            stream.connects += 1
             await connector.on_open(stream)
+            if stream.connects > 1:
+                connector.after_reconnect(stream)
             helpers = [self.spawn(self._watchdog(ws, stream)),
                        self.spawn(self._stale_books(stream))]
             if connector.ping_interval and connector.ping_message is not None:

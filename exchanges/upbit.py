@@ -5,6 +5,12 @@ socket's whole subscription set. We ask for the `SIMPLE` format (short keys, sma
 Frames arrive as binary UTF-8 JSON. Every order book message is a whole top-N book, so there
 is nothing to chain: a bad book is skipped and the next one replaces it.
 Symbols are quote first: `KRW-BTC` is our `BTC-KRW`.
+
+Checked on 2026-11-30 against docs.upbit.com (WebSocket guide, orderbook and trade
+references) through the search tool's stored pages: the feed URL, the SIMPLE keys and the
+`orderbook_units` shape (15 units by default, `KRW-BTC.N` for 1/5/15/30) are as written here.
+Trade history: `/v1/trades/ticks` (the last 500 trades by time; `sequential_id` is unique
+but not contiguous).
 """
 
 from __future__ import annotations
@@ -104,6 +110,21 @@ class Upbit(Connector):
             self.resync(symbol, fault)
             return
         self.out.book(OrderBook("upbit", symbol, msg["tms"] / 1000.0, ts_recv, bids, asks, None))
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/v1/trades/ticks`: the last 500 trades, by time"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return f"https://api.upbit.com/v1/trades/ticks?market={to_native(symbol)}&count=500"
+
+    def history_trades(self, symbol: str, body: list, ts_recv: float) -> list[Trade]:
+        """[{"market":"KRW-BTC","timestamp":1730336862000,"trade_price":100473000.0,
+        "trade_volume":0.0001,"ask_bid":"BID","sequential_id":17303368620000000}, ...]
+        newest first; `timestamp` is the trade's time, as `ttms` on the socket."""
+        return [Trade("upbit", symbol, t["timestamp"] / 1000.0, ts_recv, t["trade_price"],
+                      t["trade_volume"], TAKER_SIDE[t["ask_bid"]], str(t["sequential_id"]))
+                for t in body]
 
 
 CONNECTOR = Upbit
