@@ -6,8 +6,8 @@ Books follow Binance's documented procedure: buffer diff events, fetch the REST 
 drop events it already contains, then chain every event by `U`/`u`. A gap (`U` beyond the
 book's id + 1) or a crossed book drops the book and starts over from a fresh snapshot.
 
-Checked on 2026-11-30 (search tool, stored Binance spot API docs): combined streams,
-`depthUpdate` `U`/`u` and the snapshot procedure as written. Trade history:
+Docs: not re-checked online on 2026-11-30 (the procedure is Binance's long-standing one, as
+in ../shared/EXCHANGES.md §5). Trade history:
 `/api/v3/historicalTrades?fromId=` (by id; market data, no key needed).
 """
 

@@ -20,6 +20,10 @@ Trades: the snapshot (recent trades) and `te` ("trade executed") updates are pub
 already published is never published again (a resubscription starts with a snapshot). The
 sign of the amount is the taker's side. Symbols are `t` + pair: `tBTCUSD`, or with a colon
 when an asset code is longer than 3 letters (`tTESTBTC:TESTUSD`); Bitfinex names USDT `UST`.
+
+Docs: not re-checked online on 2026-11-30 (as in ../shared/EXCHANGES.md §11). The sequence
+numbers are per connection, not per symbol: a gap drops every book of that connection.
+Trade history: `/v2/trades/{sym}/hist?start=&sort=1` (by time).
 """
 
 from __future__ import annotations

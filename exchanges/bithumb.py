@@ -16,10 +16,11 @@ zero-padded units are dropped; a crossed or unordered book is dropped with `resy
 next message replaces it.
 Symbols are quote first: `KRW-BTC` is our `BTC-KRW`.
 
-Checked on 2026-11-30 (search tool, stored Bithumb API pages and ../shared/EXCHANGES.md):
-`wss://ws-api.bithumb.com/websocket/v1` with Upbit-style requests is the current public
-feed; the legacy `pubwss` feed is not spoken. Trade history: `/v1/trades/ticks` (Upbit's
-shape; the last 500 trades, by time).
+Docs re-checked 2026-11-30 (search tool, apidocs.bithumb.com "기본 정보"): the public
+stream is `wss://ws-api.bithumb.com/websocket/v1` (v1 response spec: ticker, trade,
+orderbook; private streams moved to `/websocket/v2/private`); connections are limited to
+10 per second per IP. The legacy `pubwss` feed is not spoken. Trade history:
+`/v1/trades/ticks` (Upbit's shape; the last 500 trades, by time).
 """
 
 from __future__ import annotations

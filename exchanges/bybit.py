@@ -16,9 +16,10 @@ wrong book.)
 Native symbols (`BTCUSDT`) cannot be split without the market list, so the subscribed ones
 are mapped.
 
-Checked on 2026-11-30 (search tool, stored Bybit v5 pages): "if you receive a message
-with u=1, reset your local orderbook" (orderbook topic) is still documented; spot depths
-1/50/200/1000. Trade history: `/v5/market/recent-trade` (the last 60 spot trades, by time).
+Docs re-checked 2026-11-30 (search tool, Bybit's orderbook pages): a new snapshot resets the
+local book, and `u` = 1 (sent after a service restart) must overwrite it; `u` is "normally
+continuous". Spot depths 1/50/200/1000. Trade history: `/v5/market/recent-trade` (the last
+60 spot trades, by time).
 """
 
 from __future__ import annotations

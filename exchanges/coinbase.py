@@ -10,6 +10,10 @@ never received, means the feed dropped messages for that product (Coinbase drops
 slow clients): the book is dropped (`resync`) and its level 2 subscription renewed
 (unsubscribe + subscribe), which brings a fresh snapshot. A crossed book does the same.
 A `match` names the MAKER's side, so the taker's side is the opposite.
+
+Docs: not re-checked online on 2026-11-30; the Exchange feed is as in ../shared/EXCHANGES.md
+§9 (the Advanced Trade feed is not spoken). Trade history: `/products/{id}/trades` (the
+last 1,000 trades; `trade_id` rises by 1 per product, so a gap is named by ids).
 """
 
 from __future__ import annotations

@@ -15,8 +15,9 @@ each message. Its `id` (ms time + 3-digit counter) grows with every new book but
 contiguous, so gaps cannot be seen, only reordering: a book whose `id` is not newer than the
 last one published is stale and skipped (see `_book`).
 
-Checked on 2026-11-30 (search tool, stored Coinone API v2 pages): the public stream, the
-PING request and the TRADE/ORDERBOOK/TICKER shapes are as written here. Trade history:
+Docs re-checked 2026-11-30 (search tool: docs.coinone.co.kr references as cited by ccxt
+4.5, public WS `wss://stream.coinone.co.kr`, 20 s keepalive): nothing contradicts this
+module; no stored page documents a change since the fixtures were written. Trade history:
 `/public/v2/trades/{quote}/{base}?size=200` (the last 200 trades, by time).
 """
 

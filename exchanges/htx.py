@@ -17,6 +17,10 @@ Books, two ways (`Htx.book_channel`):
   arrives, the ones it already contains are dropped, and from then on every update's
   `prevSeqNum` must be the book's `seqNum`. A gap or a crossed book drops the book
   (`resync`) and asks for a new snapshot with another `req`.
+
+Docs: not re-checked online on 2026-11-30 (as in ../shared/EXCHANGES.md §8). Trade history:
+`/market/history/trade?size=2000` (the last 2,000 trades, by time; `trade-id` is the
+socket's `tradeId`).
 """
 
 from __future__ import annotations

@@ -17,8 +17,9 @@ book with empty sides, which is published as it is.
 Trades: each (re)subscription starts with a snapshot of recent trades; those already
 published (by `tradeId`) are not published again.
 
-Checked on 2026-11-30 (search tool, stored Korbit API v2 pages and EXCHANGES.md): v2 public
-feed as written; the new Digital X host serves the same protocol. Trade history:
+Docs re-checked 2026-11-30: the search tool holds no Korbit v2 WebSocket page (only the
+retired v1 REST docs), so this module follows ../shared/EXCHANGES.md §4 (v2 public feed;
+the Digital X host serves the same protocol); unconfirmed against the live docs. Trade history:
 `/v2/trades?symbol=btc_krw&limit=500` (the last 500 trades, by time).
 """
 

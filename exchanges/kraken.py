@@ -17,6 +17,12 @@ the replayed `KRAKEN.ws.*` files; if they were recorded at the v1 URL it opens v
 per channel as the recorder did, so the replay server hands each of them one recorded
 connection. Frames are told apart by shape (a JSON array or an `event` object is v1), so one
 parser serves both, and the v1 parsing is small: the same book, checksum and truncation.
+
+Docs re-checked 2026-11-30 (search tool, docs.kraken.com "Spot Websockets (v2) Book
+Checksum"): CRC32 over the top 10 levels per side from the full-precision text, the book
+truncated to the subscribed depth after each update; as implemented. Trade history:
+`/0/public/Trades?since=` (by time; its 7th field is the v2 `trade_id`; v1 trades carry no
+id, so only v2 sessions deduplicate against it).
 """
 
 from __future__ import annotations

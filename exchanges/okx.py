@@ -20,9 +20,10 @@ Books, two protocols, both spoken:
   (unsubscribe + subscribe) for a fresh one.
 A nonzero checksum is verified in both; absent or 0 means "not sent". Every drop is a
 `resync` on `ws.error`.
-Checked against the OKX v5 docs (books channel, changelog) on 2026-11-30 through the search
-tool's stored pages: nothing newer than the two 2026 notices was found; the conflict between
-them (snapshot delisted vs. checksum always 0) is why both forms are handled.
+Docs re-checked 2026-11-30 (search tool): no stored OKX page newer than the two 2026 notices;
+a third-party recorder (tickvault 0.1.1) measured `checksum` 0 on every `books` frame, in
+line with the 2026-05-21 notice. The notices conflict (snapshot delisted vs. checksum always
+0), which is why both forms are handled.
 
 Heartbeat: OKX closes a socket with no traffic for 30 s, so the text `ping` is sent every
 20 s; its `pong` answer is not JSON and is skipped before parsing.

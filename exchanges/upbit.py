@@ -6,9 +6,10 @@ Frames arrive as binary UTF-8 JSON. Every order book message is a whole top-N bo
 is nothing to chain: a bad book is skipped and the next one replaces it.
 Symbols are quote first: `KRW-BTC` is our `BTC-KRW`.
 
-Checked on 2026-11-30 against docs.upbit.com (WebSocket guide, orderbook and trade
-references) through the search tool's stored pages: the feed URL, the SIMPLE keys and the
-`orderbook_units` shape (15 units by default, `KRW-BTC.N` for 1/5/15/30) are as written here.
+Docs re-checked 2026-11-30 (search tool, docs.upbit.com v1.6.4 orderbook reference and the
+changelog of 2025-07-02): feed URL and `orderbook_units` as written here; a code may ask
+`KRW-BTC.N` units with N in 1/5/15/30 only, 30 when not given (we ask none: 30); a KRW-only
+`level` groups prices (we keep the default 0).
 Trade history: `/v1/trades/ticks` (the last 500 trades by time; `sequential_id` is unique
 but not contiguous).
 """
