@@ -23,7 +23,7 @@ from exchanges.publisher import Publisher
 from records import Trade
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from config.settings import Settings
     from exchanges.session import Session
 
 __all__ = ["Connector", "Stream", "Subscriptions", "CHANNELS"]

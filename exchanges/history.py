@@ -22,7 +22,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
-from exchanges.publisher import metrics
+from exchanges.metrics import metrics
 
 if TYPE_CHECKING:
     from exchanges.base import Connector

@@ -1,4 +1,5 @@
-"""Normalized market-data records and the topic names they travel on.
+"""Normalized market-data records and the topic names they travel on (fields, keys and
+their meaning: docs/normalization.md).
 
 Every record carries `exchange` (lower case), `symbol` in the unified `BASE-QUOTE` form
 (`BTC-KRW`), `ts_event` (the exchange's time) and `ts_recv` (our receive time), both float
@@ -26,7 +27,13 @@ __all__ = [
     "ticker_topic",
     "DLQ_TOPIC",
     "ERROR_TOPIC",
+    "EXCHANGES",
 ]
+
+# Every exchange kor-coin-stream speaks (the names used in topic names, keys and settings),
+# in the order of the product's promise; each has its connector in exchanges/<name>.py.
+EXCHANGES = ("upbit", "bithumb", "coinone", "korbit", "binance", "bybit", "okx", "htx",
+             "coinbase", "kraken", "bitfinex")
 
 BUY = 1  # the taker bought (lifted the ask)
 SELL = -1  # the taker sold (hit the bid)

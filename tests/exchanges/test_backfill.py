@@ -17,11 +17,12 @@ import pytest
 from aiohttp import web
 from yarl import URL
 
-from app.settings import load_settings
+from config.settings import load_settings
 from bench.parse import OfflineSession, recordings_by_exchange
 from exchanges import CONNECTORS, EXCHANGES
 from exchanges.base import Stream
-from exchanges.publisher import Publisher, metrics
+from exchanges.metrics import metrics
+from exchanges.publisher import Publisher
 from exchanges.session import Session, replay_url
 from exchanges.base import NEW_MARKET_MARGIN
 from records import BUY, OrderBook, Trade

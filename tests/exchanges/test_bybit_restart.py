@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import orjson
 
-from app.settings import load_settings
+from config.settings import load_settings
 from exchanges.bybit import Bybit
 from exchanges.publisher import Publisher
 from tests.support import SentMessages

@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 import pytest
 
-from app.settings import load_settings
+from config.settings import load_settings
 from bench.parse import OfflineSession, preload_snapshots, recordings_by_exchange
 from exchanges import CONNECTORS, EXCHANGES
 from exchanges.base import Stream

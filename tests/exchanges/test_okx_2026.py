@@ -2,7 +2,7 @@
 through the real session: the 2026 form (no snapshot in the feed, checksum 0, the REST
 snapshot with `source=0`, `seqId` chaining, a gap that triggers the REST procedure again),
 built from the recorded 2022 session, and the recorded 2022 form itself. Every published
-book's top equals an independent rebuild (tests.test_okx.Rebuild) at the same point."""
+book's top equals an independent rebuild (tests.exchanges.test_okx.Rebuild) at the same point."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from app.settings import load_settings
+from config.settings import load_settings
 from exchanges.okx import Okx
 from exchanges.publisher import Publisher
 from exchanges.session import Session
@@ -22,7 +22,7 @@ from replay.recordings import HttpResponse, Recording, WsConnection, load_record
 from replay.server import ReplayServer
 from replay.subscriptions import from_recordings
 from tests.exchanges.test_protection import Producer
-from tests.test_okx import Rebuild
+from tests.exchanges.test_okx import Rebuild
 
 URL = "wss://ws.okx.com:8443/ws/v5/public"
 REST = "https://www.okx.com/api/v5/market/books?instId=BTC-USDT&sz=400&source=0"

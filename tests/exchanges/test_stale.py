@@ -9,9 +9,10 @@ import time
 import orjson
 from websockets.asyncio.server import ServerConnection, serve
 
-from app.settings import load_settings
+from config.settings import load_settings
 from exchanges.bybit import URL, Bybit
-from exchanges.publisher import Publisher, metrics
+from exchanges.metrics import metrics
+from exchanges.publisher import Publisher
 from exchanges.session import Session
 from tests.exchanges.test_protection import Producer
 
