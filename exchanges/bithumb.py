@@ -29,7 +29,7 @@ import uuid
 
 import orjson
 
-from exchanges.book import snapshot_fault
+from exchanges.book import check_levels, snapshot_fault
 from exchanges.base import Connector, Stream
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -124,6 +124,7 @@ class Bithumb(Connector):
         asks = [(float(u["ask_price"]), float(u["ask_size"])) for u in units
                 if u["ask_price"] and u["ask_size"]][:depth]
         symbol = self.symbol(msg["code"])
+        check_levels(bids, asks)
         fault = snapshot_fault(bids, asks)
         if fault is not None:
             self.resync(symbol, fault)

@@ -16,7 +16,7 @@ from sortedcontainers import SortedDict
 from exchanges.values import INF, BadValue
 
 __all__ = ["L2Book", "Level", "BookSide", "is_ordered", "crossed", "snapshot_fault",
-           "first_levels"]
+           "first_levels", "check_levels"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
@@ -108,6 +108,18 @@ def snapshot_fault(bids: list[tuple[float, float]], asks: list[tuple[float, floa
     if fault is None and not (is_ordered(bids, True) and is_ordered(asks, False)):
         fault = "book side out of price order"
     return fault
+
+
+def check_levels(*sides: list[tuple[float, float]]) -> None:
+    """BadValue unless every level of a full book message (not kept in an L2Book, whose
+    setters check) has a finite price and size above 0; where such a message is parsed."""
+    for side in sides:
+        for price, size in side:
+            if not (0.0 < price < INF and 0.0 < size < INF) or type(price) is bool or \
+                    type(size) is bool:
+                if type(price) is bool or type(size) is bool:
+                    raise BadValue("book level", (price, size), "type")
+                _reject(price, size)
 
 
 def first_levels(levels: Iterable[dict], depth: int) -> list[tuple[float, float]]:

@@ -30,7 +30,7 @@ import itertools
 import orjson
 
 from exchanges.base import Connector, Stream
-from exchanges.book import L2Book, crossed
+from exchanges.book import L2Book, check_levels, crossed
 from exchanges.codecs import inflate_gzip
 from exchanges.symbols import split
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -147,6 +147,7 @@ class Htx(Connector):
         depth = self.depth
         bids = [(float(p), float(s)) for p, s in tick["bids"][:depth]]
         asks = [(float(p), float(s)) for p, s in tick["asks"][:depth]]
+        check_levels(bids, asks)
         fault = crossed(bids, asks)
         if fault is not None:
             self.resync(symbol, fault)

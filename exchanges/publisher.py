@@ -84,7 +84,8 @@ class Publisher:
         return key
 
     def trade(self, trade: Trade) -> bool:
-        """Check, encode and queue a trade; False (and nothing queued) for a repeat."""
+        """Check and queue a trade; False (and nothing queued) for a repeat. Hot path: the
+        usual trade costs one lookup, three type-and-range tests and a set insert."""
         symbol = trade.symbol
         seen = self.trade_ids.get(symbol)
         if seen is None:
@@ -94,9 +95,13 @@ class Publisher:
         if trade_id in ids:
             metrics.inc("kcs_duplicate_trades_total", exchange=self.exchange)
             return False
-        trade.price = positive(trade.price, "trade price")
-        trade.amount = positive(trade.amount, "trade amount")
-        ts = trade.ts_event = finite_time(trade.ts_event)
+        price, amount, ts = trade.price, trade.amount, trade.ts_event
+        if type(price) is not float or not 0.0 < price < INF:
+            trade.price = positive(price, "trade price")
+        if type(amount) is not float or not 0.0 < amount < INF:
+            trade.amount = positive(amount, "trade amount")
+        if type(ts) is not float or not 0.0 < ts < INF:
+            ts = trade.ts_event = finite_time(ts)
         if type(trade_id) is not str or (trade.side != 1 and trade.side != -1):
             raise ValueError(f"bad trade id {trade_id!r} or side {trade.side!r}")
         ids.add(trade_id)
@@ -133,16 +138,14 @@ class Publisher:
         return published
 
     def book(self, book: OrderBook) -> None:
-        ts = book.ts_event = finite_time(book.ts_event)
+        ts = book.ts_event
+        if type(ts) is not float or not 0.0 < ts < INF:
+            ts = book.ts_event = finite_time(ts)
         last = self.book_times.get(book.symbol)
         if last is None or ts > last[0]:
             self.book_times[book.symbol] = (ts, book.ts_recv)
-        for side in (book.bids, book.asks):
-            for price, size in side:  # every published level: a real price and a real size
-                if not (0.0 < price < INF and 0.0 < size < INF) or type(price) is bool or \
-                        type(size) is bool:
-                    positive(price, "book price")
-                    positive(size, "book size")
+        # levels were checked where parsed: an L2Book's setters, or `book.check_levels` and
+        # `book.first_levels` for full book messages (no second pass per level here)
         self.pending.append((self.book_topic, self.key(book.symbol), book, None, book.ts_recv))
 
     def ticker(self, ticker: Ticker) -> None:

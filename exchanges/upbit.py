@@ -21,7 +21,7 @@ import uuid
 import orjson
 
 from exchanges.base import Connector, Stream
-from exchanges.book import crossed
+from exchanges.book import check_levels, crossed
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -106,6 +106,7 @@ class Upbit(Connector):
         bids = [(u["bp"], u["bs"]) for u in units if u["bs"] and u["bp"]][:depth]
         asks = [(u["ap"], u["as"]) for u in units if u["as"] and u["ap"]][:depth]
         symbol = self.symbol(msg["cd"])
+        check_levels(bids, asks)
         fault = crossed(bids, asks)
         if fault is not None:
             self.resync(symbol, fault)
