@@ -149,7 +149,8 @@ class Connector:
         for symbol in stream.symbols:
             if "trades" in self.subscriptions.get(symbol, ()):
                 out.hold(symbol)  # now, before the new connection's first frame
-                self.spawn(backfill(self, symbol, out.newest_trade.get(symbol, (clock, ""))))
+                self.spawn(backfill(self, symbol, out.newest_trade.get(symbol, (clock, "")),
+                                    stream))
 
     def book_rejected(self, book: L2Book, reason: str, stream: Stream) -> None:
         """A frame carried a bad level into `book` (already cleared): report it and start the

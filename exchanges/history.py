@@ -18,6 +18,7 @@ missing id or time range, and counted (`kcs_trade_gaps_total`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import TYPE_CHECKING
@@ -25,22 +26,30 @@ from typing import TYPE_CHECKING
 from exchanges.metrics import metrics
 
 if TYPE_CHECKING:
-    from exchanges.base import Connector
+    from exchanges.base import Connector, Stream
     from records import Trade
 
 __all__ = ["backfill"]
 
 log = logging.getLogger(__name__)
 
+FIRST_FRAME_WAIT = 10.0  # s: a new connection that delivers nothing this long backfills nothing
 
-async def backfill(connector: Connector, symbol: str, last: tuple[float, str]) -> None:
+
+async def backfill(connector: Connector, symbol: str, last: tuple[float, str],
+                   stream: Stream) -> None:
     """Publish the trades of `symbol` missed since `last` = (ts_event, trade id) of its last
-    published trade (id "" when none was: the trades since that time); see module doc."""
+    published trade (id "" when none was: the trades since that time); see module doc.
+
+    It starts once the new connection delivered a frame: a connection that fails at once (or
+    a finished replay) backfills nothing, the next one will, from the same trade."""
     out = connector.out
     last_ts, last_id = last
     out.hold(symbol)
     missed: list[Trade] = []
     try:
+        if not await _delivering(stream):
+            return
         url = connector.history_url(symbol, last_id, last_ts)
         if url is None:
             _gap(connector, symbol, last_id, last_ts, "the venue has no public trade history")
@@ -73,6 +82,17 @@ async def backfill(connector: Connector, symbol: str, last: tuple[float, str]) -
                         exchange=connector.name)
             log.info("%s %s: %d missed trades backfilled", connector.name, symbol, published)
         await out.drain()
+
+
+async def _delivering(stream: Stream, wait: float = FIRST_FRAME_WAIT) -> bool:
+    """True once the stream's current connection delivered a frame, False if it ended or
+    delivered nothing within `wait` seconds."""
+    connects, since = stream.connects, time.time()
+    while stream.last_frame <= since:
+        if stream.connects != connects or stream.ws is None or time.time() - since > wait:
+            return False
+        await asyncio.sleep(0.02)
+    return stream.connects == connects
 
 
 def _gap(connector: Connector, symbol: str, last_id: str, last_ts: float, reason: str,

@@ -84,6 +84,8 @@ class Session:
         self.settings = settings
         self.replay_base = replay_base
         self.recorder = recorder
+        # refused at start, with the setting's name, rather than in a helper task later
+        self.stale_after = settings.stale_after_for(connector.name, connector.stale_after)
         self.http: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.connected: dict[str, bool] = {}
@@ -152,6 +154,7 @@ class Session:
                 log.warning("%s: replay finished for %s: every recorded frame was served",
                             name, stream.url)
                 self.connected[stream.url] = False
+                stream.ws = None
                 self._closed(stream, "replay finished")
                 return
             except (TimeoutError, OSError, websockets.WebSocketException) as exc:
@@ -161,6 +164,7 @@ class Session:
                 metrics.inc("kcs_stream_crashes_total", exchange=name)
                 reason = f"{type(exc).__name__}: {exc}"
             self.connected[stream.url] = False
+            stream.ws = None
             self._closed(stream, reason)
             await self._drain_quietly()
             metrics.inc("kcs_reconnects_total", exchange=name)
@@ -262,7 +266,7 @@ class Session:
     async def _stale_books(self, stream: Stream) -> None:
         """Check the stream's books for exchange time that stopped advancing."""
         connector = self.connector
-        stale_after = self.settings.stale_after_for(connector.name, connector.stale_after)
+        stale_after = self.stale_after
         interval = min(stale_after / 4.0, 1.0)
         while True:
             await asyncio.sleep(interval)

@@ -7,6 +7,7 @@ import asyncio
 import time
 
 import orjson
+import pytest
 from websockets.asyncio.server import ServerConnection, serve
 
 from config.settings import load_settings
@@ -92,3 +93,14 @@ async def test_a_book_whose_exchange_time_freezes_is_reported_stale_and_resynced
     assert resubscribed[0] - frozen_at[0] >= STALE_AFTER
     tickers = producer.on("ticker-data.bybit")
     assert len(tickers) > 10  # the socket was alive all along
+
+
+def test_kcs_stale_after_per_venue_and_a_bad_value_refused_with_its_name() -> None:
+    assert load_settings({}).stale_after_for("bybit", 60.0) == 60.0
+    assert load_settings({"KCS_STALE_AFTER": "12"}).stale_after_for("upbit", 300.0) == 12.0
+    per_venue = load_settings({"KCS_STALE_AFTER": "upbit=120, binance=30"})
+    assert per_venue.stale_after_for("binance", 60.0) == 30.0
+    assert per_venue.stale_after_for("okx", 60.0) == 60.0
+    with pytest.raises(ValueError, match="KCS_STALE_AFTER"):
+        Session(Bybit({}, Publisher("bybit"), load_settings({"KCS_STALE_AFTER": "soon"})),
+                load_settings({"KCS_STALE_AFTER": "soon"}))
