@@ -25,8 +25,11 @@ from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES, REGIONS
 from exchanges.metrics import INGEST_BUFFER_LIMIT
 from exchanges.publisher import Publisher
-from exchanges.replay import ReplayServer, load_recordings
 from exchanges.session import Session
+from replay.recorder import Recorder
+from replay.recordings import load_recordings
+from replay.server import ReplayServer
+from replay.subscriptions import from_recordings
 from records import DLQ_TOPIC, ERROR_TOPIC, book_topic, ticker_topic, trade_topic
 from records.codec import JSON, Codec
 
@@ -126,7 +129,10 @@ class IngestService(Service):
             log.info("replaying %s (%s) at speed %s from %s", settings.replay,
                         ", ".join(sorted(recordings)), settings.replay_speed or "max",
                         replay_base)
-        subscriptions = load_subscriptions(settings, recordings)
+        if recordings is not None and not settings.subscriptions:
+            subscriptions = from_recordings(recordings)
+        else:
+            subscriptions = load_subscriptions(settings)
         chosen = {name: subs for name, subs in subscriptions.items() if settings.ingests(name)}
         for name in sorted(set(chosen) - set(CONNECTORS)):
             log.warning("no connector for exchange %r yet: its subscriptions are ignored", name)
@@ -138,7 +144,8 @@ class IngestService(Service):
         for name, subs in sorted(chosen.items()):
             connector = CONNECTORS[name](subs, Publisher(name, self.producer, codec=self.codec),
                                          settings)
-            session = Session(connector, settings, replay_base)
+            recorder = Recorder(settings.record, name) if settings.record else None
+            session = Session(connector, settings, replay_base, recorder)
             await session.start()
             self.sessions.append(session)
             log.info("ingesting %s: %d symbols", name, len(subs),

@@ -46,11 +46,11 @@ sys.path.insert(0, str(ROOT))
 
 from app.ingest import tune_gc  # noqa: E402
 from config.settings import load_settings  # noqa: E402
-from app.subscriptions import RECORDING_NAMES, from_recordings  # noqa: E402
+from replay.subscriptions import RECORDING_NAMES, from_recordings  # noqa: E402
 from exchanges import CONNECTORS, EXCHANGES  # noqa: E402
 from exchanges.base import Stream  # noqa: E402
 from exchanges.publisher import Publisher  # noqa: E402
-from exchanges.replay import Recording, load_recordings  # noqa: E402
+from replay.recordings import Recording, load_recordings  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "replays"
 PEER = ROOT.parent / "shared" / "peer" / "cryptofeed-speed"
@@ -96,7 +96,7 @@ def preload_snapshots(name: str, connector: Any, recording: Recording) -> None:
             symbol = connector.unified.get(native)
             if symbol in connector.books:
                 snapshot = orjson.loads(response.body)
-                connector._load(symbol, snapshot, [], 0.0)
+                connector._load(symbol, snapshot, [], 1.0)
 
 
 def normalize_pass(name: str, recording: Recording, frames: list[tuple[Any, Stream]],

@@ -72,6 +72,11 @@ class Settings:
     # Largest WebSocket frame accepted (bytes) and largest decompressed payload (bytes).
     max_frame_bytes: int = 8 * 1024 * 1024
     max_inflated_bytes: int = 32 * 1024 * 1024
+    # A book whose exchange timestamps have not advanced for this long (s) while its socket
+    # still delivers frames is dropped, resynced and reported (`ws.error` kind `stale`).
+    # Empty: each venue's default (`Connector.stale_after`); a number for every venue, or
+    # "upbit=120,binance=30" per venue.
+    stale_after: str = ""
     # Broker profile: "tansu" applies the settings measured on the Tansu broker (fast group
     # joins, one record per changelog batch), "kafka" keeps Faust's defaults. Empty: "tansu"
     # for the embedded broker, "kafka" otherwise.
@@ -131,6 +136,24 @@ class Settings:
     @property
     def canonical_url(self) -> str:
         return f"http://{self.web_host or socket.gethostname()}:{self.web_port}"
+
+    def stale_after_for(self, exchange: str, default: float) -> float:
+        """`KCS_STALE_AFTER` for one venue: a number, or `venue=seconds,...` (others keep
+        `default`); a bad value is refused with the setting's name."""
+        text = self.stale_after.strip()
+        try:
+            if not text:
+                return default
+            if "=" not in text:
+                return float(text)
+            for part in text.split(","):
+                name, _, value = part.partition("=")
+                if name.strip().lower() == exchange:
+                    return float(value)
+            return default
+        except ValueError:
+            raise ValueError(f"KCS_STALE_AFTER={self.stale_after!r}: use seconds, or "
+                             f"venue=seconds,...") from None
 
     def ingests(self, exchange: str) -> bool:
         choice = self.ingest.strip().lower()

@@ -18,7 +18,9 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from exchanges.book import L2Book
+from exchanges.history import backfill
 from exchanges.publisher import Publisher
+from records import Trade
 
 if TYPE_CHECKING:
     from config.settings import Settings
@@ -29,6 +31,7 @@ __all__ = ["Connector", "Stream", "Subscriptions", "CHANNELS"]
 log = logging.getLogger(__name__)
 
 CHANNELS = ("trades", "book", "ticker")
+NEW_MARKET_MARGIN = 10.0  # s before a stream's last exchange time, for markets with no trade
 
 # unified symbol ("BTC-KRW") -> channels ({"trades", "book"})
 Subscriptions = dict[str, set[str]]
@@ -44,6 +47,8 @@ class Stream:
     # Runtime state, set by the session.
     ws: Any = None
     last_frame: float = 0.0
+    close_reason: str = ""  # why the last connection ended
+    connects: int = 0  # connections made so far
 
 
 class Connector:
@@ -53,6 +58,13 @@ class Connector:
     ping_message: ClassVar[str | bytes | None] = None
     # Offer permessage-deflate where the exchange supports it.
     compression: ClassVar[bool] = False
+    # A book whose exchange time has not advanced for this long (s) while the socket delivers
+    # other frames is stale (KCS_STALE_AFTER overrides it).
+    stale_after: ClassVar[float] = 60.0
+    # Trade history over REST (exchanges.history): ids rising by 1 per market, and how far
+    # back it reaches (README).
+    history_ids: ClassVar[bool] = False
+    history_reach: ClassVar[str] = "no public trade history: a reconnect's gap is reported"
     # The exchange's market code -> our `BASE-QUOTE` (modules set their `to_unified`).
     to_unified: ClassVar[Callable[[str], str]]
 
@@ -101,20 +113,85 @@ class Connector:
         return [s for s, channels in self.subscriptions.items() if channel in channels]
 
     def on_close(self, stream: Stream) -> None:
-        """A connection ended: its books can no longer be proven current, so drop them."""
+        """A connection ended: its books can no longer be proven current, so drop them, and
+        report each one that had content like any resync (`ws.error` kind `disconnect`)."""
         for symbol in stream.symbols:
             book = self.books.get(symbol)
             if book is not None:
+                if book.ready or book.bids or book.asks:
+                    self.out.error(symbol, f"connection lost: {stream.close_reason}",
+                                   kind="disconnect")
                 book.clear()
 
-    def resync(self, symbol: str, reason: str) -> None:
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        """The REST URL of the market's trades after the last one published (`last_id` at
+        `last_ts`; `last_id` "" when none was: trades since `last_ts`), or None where the
+        venue has no public trade history."""
+        return None
+
+    def history_trades(self, symbol: str, body: Any, ts_recv: float) -> list[Trade]:
+        """The venue's trade-history answer as Trades (any order)."""
+        raise NotImplementedError
+
+    def after_reconnect(self, stream: Stream) -> None:
+        """A stream connected again: fetch the trades its markets missed meanwhile. A market
+        with no trade published yet is backfilled from the stream's last exchange time (its
+        newest trade or book time before the drop, less `NEW_MARKET_MARGIN`)."""
+        if self.session is None:
+            return
+        out = self.out
+        times = [out.newest_trade[s][0] for s in stream.symbols if s in out.newest_trade]
+        times += [out.book_times[s][0] for s in stream.symbols if s in out.book_times]
+        if not times:
+            return  # nothing was heard on it: nothing to continue from
+        # exchange times of different markets interleave: a little before the newest
+        clock = max(times) - NEW_MARKET_MARGIN
+        for symbol in stream.symbols:
+            if "trades" in self.subscriptions.get(symbol, ()):
+                out.hold(symbol)  # now, before the new connection's first frame
+                self.spawn(backfill(self, symbol, out.newest_trade.get(symbol, (clock, "")),
+                                    stream))
+
+    def book_rejected(self, book: L2Book, reason: str, stream: Stream) -> None:
+        """A frame carried a bad level into `book` (already cleared): report it and start the
+        book over (`restart_book`)."""
+        for symbol, candidate in self.books.items():
+            if candidate is book:
+                self.resync(symbol, reason)
+                self.restart_book(symbol, stream)
+                return
+
+    def restart_book(self, symbol: str, stream: Stream) -> None:
+        """Get a dropped book going again. By default the stream is reconnected (every venue
+        sends fresh books on a new connection); venues that can resubscribe one book, or
+        whose next update restarts it, override this."""
+        if self.session is not None:
+            self.session.reconnect_soon(stream, f"{symbol} book restarted")
+
+    def resync(self, symbol: str, reason: str, kind: str = "resync") -> None:
         """Drop a book that cannot be proven consistent and make it visible on `ws.error`."""
         book = self.books.get(symbol)
         if book is not None:
             book.clear()
         log.warning("%s %s: book dropped and resynced: %s", self.name, symbol, reason,
                     extra={"exchange": self.name, "symbol": symbol, "phase": "resync"})
-        self.out.error(symbol, reason)
+        self.out.error(symbol, reason, kind=kind)
+
+    def check_stale(self, stream: Stream, now: float, stale_after: float) -> None:
+        """Drop, resync and report (`ws.error` kind `stale`) each book of `stream` whose
+        exchange time has not advanced for `stale_after` s while the socket delivered frames
+        (a silent socket is the session's silence watchdog's business)."""
+        if now - stream.last_frame > stale_after:
+            return
+        times = self.out.book_times
+        for symbol in stream.symbols:
+            last = times.get(symbol)
+            if last is not None and now - last[1] > stale_after:
+                del times[symbol]  # armed again by the next book published
+                self.resync(symbol, f"stale: exchange time stuck at {last[0]:.3f} for "
+                                    f"{now - last[1]:.0f} s while the feed is alive",
+                            kind="stale")
+                self.restart_book(symbol, stream)
 
     async def get_json(self, url: str) -> Any:
         """A REST GET through the session (replayable and recorded like the WebSocket)."""

@@ -5,6 +5,10 @@ nothing is sent after connecting; each event arrives wrapped as `{"stream":..,"d
 Books follow Binance's documented procedure: buffer diff events, fetch the REST snapshot,
 drop events it already contains, then chain every event by `U`/`u`. A gap (`U` beyond the
 book's id + 1) or a crossed book drops the book and starts over from a fresh snapshot.
+
+Docs: not re-checked online on 2026-11-30 (the procedure is Binance's long-standing one, as
+in ../shared/EXCHANGES.md §5). Trade history:
+`/api/v3/historicalTrades?fromId=` (by id; market data, no key needed).
 """
 
 from __future__ import annotations
@@ -71,6 +75,9 @@ class Binance(Connector):
         for symbol in stream.symbols:
             self.buffers.pop(symbol, None)
 
+    def restart_book(self, symbol: str, stream: Stream) -> None:
+        """Nothing to do: the next diff event of a book that is not ready fetches a snapshot."""
+
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
         msg = orjson.loads(frame)
         data = msg.get("data")
@@ -132,6 +139,8 @@ class Binance(Connector):
         if book.top_changed(depth):
             self.out.book(OrderBook("binance", symbol, book.ts_event, ts_recv,
                                     book.top_bids(depth), book.top_asks(depth), book.sequence))
+        else:
+            self.out.book_seen(symbol, book.ts_event, ts_recv)
 
     def _wait_for_snapshot(self, symbol: str, event: dict, ts_recv: float) -> None:
         self.buffers.setdefault(symbol, []).append((event, ts_recv))
@@ -189,6 +198,24 @@ class Binance(Connector):
             if not book.ready:  # the event crossed the book
                 return False
         return True
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_ids = True  # `@trade` ids rise by 1 per market
+    history_reach = "`/api/v3/historicalTrades?fromId=`: by id, as far back as needed"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        if not last_id:  # no trade published yet: the recent ones
+            return f"https://api.binance.com/api/v3/trades?symbol={to_native(symbol)}&limit=1000"
+        return (f"https://api.binance.com/api/v3/historicalTrades?symbol={to_native(symbol)}"
+                f"&fromId={int(last_id) + 1}&limit=1000")
+
+    def history_trades(self, symbol: str, body: list, ts_recv: float) -> list[Trade]:
+        """[{"id":28457,"price":"4.00000100","qty":"12.00000000","quoteQty":"48.000012",
+        "time":1499865549590,"isBuyerMaker":true,"isBestMatch":true}, ...] oldest first."""
+        return [Trade("binance", symbol, t["time"] / 1000.0, ts_recv, float(t["price"]),
+                      float(t["qty"]), SELL if t["isBuyerMaker"] else BUY, str(t["id"]))
+                for t in body]
 
 
 CONNECTOR = Binance

@@ -20,6 +20,10 @@ Trades: the snapshot (recent trades) and `te` ("trade executed") updates are pub
 already published is never published again (a resubscription starts with a snapshot). The
 sign of the amount is the taker's side. Symbols are `t` + pair: `tBTCUSD`, or with a colon
 when an asset code is longer than 3 letters (`tTESTBTC:TESTUSD`); Bitfinex names USDT `UST`.
+
+Docs: not re-checked online on 2026-11-30 (as in ../shared/EXCHANGES.md §11). The sequence
+numbers are per connection, not per symbol: a gap drops every book of that connection.
+Trade history: `/v2/trades/{sym}/hist?start=&sort=1` (by time).
 """
 
 from __future__ import annotations
@@ -259,6 +263,7 @@ class Bitfinex(Connector):
     def _publish(self, chan_id: int, channel: _Channel, book: L2Book, ts_recv: float) -> None:
         depth = self.depth
         if not book.top_changed(depth):
+            self.out.book_seen(channel.symbol, ts_recv, ts_recv)
             return  # the last record published still holds
         bids, asks = book.top_bids(depth), book.top_asks(depth)  # cached until they change
         fault = crossed(bids, asks)
@@ -289,6 +294,20 @@ class Bitfinex(Connector):
         """
         self.out.ticker(Ticker("bitfinex", symbol, ts_recv, ts_recv, float(t[6]), float(t[0]),
                                float(t[1]), float(t[2]), float(t[3]), float(t[7]), None))
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/v2/trades/{sym}/hist?start=`: by time, as far back as needed"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return (f"https://api-pub.bitfinex.com/v2/trades/{to_native(symbol)}/hist"
+                f"?start={int(last_ts * 1000)}&limit=10000&sort=1")
+
+    def history_trades(self, symbol: str, body: list, ts_recv: float) -> list[Trade]:
+        """[[ID, MTS, AMOUNT, PRICE], ...]; the sign of AMOUNT is the taker's side."""
+        return [Trade("bitfinex", symbol, mts / 1000.0, ts_recv, float(price), abs(amount),
+                      BUY if amount > 0 else SELL, str(trade_id))
+                for trade_id, mts, amount, price in body]
 
 
 CONNECTOR = Bitfinex

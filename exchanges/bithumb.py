@@ -15,6 +15,12 @@ checksum, so there is nothing to chain. Zero levels (sizes print with 4 decimals
 zero-padded units are dropped; a crossed or unordered book is dropped with `resync()` and the
 next message replaces it.
 Symbols are quote first: `KRW-BTC` is our `BTC-KRW`.
+
+Docs re-checked 2026-11-30 (search tool, apidocs.bithumb.com "기본 정보"): the public
+stream is `wss://ws-api.bithumb.com/websocket/v1` (v1 response spec: ticker, trade,
+orderbook; private streams moved to `/websocket/v2/private`); connections are limited to
+10 per second per IP. The legacy `pubwss` feed is not spoken. Trade history:
+`/v1/trades/ticks` (Upbit's shape; the last 500 trades, by time).
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import uuid
 
 import orjson
 
-from exchanges.book import snapshot_fault
+from exchanges.book import check_levels, snapshot_fault
 from exchanges.base import Connector, Stream
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -54,6 +60,7 @@ def to_unified(code: str) -> str:
 
 class Bithumb(Connector):
     name = "bithumb"
+    stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
     to_unified = staticmethod(to_unified)
 
     def connections(self) -> list[Stream]:
@@ -117,6 +124,7 @@ class Bithumb(Connector):
         asks = [(float(u["ask_price"]), float(u["ask_size"])) for u in units
                 if u["ask_price"] and u["ask_size"]][:depth]
         symbol = self.symbol(msg["code"])
+        check_levels(bids, asks)
         fault = snapshot_fault(bids, asks)
         if fault is not None:
             self.resync(symbol, fault)
@@ -135,6 +143,21 @@ class Bithumb(Connector):
                                ts_recv, float(msg["trade_price"]), None, None, None, None,
                                None if volume is None else float(volume),
                                None if quote_volume is None else float(quote_volume)))
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/v1/trades/ticks`: the last 500 trades, by time"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return f"https://api.bithumb.com/v1/trades/ticks?market={to_native(symbol)}&count=500"
+
+    def history_trades(self, symbol: str, body: list, ts_recv: float) -> list[Trade]:
+        """Upbit's shape: [{"market":"KRW-BTC","timestamp":1790133513739,
+        "trade_price":116208000,"trade_volume":0.0009,"ask_bid":"BID",
+        "sequential_id":1079953210371761700}, ...] newest first."""
+        return [Trade("bithumb", symbol, t["timestamp"] / 1000.0, ts_recv,
+                      float(t["trade_price"]), float(t["trade_volume"]),
+                      TAKER_SIDE[t["ask_bid"]], str(t["sequential_id"])) for t in body]
 
 
 CONNECTOR = Bithumb

@@ -22,8 +22,10 @@ from bisect import bisect_left
 from collections.abc import Iterable
 from itertools import pairwise
 
+from exchanges.values import INF, BadValue
+
 __all__ = ["L2Book", "Level", "BookSide", "is_ordered", "crossed", "snapshot_fault",
-           "first_levels"]
+           "first_levels", "check_levels"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
@@ -203,12 +205,26 @@ def snapshot_fault(bids: list[tuple[float, float]], asks: list[tuple[float, floa
     return fault
 
 
+def check_levels(*sides: list[tuple[float, float]]) -> None:
+    """BadValue unless every level of a full book message (not kept in an L2Book, whose
+    setters check) has a finite price and size above 0; where such a message is parsed."""
+    for side in sides:
+        for price, size in side:
+            if not (0.0 < price < INF and 0.0 < size < INF) or type(price) is bool or \
+                    type(size) is bool:
+                if type(price) is bool or type(size) is bool:
+                    raise BadValue("book level", (price, size), "type")
+                _reject(price, size)
+
+
 def first_levels(levels: Iterable[dict], depth: int) -> list[tuple[float, float]]:
     """The first `depth` non-zero `{"price": .., "qty": ..}` levels as (price, size): a full
     book message's side, padded or zero levels (not orders) left out."""
     out: list[tuple[float, float]] = []
     for level in levels:
         price, size = float(level["price"]), float(level["qty"])
+        if not (0.0 <= price < INF and 0.0 <= size < INF):
+            _reject(price, size)
         if price and size:
             out.append((price, size))
             if len(out) == depth:
@@ -216,13 +232,31 @@ def first_levels(levels: Iterable[dict], depth: int) -> list[tuple[float, float]
     return out
 
 
+def _reject(price: float, size: float) -> None:
+    """Raise BadValue for a level whose price is not finite and above 0, or whose size is not
+    finite and 0 or more (a size 0 deletes a level: it is a meaningful value)."""
+    if not 0.0 < price < INF:
+        raise BadValue("book price", price, _why(price))
+    raise BadValue("book size", size, _why(size))
+
+
+def _why(value: float) -> str:
+    if value != value:
+        return "nan"
+    if value in (INF, -INF):
+        return "infinite"
+    return "negative" if value < 0.0 else "zero"
+
+
 def _levels(levels: list[list[str]]) -> dict[float, Level]:
     out = {}
     for level in levels:
         p, s = level[0], level[1]
-        size = float(s)
+        price, size = float(p), float(s)
+        if not (0.0 < price < INF and 0.0 <= size < INF):
+            _reject(price, size)
         if size != 0.0:
-            out[float(p)] = (size, p, s)
+            out[price] = (size, p, s)
     return out
 
 
@@ -244,6 +278,10 @@ class L2Book:
 
     def set_bid(self, price: float, size: float, price_text: str | None = None,
                 size_text: str | None = None) -> None:
+        """Set a level (size 0 deletes it). A bad price or size raises BadValue and drops the
+        whole book: the message that carried it was only partly applied."""
+        if not (0.0 < price < INF and 0.0 <= size < INF):
+            self._drop(price, size)
         if size == 0.0:
             self.bids.pop(price)
         else:
@@ -251,35 +289,53 @@ class L2Book:
 
     def set_ask(self, price: float, size: float, price_text: str | None = None,
                 size_text: str | None = None) -> None:
+        if not (0.0 < price < INF and 0.0 <= size < INF):
+            self._drop(price, size)
         if size == 0.0:
             self.asks.pop(price)
         else:
             self.asks.set(price, (size, price_text, size_text))
 
+    def _drop(self, price: float, size: float) -> None:
+        """A bad level in a message that is only partly applied: the book cannot be proven
+        any more. Clear it and raise BadValue naming the book (the session has the connector
+        resync it)."""
+        self.clear()
+        try:
+            _reject(price, size)
+        except BadValue as exc:
+            exc.book = self
+            raise
+
     def load_text_levels(self, bids: list[list[str]], asks: list[list[str]]) -> None:
         """Replace both sides from `[[price_text, size_text, ...], ...]` lists (a snapshot:
         one sort per side, much faster than level by level on 1000-level books)."""
-        self.bids.load(_levels(bids))
-        self.asks.load(_levels(asks))
+        new_bids, new_asks = _levels(bids), _levels(asks)  # BadValue before any change
+        self.bids.load(new_bids)
+        self.asks.load(new_asks)
 
     def apply_text_levels(self, bids: list[list[str]], asks: list[list[str]]) -> None:
         """Apply absolute sizes given as text pairs; a zero size removes the level."""
         side = self.bids
         for level in bids:
             p, s = level[0], level[1]
-            size = float(s)
+            price, size = float(p), float(s)
+            if not (0.0 < price < INF and 0.0 <= size < INF):
+                self._drop(price, size)  # BadValue: the book is dropped
             if size == 0.0:
-                side.pop(float(p))
+                side.pop(price)
             else:
-                side.set(float(p), (size, p, s))
+                side.set(price, (size, p, s))
         side = self.asks
         for level in asks:
             p, s = level[0], level[1]
-            size = float(s)
+            price, size = float(p), float(s)
+            if not (0.0 < price < INF and 0.0 <= size < INF):
+                self._drop(price, size)  # BadValue: the book is dropped
             if size == 0.0:
-                side.pop(float(p))
+                side.pop(price)
             else:
-                side.set(float(p), (size, p, s))
+                side.set(price, (size, p, s))
 
     def top_changed(self, depth: int) -> bool:
         """True when a change reached the top `depth` levels of either side since the last

@@ -15,6 +15,11 @@ client SDKs rely on it. Were it not, it would show as resyncs on `ws.error`, nev
 wrong book.)
 Native symbols (`BTCUSDT`) cannot be split without the market list, so the subscribed ones
 are mapped.
+
+Docs re-checked 2026-11-30 (search tool, Bybit's orderbook pages): a new snapshot resets the
+local book, and `u` = 1 (sent after a service restart) must overwrite it; `u` is "normally
+continuous". Spot depths 1/50/200/1000. Trade history: `/v5/market/recent-trade` (the last
+60 spot trades, by time).
 """
 
 from __future__ import annotations
@@ -157,15 +162,40 @@ class Bybit(Connector):
         if book.top_changed(depth):
             self.out.book(OrderBook("bybit", symbol, book.ts_event, ts_recv, book.top_bids(depth),
                                     book.top_asks(depth), u))
+        else:
+            self.out.book_seen(symbol, book.ts_event, ts_recv)
 
     def _resubscribe(self, symbol: str, topic: str, stream: Stream, reason: str) -> None:
         """Drop the book and ask for a fresh snapshot: unsubscribe, then subscribe again."""
         self.resync(symbol, reason)
+        self.restart_book(symbol, stream)
+
+    def restart_book(self, symbol: str, stream: Stream) -> None:
+        """A fresh snapshot for one book: unsubscribe, then subscribe again."""
         self.resubscribing.add(symbol)
+        topic = self.book_topic + to_native(symbol)
         if self.session is not None:
             for op in ("unsubscribe", "subscribe"):  # sent in this order (tasks run FIFO)
                 self.session.send_soon(stream, orjson.dumps(
                     {"req_id": "resync", "op": op, "args": [topic]}).decode())
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/v5/market/recent-trade`: the last 60 spot trades, by time"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return (f"https://api.bybit.com/v5/market/recent-trade?category=spot"
+                f"&symbol={to_native(symbol)}&limit=60")
+
+    def history_trades(self, symbol: str, body: dict, ts_recv: float) -> list[Trade]:
+        """{"retCode":0,"result":{"category":"spot","list":[{"execId":"2100000000007764263",
+        "symbol":"BTCUSDT","price":"16578.50","size":"0.001","side":"Buy",
+        "time":"1672304486865","isBlockTrade":false}]}} (`side`: the taker's)"""
+        if body.get("retCode") != 0:
+            raise ValueError(f"bybit trade history: {body.get('retMsg')}")
+        return [Trade("bybit", symbol, int(t["time"]) / 1000.0, ts_recv, float(t["price"]),
+                      float(t["size"]), TAKER_SIDE[t["side"]], t["execId"])
+                for t in body["result"]["list"]]
 
 
 CONNECTOR = Bybit

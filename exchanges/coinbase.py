@@ -10,6 +10,10 @@ never received, means the feed dropped messages for that product (Coinbase drops
 slow clients): the book is dropped (`resync`) and its level 2 subscription renewed
 (unsubscribe + subscribe), which brings a fresh snapshot. A crossed book does the same.
 A `match` names the MAKER's side, so the taker's side is the opposite.
+
+Docs: not re-checked online on 2026-11-30; the Exchange feed is as in ../shared/EXCHANGES.md
+§9 (the Advanced Trade feed is not spoken). Trade history: `/products/{id}/trades` (the
+last 1,000 trades; `trade_id` rises by 1 per product, so a gap is named by ids).
 """
 
 from __future__ import annotations
@@ -133,6 +137,7 @@ class Coinbase(Connector):
                  stream: Stream) -> None:
         depth = self.depth
         if not book.top_changed(depth):
+            self.out.book_seen(symbol, ts_event, ts_recv)
             return  # the last record published still holds
         bids, asks = book.top_bids(depth), book.top_asks(depth)  # cached until they change
         fault = crossed(bids, asks)
@@ -208,6 +213,22 @@ class Coinbase(Connector):
                                float(msg["best_ask"]),
                                float(ask_size) if ask_size is not None else None,
                                float(msg["volume_24h"]), None))
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_ids = True  # `trade_id` rises by 1 per product
+    history_reach = "`/products/{id}/trades`: the last 1,000 trades, by id"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return (f"https://api.exchange.coinbase.com/products/{to_native(symbol)}/trades"
+                f"?limit=1000")
+
+    def history_trades(self, symbol: str, body: list, ts_recv: float) -> list[Trade]:
+        """[{"time":"2022-08-04T15:25:05.010758Z","trade_id":10,"price":"22356.27",
+        "size":"0.01","side":"sell"}, ...] newest first; `side` is the maker's."""
+        return [Trade("coinbase", symbol, rfc3339_epoch(t["time"]), ts_recv, float(t["price"]),
+                      float(t["size"]), BUY if t["side"] == "sell" else SELL,
+                      str(t["trade_id"])) for t in body]
 
 
 CONNECTOR = Coinbase

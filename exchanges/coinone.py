@@ -14,6 +14,11 @@ come worst-first, bids best-first. There is no checksum and no delta: the book i
 each message. Its `id` (ms time + 3-digit counter) grows with every new book but is not
 contiguous, so gaps cannot be seen, only reordering: a book whose `id` is not newer than the
 last one published is stale and skipped (see `_book`).
+
+Docs re-checked 2026-11-30 (search tool: docs.coinone.co.kr references as cited by ccxt
+4.5, public WS `wss://stream.coinone.co.kr`, 20 s keepalive): nothing contradicts this
+module; no stored page documents a change since the fixtures were written. Trade history:
+`/public/v2/trades/{quote}/{base}?size=200` (the last 200 trades, by time).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ def to_unified(topic: dict[str, str]) -> str:
 
 class Coinone(Connector):
     name = "coinone"
+    stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
     ping_interval = 20.0
     ping_message = '{"request_type":"PING"}'
 
@@ -149,6 +155,25 @@ class Coinone(Connector):
                                float(data["bid_best_qty"]), float(data["ask_best_price"]),
                                float(data["ask_best_qty"]), float(data["target_volume"]),
                                float(data["quote_volume"])))
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/public/v2/trades/{quote}/{base}`: the last 200 trades, by time"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        topic = to_native(symbol)
+        return (f"https://api.coinone.co.kr/public/v2/trades/{topic['quote_currency']}/"
+                f"{topic['target_currency']}?size=200")
+
+    def history_trades(self, symbol: str, body: dict, ts_recv: float) -> list[Trade]:
+        """{"result":"success","transactions":[{"id":"1790134177835001",
+        "timestamp":1790134177835,"price":"116460000","qty":"0.00483595",
+        "is_seller_maker":true}, ...]}"""
+        if body.get("result") != "success":
+            raise ValueError(f"coinone trade history: {body}")
+        return [Trade("coinone", symbol, t["timestamp"] / 1000.0, ts_recv, float(t["price"]),
+                      float(t["qty"]), TAKER_SIDE[t["is_seller_maker"]], str(t["id"]))
+                for t in body["transactions"]]
 
 
 CONNECTOR = Coinone

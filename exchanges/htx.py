@@ -17,6 +17,10 @@ Books, two ways (`Htx.book_channel`):
   arrives, the ones it already contains are dropped, and from then on every update's
   `prevSeqNum` must be the book's `seqNum`. A gap or a crossed book drops the book
   (`resync`) and asks for a new snapshot with another `req`.
+
+Docs: not re-checked online on 2026-11-30 (as in ../shared/EXCHANGES.md §8). Trade history:
+`/market/history/trade?size=2000` (the last 2,000 trades, by time; `trade-id` is the
+socket's `tradeId`).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import itertools
 import orjson
 
 from exchanges.base import Connector, Stream
-from exchanges.book import L2Book, crossed
+from exchanges.book import L2Book, check_levels, crossed
 from exchanges.codecs import inflate_gzip
 from exchanges.symbols import split
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -143,6 +147,7 @@ class Htx(Connector):
         depth = self.depth
         bids = [(float(p), float(s)) for p, s in tick["bids"][:depth]]
         asks = [(float(p), float(s)) for p, s in tick["asks"][:depth]]
+        check_levels(bids, asks)
         fault = crossed(bids, asks)
         if fault is not None:
             self.resync(symbol, fault)
@@ -198,6 +203,8 @@ class Htx(Connector):
         if book.top_changed(depth):
             self.out.book(OrderBook("htx", symbol, book.ts_event, ts_recv, book.top_bids(depth),
                                     book.top_asks(depth), book.sequence))
+        else:
+            self.out.book_seen(symbol, book.ts_event, ts_recv)
         return True
 
     def _mbp_snapshot(self, symbol: str, data: dict, ts_recv: float, stream: Stream) -> None:
@@ -238,6 +245,23 @@ class Htx(Connector):
                 return
             if not self._mbp_apply(symbol, book, tick, ts_recv, stream):
                 return
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/market/history/trade`: the last 2,000 trades, by time"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return f"https://api.huobi.pro/market/history/trade?symbol={to_native(symbol)}&size=2000"
+
+    def history_trades(self, symbol: str, body: dict, ts_recv: float) -> list[Trade]:
+        """{"status":"ok","data":[{"id":..,"ts":..,"data":[{"id":..,"trade-id":102523573486,
+        "price":52648.62,"amount":0.006754,"direction":"buy","ts":1630994963173}]}]}
+        (`trade-id` is the socket's `tradeId`; `direction` the taker's side)"""
+        if body.get("status") != "ok":
+            raise ValueError(f"htx trade history: {body.get('err-msg')}")
+        return [Trade("htx", symbol, t["ts"] / 1000.0, ts_recv, float(t["price"]),
+                      float(t["amount"]), TAKER_SIDE[t["direction"]], str(t["trade-id"]))
+                for group in body["data"] for t in group["data"]]
 
 
 CONNECTOR = Htx

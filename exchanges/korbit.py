@@ -16,6 +16,11 @@ dropped, a crossed or unordered book is dropped with `resync()`. A suspended pai
 book with empty sides, which is published as it is.
 Trades: each (re)subscription starts with a snapshot of recent trades; those already
 published (by `tradeId`) are not published again.
+
+Docs re-checked 2026-11-30: the search tool holds no Korbit v2 WebSocket page (only the
+retired v1 REST docs), so this module follows ../shared/EXCHANGES.md §4 (v2 public feed;
+the Digital X host serves the same protocol); unconfirmed against the live docs. Trade history:
+`/v2/trades?symbol=btc_krw&limit=500` (the last 500 trades, by time).
 """
 
 from __future__ import annotations
@@ -51,6 +56,7 @@ def to_unified(native: str) -> str:
 
 class Korbit(Connector):
     name = "korbit"
+    stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
     to_unified = staticmethod(to_unified)
 
     def __init__(self, *args: object, **kwargs: object) -> None:
@@ -144,6 +150,22 @@ class Korbit(Connector):
                                ts_recv, float(data["close"]), float(data["bestBidPrice"]), None,
                                float(data["bestAskPrice"]), None, float(data["volume"]),
                                float(data["quoteVolume"])))
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/v2/trades`: the last 500 trades, by time"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return f"https://api.korbit.co.kr/v2/trades?symbol={to_native(symbol)}&limit=500"
+
+    def history_trades(self, symbol: str, body: dict, ts_recv: float) -> list[Trade]:
+        """{"success":true,"data":[{"timestamp":1700000000000,"price":"100","qty":"1",
+        "isBuyerTaker":false,"tradeId":25441720}, ...]}"""
+        if not body.get("success"):
+            raise ValueError(f"korbit trade history: {body}")
+        return [Trade("korbit", symbol, t["timestamp"] / 1000.0, ts_recv, float(t["price"]),
+                      float(t["qty"]), BUY if t["isBuyerTaker"] else SELL, str(t["tradeId"]))
+                for t in body["data"]]
 
 
 CONNECTOR = Korbit

@@ -17,6 +17,12 @@ the replayed `KRAKEN.ws.*` files; if they were recorded at the v1 URL it opens v
 per channel as the recorder did, so the replay server hands each of them one recorded
 connection. Frames are told apart by shape (a JSON array or an `event` object is v1), so one
 parser serves both, and the v1 parsing is small: the same book, checksum and truncation.
+
+Docs re-checked 2026-11-30 (search tool, docs.kraken.com "Spot Websockets (v2) Book
+Checksum"): CRC32 over the top 10 levels per side from the full-precision text, the book
+truncated to the subscribed depth after each update; as implemented. Trade history:
+`/0/public/Trades?since=` (by time; its 7th field is the v2 `trade_id`; v1 trades carry no
+id, so only v2 sessions deduplicate against it).
 """
 
 from __future__ import annotations
@@ -271,6 +277,7 @@ class Kraken(Connector):
                  stream: Stream) -> None:
         depth, n = self.depth, self.top_levels
         if not book.top_changed(depth):
+            self.out.book_seen(symbol, ts_event, ts_recv)
             return  # the last record published still holds
         bids, asks = book.top_bids(n), book.top_asks(n)  # cached until they change
         fault = crossed(bids, asks)
@@ -406,6 +413,25 @@ class Kraken(Connector):
                 self._resubscribe(symbol, stream)
                 return
         self._publish(symbol, book, newest or ts_recv, ts_recv, stream)
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/0/public/Trades?since=`: by time, as far back as needed (v2 ids)"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        pair = to_native(symbol, v1=True).replace("/", "")
+        return f"https://api.kraken.com/0/public/Trades?pair={pair}&since={int(last_ts)}"
+
+    def history_trades(self, symbol: str, body: dict, ts_recv: float) -> list[Trade]:
+        """{"error":[],"result":{"XXBTZUSD":[["62805.1","0.0015","1712345678.1234","b","m",
+        "",81942511], ...],"last":"1712345678123456789"}}: price, volume, time, taker side,
+        order type, misc, trade id (the v2 socket's `trade_id`)."""
+        if body.get("error"):
+            raise ValueError(f"kraken trade history: {body['error']}")
+        rows = next(v for k, v in body["result"].items() if k != "last")
+        return [Trade("kraken", symbol, float(when), ts_recv, float(price), float(volume),
+                      TAKER_SIDE[side], str(row[6]))
+                for row in rows for price, volume, when, side in [row[:4]]]
 
 
 CONNECTOR = Kraken

@@ -86,11 +86,11 @@ class Sampler:
         self.delay = EVENT_DELAY.labels(exchange)
         self.next_at = 0.0
 
-    def observe(self, ts_recv: float, record: Any) -> None:
-        """Called when the drain's last record is acknowledged."""
+    def observe(self, ts_recv: float, ts_event: float) -> None:
+        """Called when the drain's last record is acknowledged (`ts_event`: the exchange
+        time of the last record queued, 0 for none)."""
         self.ack.observe(time.time() - ts_recv)
-        ts_event = getattr(record, "ts_event", None)
-        if ts_event is not None:
+        if ts_event > 0.0:
             self.delay.observe(ts_recv - ts_event)
 
 

@@ -5,13 +5,25 @@ One socket (`wss://ws.okx.com:8443/ws/v5/public`) carries every market; subscrip
 only spot instruments are subscribed (derivative ids like `BTC-USD-SWAP` are not markets in
 our sense and are skipped with a warning).
 
-Books: a `snapshot` then `update`s with absolute sizes (size "0" deletes). Every message is
-proven two ways, whichever the server still sends: `prevSeqId` must equal the previous
-`seqId`, and the CRC32 `checksum` of the top 25 levels, computed over the ORIGINAL price and
-size strings, must match (OKX retires the checksum in 2026: absent or 0 means "not sent",
-and the sequence chaining alone is relied on). A gap, a checksum mismatch or a crossed book
-drops the book (`resync`, visible on `ws.error`) and resubscribes the instrument's `books`
-channel (unsubscribe + subscribe), whose first answer is a fresh snapshot.
+Books, two protocols, both spoken:
+- 2026 (OKX changelog 2026-02-12, help-center notice 2026-05-21; ../shared/EXCHANGES.md §7):
+  no initial snapshot in the feed (an empty one, if any, is ignored) and checksum 0. Updates
+  are buffered while the REST snapshot `/api/v5/market/books?instId=..&sz=400&source=0` is
+  fetched, again until its `seqId` reaches the first buffered `prevSeqId`; buffered updates
+  it covers (`seqId` <= its `seqId`) are dropped, the first one applied must have
+  `prevSeqId` <= snapshot `seqId` < `seqId`, then every update's `prevSeqId` must equal the
+  previous `seqId` (an update with `seqId` <= the book's, such as a keepalive with
+  `prevSeqId` == `seqId`, changes nothing). A gap restarts this procedure.
+- 2022 (the recordings): a `snapshot` with levels in the feed, then updates, with a CRC32
+  `checksum` of the top 25 levels over the ORIGINAL price and size strings. Once the feed has
+  sent a snapshot with levels, a gap, a mismatch or a crossed book resubscribes the channel
+  (unsubscribe + subscribe) for a fresh one.
+A nonzero checksum is verified in both; absent or 0 means "not sent". Every drop is a
+`resync` on `ws.error`.
+Docs re-checked 2026-11-30 (search tool): no stored OKX page newer than the two 2026 notices;
+a third-party recorder (tickvault 0.1.1) measured `checksum` 0 on every `books` frame, in
+line with the 2026-05-21 notice. The notices conflict (snapshot delisted vs. checksum always
+0), which is why both forms are handled.
 
 Heartbeat: OKX closes a socket with no traffic for 30 s, so the text `ping` is sent every
 20 s; its `pong` answer is not JSON and is skipped before parsing.
@@ -19,7 +31,9 @@ Heartbeat: OKX closes a socket with no traffic for 30 s, so the text `ping` is s
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 import zlib
 
 import orjson
@@ -34,6 +48,7 @@ __all__ = ["Okx", "checksum", "to_native", "to_unified"]
 log = logging.getLogger(__name__)
 
 URL = "wss://ws.okx.com:8443/ws/v5/public"
+BOOK_URL = "https://www.okx.com/api/v5/market/books?instId={}&sz=400&source=0"
 CHANNELS = {"trades": "trades", "book": "books", "ticker": "tickers"}
 MAX_ARGS = 100  # per subscribe request; OKX caps a request at 64 KB of args
 CHECKSUM_LEVELS = 25
@@ -85,6 +100,13 @@ class Okx(Connector):
             except ValueError:
                 log.warning("okx: %s is not a spot BASE-QUOTE market; not subscribed", symbol)
         self.resubscribing: set[str] = set()  # books waiting for the snapshot we asked for
+        # 2026 procedure: updates waiting for the REST snapshot, and books loading one
+        self.buffers: dict[str, list[tuple[dict, float]]] = {}
+        self.loading: set[str] = set()
+        # symbols whose first update after a REST snapshot may bridge it (prevSeqId <= seqId)
+        self.bridging: set[str] = set()
+        self.snapshot_in_feed = False  # the feed sent a snapshot with levels: 2022 protocol
+        self.streams: list[Stream] = []
 
     def connections(self) -> list[Stream]:
         args = []
@@ -98,11 +120,15 @@ class Okx(Connector):
             return []
         requests = [orjson.dumps({"op": "subscribe", "args": args[i:i + MAX_ARGS]}).decode()
                     for i in range(0, len(args), MAX_ARGS)]
-        return [Stream(URL, requests, sorted(self.unified.values()))]
+        self.streams = [Stream(URL, requests, sorted(self.unified.values()))]
+        return self.streams
 
     def on_close(self, stream: Stream) -> None:
         super().on_close(stream)
         self.resubscribing.difference_update(stream.symbols)  # the new socket subscribes anew
+        for symbol in stream.symbols:
+            self.buffers.pop(symbol, None)
+            self.bridging.discard(symbol)
 
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
         if frame == "pong" or frame == b"pong":
@@ -152,37 +178,154 @@ class Okx(Connector):
         if book is None:
             raise ValueError(f"book for {symbol}, which has no book subscription")
         if msg.get("action") == "snapshot":
+            if not data["bids"] and not data["asks"]:
+                return  # 2026: the first event may be an empty snapshot, to be ignored
+            self.snapshot_in_feed = True
             book.load_text_levels(data["bids"], data["asks"])
             book.ready = True
+            book.sequence = data.get("seqId")
             self.resubscribing.discard(symbol)
-        elif not book.ready:
-            if symbol not in self.resubscribing:  # else: in flight before our resubscription
-                self._resubscribe(symbol, stream, "update before any snapshot")
+            self.buffers.pop(symbol, None)
+            self.bridging.discard(symbol)
+            self._publish(symbol, book, data, ts_recv, stream)
             return
-        else:
-            previous = data.get("prevSeqId")
-            if previous is not None and book.sequence is not None and previous != book.sequence:
-                self._resubscribe(symbol, stream, f"gap: book at seqId {book.sequence}, update "
-                                                  f"has prevSeqId {previous}")
-                return
-            book.apply_text_levels(data["bids"], data["asks"])
-        book.sequence = data.get("seqId")
+        if not book.ready:
+            if symbol in self.resubscribing:
+                return  # in flight before the snapshot we asked for
+            self._wait_for_snapshot(symbol, data, ts_recv)
+            return
+        self._update(symbol, book, data, ts_recv, stream)
+
+    def _update(self, symbol: str, book: L2Book, data: dict, ts_recv: float,
+                stream: Stream) -> bool:
+        """Apply one update to a ready book; False when it broke the book (dropped)."""
+        seq, previous = data.get("seqId"), data.get("prevSeqId")
+        sequence = book.sequence
+        if previous is not None and sequence is not None:
+            if seq <= sequence:
+                return True  # covered by the snapshot, or a keepalive: nothing changes
+            if previous != sequence and not (symbol in self.bridging and previous <= sequence):
+                self._restart(symbol, stream, f"gap: book at seqId {sequence}, update has "
+                                              f"prevSeqId {previous}", data, ts_recv)
+                return False
+        self.bridging.discard(symbol)
+        book.apply_text_levels(data["bids"], data["asks"])
+        book.sequence = seq
+        return self._publish(symbol, book, data, ts_recv, stream)
+
+    def _publish(self, symbol: str, book: L2Book, data: dict, ts_recv: float,
+                 stream: Stream) -> bool:
         expected = data.get("checksum")
         if expected:  # absent or 0: OKX no longer sends it; the seqId chain is the proof
             actual = checksum(book)
             if actual != expected:
-                self._resubscribe(symbol, stream, f"checksum mismatch: got {actual}, "
-                                                  f"OKX says {expected}")
-                return
+                self._restart(symbol, stream, f"checksum mismatch: got {actual}, OKX says "
+                                              f"{expected}")
+                return False
         if book.is_crossed():
-            self._resubscribe(symbol, stream, f"crossed book: bid {book.best_bid()} >= ask "
-                                              f"{book.best_ask()}")
-            return
+            self._restart(symbol, stream, f"crossed book: bid {book.best_bid()} >= ask "
+                                          f"{book.best_ask()}")
+            return False
         book.ts_event = int(data["ts"]) / 1000.0
         depth = self.depth
         if book.top_changed(depth):
             self.out.book(OrderBook("okx", symbol, book.ts_event, ts_recv, book.top_bids(depth),
                                     book.top_asks(depth), book.sequence))
+        else:
+            self.out.book_seen(symbol, book.ts_event, ts_recv)
+        return True
+
+    def _restart(self, symbol: str, stream: Stream, reason: str, data: dict | None = None,
+                 ts_recv: float = 0.0) -> None:
+        """Drop the book and start it over: by resubscribing where the feed sends snapshots
+        (2022), else by the REST procedure, starting from `data` when it is the update that
+        did not chain."""
+        if self.snapshot_in_feed:
+            self._resubscribe(symbol, stream, reason)
+            return
+        self.resync(symbol, reason)
+        self.bridging.discard(symbol)
+        if data is not None:
+            self._wait_for_snapshot(symbol, data, ts_recv)
+
+    def restart_book(self, symbol: str, stream: Stream) -> None:
+        if self.snapshot_in_feed:
+            self.resubscribing.add(symbol)
+            args = [{"channel": "books", "instId": to_native(symbol)}]
+            if self.session is not None:
+                for op in ("unsubscribe", "subscribe"):
+                    self.session.send_soon(stream, orjson.dumps({"op": op, "args": args}).decode())
+
+    def _wait_for_snapshot(self, symbol: str, data: dict, ts_recv: float) -> None:
+        self.buffers.setdefault(symbol, []).append((data, ts_recv))
+        if symbol not in self.loading and self.session is not None:
+            self.loading.add(symbol)
+            self.spawn(self._load_snapshot(symbol))
+
+    async def _load_snapshot(self, symbol: str) -> None:
+        """The 2026 procedure: a REST snapshot whose seqId reaches the buffered updates."""
+        delay = 0.2
+        try:
+            while True:
+                buffered = self.buffers.get(symbol)
+                if not buffered or self.books[symbol].ready:
+                    return  # reset meanwhile, or a snapshot arrived in the feed
+                try:
+                    answer = await self.get_json(BOOK_URL.format(to_native(symbol)))
+                    snapshot = answer["data"][0]
+                    snapshot_seq = int(snapshot["seqId"])
+                except (TimeoutError, OSError, RuntimeError, ValueError, KeyError, IndexError,
+                        TypeError) as exc:
+                    log.warning("okx %s: REST snapshot failed: %s", symbol, exc)
+                    snapshot = None
+                buffered = self.buffers.get(symbol)
+                if not buffered or self.books[symbol].ready:
+                    return
+                if snapshot is not None and snapshot_seq >= buffered[0][0]["prevSeqId"]:
+                    loaded = self._load(symbol, snapshot, snapshot_seq, buffered)
+                    await self.out.drain()
+                    if loaded:
+                        return
+                    delay = 0.2
+                await asyncio.sleep(delay)  # too old, failed or gapped: fetch again
+                delay = min(delay * 2.0, 5.0)
+        finally:
+            self.loading.discard(symbol)
+
+    def _load(self, symbol: str, snapshot: dict, snapshot_seq: int,
+              buffered: list[tuple[dict, float]]) -> bool:
+        """Load a REST snapshot and apply the buffered updates it does not cover; False if
+        they do not chain (the buffer then holds the rest, for the next snapshot)."""
+        book = self.books[symbol]
+        stream = self.session_stream(symbol)
+        try:
+            book.load_text_levels(snapshot["bids"], snapshot["asks"])
+        except ValueError as exc:  # a bad level in the snapshot: ask again
+            log.warning("okx %s: REST snapshot refused: %s", symbol, exc)
+            return False
+        book.ready = True
+        book.sequence = snapshot_seq
+        self.bridging.add(symbol)
+        events = [(e, t) for e, t in buffered if e["seqId"] > snapshot_seq]
+        buffered.clear()
+        if not events:
+            self._publish(symbol, book, snapshot, time.time(), stream)
+            return book.ready
+        for i, (event, event_ts) in enumerate(events):
+            if event["prevSeqId"] > book.sequence and not (
+                    symbol in self.bridging and event["prevSeqId"] <= book.sequence):
+                self.resync(symbol, f"gap after REST snapshot {book.sequence}: next update "
+                                    f"has prevSeqId {event['prevSeqId']}")
+                self.bridging.discard(symbol)
+                self.buffers[symbol] = [(e, t) for e, t in events[i:]]
+                return False
+            if not self._update(symbol, book, event, event_ts, stream) or not book.ready:
+                return False
+        return True
+
+    def session_stream(self, symbol: str) -> Stream:
+        """The stream that carries `symbol` (there is one)."""
+        return self.streams[0] if self.streams else Stream(URL)
 
     def _resubscribe(self, symbol: str, stream: Stream, reason: str) -> None:
         """Drop the book and ask for a fresh snapshot: unsubscribe, then subscribe again."""
@@ -192,6 +335,22 @@ class Okx(Connector):
             args = [{"channel": "books", "instId": to_native(symbol)}]
             for op in ("unsubscribe", "subscribe"):  # sent in this order (tasks run FIFO)
                 self.session.send_soon(stream, orjson.dumps({"op": op, "args": args}).decode())
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/api/v5/market/trades`: the last 500 trades, by time"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return f"https://www.okx.com/api/v5/market/trades?instId={to_native(symbol)}&limit=500"
+
+    def history_trades(self, symbol: str, body: dict, ts_recv: float) -> list[Trade]:
+        """{"code":"0","data":[{"instId":"BTC-USDT","side":"sell","sz":"0.1","px":"42219.9",
+        "tradeId":"130639474","ts":"1630048897897"}, ...]} newest first."""
+        if body.get("code") != "0":
+            raise ValueError(f"okx trade history: {body.get('msg')}")
+        return [Trade("okx", symbol, int(t["ts"]) / 1000.0, ts_recv, float(t["px"]),
+                      float(t["sz"]), TAKER_SIDE[t["side"]], t["tradeId"])
+                for t in body["data"]]
 
 
 CONNECTOR = Okx

@@ -4,36 +4,52 @@ Parsing is synchronous, so a connector appends `(topic, key, value, headers)` to
 and the session hands the whole list to Kafka once per frame with `drain()`. Sends are not
 awaited one by one: aiokafka batches them and the acknowledgement arrives on a future,
 which is where failures are counted and, in the benchmark, latency is measured. Records
-become value bytes through the worker's codec (records/codec.py) as they are handed over.
+become value bytes through the worker's codec (records/codec.py).
+
+Records are checked here while the frame is parsed (`exchanges.values`), and encoded by
+`encode()`, which the session calls inside its per-frame protection: a bad value or a record
+that cannot be encoded sends the frame to the DLQ instead of killing the feed at `drain()`.
+Records queued outside a frame (a REST snapshot loaded by a task) are encoded by `drain()`,
+where one that fails goes to the DLQ alone. A trade the venue repeats (same id in the same
+market) is published once; a trade older than the market's newest by more than
+`out_of_order_after` seconds is counted. A DLQ record is capped at `DLQ_MAX_BYTES` (the
+producer's request limit is 1 MiB): a longer frame is truncated, its original size and
+SHA-256 travel in the headers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-
 from exchanges.metrics import SAMPLE_EVERY, Sampler, metrics
+from exchanges.values import INF, finite_time, optional_non_negative, optional_positive, positive
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
 from records import ticker_topic, trade_topic
 from records.codec import JSON, Codec
 from records.control import ErrorEvent
 
-__all__ = ["Publisher", "Producer"]
+__all__ = ["Publisher", "Producer", "DLQ_MAX_BYTES", "TRADE_IDS_KEPT"]
 
 log = logging.getLogger(__name__)
+
+DLQ_MAX_BYTES = 256 * 1024  # of a frame kept on ws.dlq; well under the 1 MiB request limit
+TRADE_IDS_KEPT = 4096  # per market: repeats further back than this are not recognized
 
 Headers = list[tuple[str, bytes]] | None
 Pending = tuple[str, bytes, Any, Headers, float]
 
 
-REASONS = ("gap", "checksum", "crossed", "other")
+# `kcs_book_resyncs_total{reason}`: a `resync` by its cause, other kinds by their name.
+REASONS = ("gap", "checksum", "crossed", "other", "stale", "disconnect")
 
 
 def reason_class(reason: str) -> str:
-    """A resync's free-text reason as one of REASONS (a metric label with few values)."""
+    """A resync's free-text reason as gap, checksum, crossed or other (few label values)."""
     text = reason.lower()
     for word in ("gap", "checksum", "crossed"):
         if word in text:
@@ -50,11 +66,13 @@ class Publisher:
     """Collects one exchange's output and sends it to Kafka; one per connector."""
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
-                 "on_ack", "sent", "keys", "trades", "books", "tickers", "book_ts", "sampler",
-                 "codec")
+                 "on_ack", "sent", "keys", "trade_ids", "newest_trade", "out_of_order_after",
+                 "book_times", "held", "trades", "books", "tickers", "book_ts", "sampler",
+                 "codec", "last_ts_event")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
-                 on_ack: Callable[[float], None] | None = None, codec: Codec = JSON) -> None:
+                 on_ack: Callable[[float], None] | None = None,
+                 out_of_order_after: float = 5.0, codec: Codec = JSON) -> None:
         self.exchange = exchange
         self.codec = codec  # records -> value bytes (JSON, or Avro with a schema registry)
         self.producer = producer
@@ -65,9 +83,19 @@ class Publisher:
         self.on_ack = on_ack  # called with ts_recv of each acknowledged record (benchmark)
         self.sent = 0
         self.keys: dict[str, bytes] = {}  # symbol -> Kafka key, built once per market
+        # symbol -> (ids published recently, the same ids in order for eviction)
+        self.trade_ids: dict[str, tuple[set[str], deque[str]]] = {}
+        # symbol -> (ts_event, trade_id) of the newest trade published: where a backfill starts
+        self.newest_trade: dict[str, tuple[float, str]] = {}
+        self.out_of_order_after = out_of_order_after
+        # symbol -> (the book's newest ts_event, our time when it last advanced): stale books
+        self.book_times: dict[str, tuple[float, float]] = {}
+        # symbol -> live trades held back while its missed trades are fetched (backfill)
+        self.held: dict[str, list[Pending]] = {}
         # Read by Prometheus at scrape time (exchanges/metrics.py), never locked here.
         self.trades = self.books = self.tickers = 0
         self.book_ts: dict[str, float] = {}  # symbol -> ts_event of its last book
+        self.last_ts_event = 0.0  # of the last record queued: the sampled event delay
         self.sampler = Sampler(exchange)
         # Series at 0 from the start, so a rate over them exists before the first event.
         for name in ("kcs_dlq_frames_total", "kcs_reconnects_total"):
@@ -81,39 +109,148 @@ class Publisher:
             key = self.keys[symbol] = market_key(self.exchange, symbol)
         return key
 
-    def trade(self, trade: Trade) -> None:
+    def trade(self, trade: Trade) -> bool:
+        """Check and queue a trade; False (and nothing queued) for a repeat. Hot path: the
+        usual trade costs one lookup, three type-and-range tests and a set insert."""
+        symbol = trade.symbol
+        seen = self.trade_ids.get(symbol)
+        if seen is None:
+            seen = self.trade_ids[symbol] = (set(), deque())
+        ids, order = seen
+        trade_id = trade.trade_id
+        if trade_id in ids:
+            metrics.inc("kcs_duplicate_trades_total", exchange=self.exchange)
+            return False
+        price, amount, ts = trade.price, trade.amount, trade.ts_event
+        if type(price) is not float or not 0.0 < price < INF:
+            trade.price = positive(price, "trade price")
+        if type(amount) is not float or not 0.0 < amount < INF:
+            trade.amount = positive(amount, "trade amount")
+        if type(ts) is not float or not 0.0 < ts < INF:
+            ts = trade.ts_event = finite_time(ts)
+        if type(trade_id) is not str or (trade.side != 1 and trade.side != -1):
+            raise ValueError(f"bad trade id {trade_id!r} or side {trade.side!r}")
+        ids.add(trade_id)
+        order.append(trade_id)
+        if len(order) > TRADE_IDS_KEPT:
+            ids.discard(order.popleft())
+        newest = self.newest_trade.get(symbol)
+        if newest is None or ts >= newest[0]:
+            self.newest_trade[symbol] = (ts, trade_id)
+        elif ts < newest[0] - self.out_of_order_after:
+            metrics.inc("kcs_out_of_order_trades_total", exchange=self.exchange)
         self.trades += 1
-        self.pending.append((self.trade_topic, self.key(trade.symbol), trade,
-                             None, trade.ts_recv))
+        self.last_ts_event = ts
+        entry = (self.trade_topic, self.key(symbol), trade, None, trade.ts_recv)
+        if self.held and symbol in self.held:
+            self.held[symbol].append(entry)  # after the backfilled ones
+        else:
+            self.pending.append(entry)
+        return True
+
+    def hold(self, symbol: str) -> None:
+        """Hold the market's live trades back until `release` (a backfill is in flight)."""
+        self.held.setdefault(symbol, [])
+
+    def release(self, symbol: str, before: list[Trade]) -> int:
+        """Publish `before` (missed trades, oldest first; repeats dropped), then the live
+        trades held back; the number of `before` published."""
+        held = self.held.pop(symbol, [])
+        published = 0
+        for trade in before:
+            try:
+                published += self.trade(trade)
+            except ValueError as exc:  # a bad value in the history: that trade only
+                log.warning("%s: a backfilled trade was refused: %s", self.exchange, exc)
+        self.pending.extend(held)
+        return published
 
     def book(self, book: OrderBook) -> None:
+        ts = book.ts_event
+        if type(ts) is not float or not 0.0 < ts < INF:
+            ts = book.ts_event = finite_time(ts)
+        last = self.book_times.get(book.symbol)
+        if last is None or ts > last[0]:
+            self.book_times[book.symbol] = (ts, book.ts_recv)
         self.books += 1
-        self.book_ts[book.symbol] = book.ts_event
-        self.pending.append((self.book_topic, self.key(book.symbol), book, None,
-                             book.ts_recv))
+        self.book_ts[book.symbol] = self.last_ts_event = ts
+        # levels were checked where parsed: an L2Book's setters, or `book.check_levels` and
+        # `book.first_levels` for full book messages (no second pass per level here)
+        self.pending.append((self.book_topic, self.key(book.symbol), book, None, book.ts_recv))
+
+    def book_seen(self, symbol: str, ts_event: float, ts_recv: float) -> None:
+        """A book update that left the published top N as it was: nothing is published, but
+        its exchange time still counts as the book's (stale-book detection)."""
+        last = self.book_times.get(symbol)
+        if last is None or ts_event > last[0]:
+            self.book_times[symbol] = (ts_event, ts_recv)
 
     def ticker(self, ticker: Ticker) -> None:
+        """Prices must be real where sent (a ticker without a bid has a null bid, never 0);
+        sizes and volumes may be 0."""
+        ticker.ts_event = finite_time(ticker.ts_event)
+        ticker.last = optional_positive(ticker.last, "ticker last")
+        ticker.bid = optional_positive(ticker.bid, "ticker bid")
+        ticker.ask = optional_positive(ticker.ask, "ticker ask")
+        ticker.bid_size = optional_non_negative(ticker.bid_size, "ticker bid size")
+        ticker.ask_size = optional_non_negative(ticker.ask_size, "ticker ask size")
+        ticker.volume_24h = optional_non_negative(ticker.volume_24h, "ticker volume")
+        ticker.quote_volume_24h = optional_non_negative(ticker.quote_volume_24h,
+                                                        "ticker quote volume")
         self.tickers += 1
-        self.pending.append((self.ticker_topic, self.key(ticker.symbol), ticker,
-                             None, ticker.ts_recv))
+        self.last_ts_event = ticker.ts_event
+        self.pending.append((self.ticker_topic, self.key(ticker.symbol), ticker, None,
+                             ticker.ts_recv))
+
+    def encode(self, start: int) -> None:
+        """Encode the records queued since `start` (one frame's); raises on one that cannot be
+        encoded (a field of the wrong type, an int over 64 bits), leaving them queued."""
+        pending, encode = self.pending, self.codec.encode
+        for i in range(start, len(pending)):
+            topic, key, value, headers, ts_recv = pending[i]
+            if type(value) is not bytes:
+                pending[i] = (topic, key, encode(topic, value), headers, ts_recv)
+
+    def reject(self, frame: bytes | str, exc: Exception, ts_recv: float, url: str = "") -> None:
+        """A frame that failed: to the DLQ with the reason; a rejected value is also counted
+        by reason, and a book it was dropped from is reported like any resync."""
+        reason = getattr(exc, "reason", None)
+        if reason is not None:
+            metrics.inc("kcs_rejected_values_total", exchange=self.exchange, reason=reason)
+            metrics.inc("kcs_validation_rejections_total", exchange=self.exchange,
+                        reason=reason)
+        self.dlq(frame, f"{type(exc).__name__}: {exc}", ts_recv, url)
 
     def dlq(self, raw: bytes | str, reason: str, ts_recv: float, url: str = "") -> None:
         """The frame's exact bytes as the value; what went wrong travels in the headers."""
         metrics.inc("kcs_dlq_frames_total", exchange=self.exchange)
         metrics.inc("kcs_validation_rejections_total", exchange=self.exchange,
                     reason="unparseable")
-        value = raw.encode() if isinstance(raw, str) else raw
-        headers = [("exchange", self.exchange.encode()), ("reason", reason.encode()),
+        value = raw.encode(errors="replace") if isinstance(raw, str) else bytes(raw)
+        headers = [("exchange", self.exchange.encode()),
+                   ("reason", reason[:1000].encode(errors="replace")),
                    ("ts_recv", repr(ts_recv).encode()), ("url", url.encode())]
+        if len(value) > DLQ_MAX_BYTES:
+            metrics.inc("kcs_dlq_truncated_total", exchange=self.exchange)
+            headers += [("size", str(len(value)).encode()),
+                        ("sha256", hashlib.sha256(value).hexdigest().encode()),
+                        ("truncated", b"true")]
+            value = value[:DLQ_MAX_BYTES]
         self.pending.append((DLQ_TOPIC, self.exchange.encode(), value, headers, ts_recv))
 
-    def error(self, symbol: str, reason: str, kind: str = "resync") -> None:
-        """A book integrity failure or resync: an event on `ws.error` plus a counter."""
-        why = reason_class(reason)
-        metrics.inc("kcs_book_resyncs_total", exchange=self.exchange, reason=why)
-        metrics.inc("kcs_validation_rejections_total", exchange=self.exchange, reason=why)
+    def error(self, symbol: str, reason: str, kind: str = "resync", **fields: object) -> None:
+        """An event on `ws.error` plus a counter: a book dropped and resynced (kinds `resync`,
+        `disconnect`, `stale`: `kcs_book_resyncs_total{reason}`, a `resync` by its cause), or
+        another kind (`trade_gap`: `kcs_trade_gaps_total`), with its `fields` (ErrorEvent's
+        optional ones) in the event."""
+        if kind == "trade_gap":
+            metrics.inc("kcs_trade_gaps_total", exchange=self.exchange)
+        else:
+            why = reason_class(reason) if kind == "resync" else kind
+            metrics.inc("kcs_book_resyncs_total", exchange=self.exchange, reason=why)
+            metrics.inc("kcs_validation_rejections_total", exchange=self.exchange, reason=why)
         now = time.time()
-        event = ErrorEvent(self.exchange, symbol, kind, reason, None, now)
+        event = ErrorEvent(self.exchange, symbol, kind, reason, None, now, **fields)
         self.pending.append((ERROR_TOPIC, market_key(self.exchange, symbol),
                              self.codec.encode(ERROR_TOPIC, event), None, now))
 
@@ -128,7 +265,12 @@ class Publisher:
         encode = self.codec.encode
         for topic, key, value, headers, ts_recv in pending:
             if type(value) is not bytes:
-                value = encode(topic, value)
+                try:
+                    value = encode(topic, value)
+                except (TypeError, ValueError, OverflowError) as exc:  # queued outside a frame
+                    log.error("%s: a record could not be encoded: %s", self.exchange, exc)
+                    self.dlq(repr(value), f"{type(exc).__name__}: {exc}", ts_recv)
+                    topic, key, value, headers, ts_recv = self.pending.pop()
             future = await producer.send(topic, value=value, key=key, headers=headers)
             if on_ack is None:
                 future.add_done_callback(check_delivery)
@@ -139,12 +281,11 @@ class Publisher:
         self.sent += len(pending)
         sampler = self.sampler
         if future is not None and pending[0][4] >= sampler.next_at:
-            ts_recv = pending[0][4]
+            ts_recv, ts_event = pending[0][4], self.last_ts_event
             # A sampled drain: its last record's acknowledgement is its records' (one
             # produce request, or very nearly), observed in the latency histograms.
             sampler.next_at = ts_recv + SAMPLE_EVERY
-            last = pending[-1][2]
-            future.add_done_callback(lambda _: sampler.observe(ts_recv, last))
+            future.add_done_callback(lambda _: sampler.observe(ts_recv, ts_event))
 
     def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
         """This publisher's figures for exchanges.metrics.SourcesCollector."""

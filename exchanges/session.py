@@ -4,8 +4,17 @@ For each `Stream` of a connector: connect (through the replay server when replay
 same code otherwise), send the subscriptions, keep the exchange's heartbeat, hand every
 frame to the connector, and reconnect with exponential backoff and full jitter whenever the
 connection fails or goes silent for `silence_timeout`. It never gives up: a market-data feed
-that stops retrying is a dead feed. A frame the connector cannot parse goes to the DLQ with
-its raw bytes and the reason, and the next frame is read as usual.
+that stops retrying is a dead feed. The backoff starts over after a connection that delivered
+data. Any other end of a connection's task (a bug) is logged with its traceback, counted
+(`kcs_stream_crashes_total`) and restarted the same way.
+
+Per-frame protection: a frame the connector cannot parse, that carries a value that cannot be
+published, or whose records cannot be encoded goes to the DLQ with its raw bytes and the
+reason; nothing of it is published and the next frame is read as usual.
+
+Replay: the replay server closes a connection with code 4001 once it has served every
+recorded frame of that path; the stream then ends ("replay finished") instead of
+reconnecting forever.
 """
 
 from __future__ import annotations
@@ -14,7 +23,8 @@ import asyncio
 import logging
 import random
 import time
-from typing import Any
+from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 import websockets
@@ -24,19 +34,59 @@ from config.settings import Settings
 from exchanges import REGIONS
 from exchanges.base import Connector, Stream
 from exchanges.metrics import metrics
-from exchanges.replay import Recorder, WsRecorder, replay_url
+from exchanges.values import BadValue
 
-__all__ = ["Session"]
+__all__ = ["Session", "replay_url", "REPLAY_FINISHED"]
 
 log = logging.getLogger(__name__)
 
+REPLAY_FINISHED = 4001  # close code of the replay server: every recorded frame was served
+
+
+def replay_url(url: str, base: str) -> str:
+    """Map a live URL onto the replay server at `base` ("http://HOST:PORT").
+
+    'wss://api.upbit.com/websocket/v1' -> 'ws://HOST:PORT/api.upbit.com/websocket/v1';
+    http(s) URLs map to 'http://HOST:PORT/<host>/<path>?<query>'. The original port is
+    dropped, the query is kept.
+    """
+    live, server = urlsplit(url), urlsplit(base)
+    secure = server.scheme == "https"
+    if live.scheme in ("ws", "wss"):
+        scheme = "wss" if secure else "ws"
+    else:
+        scheme = "https" if secure else "http"
+    path = f"/{live.hostname}{live.path or '/'}"
+    return urlunsplit((scheme, server.netloc, path, live.query, ""))
+
+
+class WsRecording(Protocol):
+    def sent(self, data: str | bytes, ts: float) -> None: ...
+    def received(self, data: str | bytes, ts: float) -> None: ...
+    def close(self) -> None: ...
+
+
+class SessionRecorder(Protocol):
+    """What records a session (`replay.recorder.Recorder`, given by the app when recording)."""
+
+    def open_ws(self, url: str, ts: float) -> WsRecording: ...
+    def http(self, url: str, ts: float, body: str) -> None: ...
+    def close(self) -> None: ...
+
+
+class ReplayFinished(Exception):
+    """The replay server served everything recorded for this stream."""
+
 
 class Session:
-    def __init__(self, connector: Connector, settings: Settings, replay_base: str = "") -> None:
+    def __init__(self, connector: Connector, settings: Settings, replay_base: str = "",
+                 recorder: SessionRecorder | None = None) -> None:
         self.connector = connector
         self.settings = settings
         self.replay_base = replay_base
-        self.recorder = Recorder(settings.record, connector.name) if settings.record else None
+        self.recorder = recorder
+        # refused at start, with the setting's name, rather than in a helper task later
+        self.stale_after = settings.stale_after_for(connector.name, connector.stale_after)
         self.http: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
         self.connected: dict[str, bool] = {}
@@ -50,8 +100,17 @@ class Session:
     def spawn(self, coro: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coro)
         self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        """A helper task (a snapshot load, a backfill) that failed is logged and counted,
+        never lost silently."""
+        self.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            name = self.connector.name
+            log.error("%s: task %s failed", name, task.get_coro(), exc_info=task.exception())
+            metrics.inc("kcs_stream_crashes_total", exchange=name)
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
@@ -98,28 +157,62 @@ class Session:
         return body
 
     async def run_stream(self, stream: Stream) -> None:
-        """Keep one stream connected forever."""
+        """Keep one stream connected forever (until a replay has served everything)."""
         name = self.connector.name
         settings = self.settings
         delay = settings.backoff_initial
         while True:
-            started = time.monotonic()
+            frames_before = self.frames
             try:
-                await self._connect_and_read(stream)
+                try:
+                    await self._connect_and_read(stream)
+                except websockets.ConnectionClosed as exc:
+                    if self.replay_base and exc.rcvd is not None and \
+                            exc.rcvd.code == REPLAY_FINISHED:
+                        raise ReplayFinished from None
+                    raise
                 reason = "closed by the server"
+            except ReplayFinished:
+                log.warning("%s: replay finished for %s: every recorded frame was served",
+                            name, stream.url)
+                self.connected[stream.url] = False
+                stream.ws = None
+                self._closed(stream, "replay finished")
+                return
             except (TimeoutError, OSError, websockets.WebSocketException) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
-            finally:
-                self.connected[stream.url] = False
-                self.connector.on_close(stream)
+            except Exception as exc:  # a bug: never a silent end of the feed
+                log.exception("%s: the connection task failed; restarting it", name)
+                metrics.inc("kcs_stream_crashes_total", exchange=name)
+                reason = f"{type(exc).__name__}: {exc}"
+            self.connected[stream.url] = False
+            stream.ws = None
+            self._closed(stream, reason)
+            await self._drain_quietly()
             metrics.inc("kcs_reconnects_total", exchange=name)
-            if time.monotonic() - started > 60.0:
-                delay = settings.backoff_initial  # it was up for a while: start over
+            if self.frames > frames_before:
+                delay = settings.backoff_initial  # it delivered data: start over
             wait = random.uniform(0.0, delay)  # full jitter, so many feeds do not stampede
             log.warning("%s: connection lost (%s); reconnecting in %.1f s", name, reason, wait,
                         extra=self.log_fields("reconnect"))
             await asyncio.sleep(wait)
             delay = min(delay * 2.0, settings.backoff_max)
+
+    def _closed(self, stream: Stream, reason: str) -> None:
+        stream.close_reason = reason
+        try:
+            self.connector.on_close(stream)
+        except Exception:
+            log.exception("%s: on_close failed", self.connector.name)
+            metrics.inc("kcs_stream_crashes_total", exchange=self.connector.name)
+
+    async def _drain_quietly(self) -> None:
+        """Send what on_close queued (its `ws.error` events); a failure is logged, not fatal."""
+        try:
+            await self.connector.out.drain()
+        except Exception:
+            log.exception("%s: could not hand records to Kafka", self.connector.name)
+            metrics.inc("kcs_produce_errors_total")
 
     async def _connect_and_read(self, stream: Stream) -> None:
         connector = self.connector
@@ -138,8 +231,12 @@ class Session:
                     recording.sent(message, time.time())
             self.connected[stream.url] = True
             stream.ws = ws  # before on_open, which may send (send_soon) on it
+            stream.connects += 1
             await connector.on_open(stream)
-            helpers = [self.spawn(self._watchdog(ws, stream))]
+            if stream.connects > 1:
+                connector.after_reconnect(stream)
+            helpers = [self.spawn(self._watchdog(ws, stream)),
+                       self.spawn(self._stale_books(stream))]
             if connector.ping_interval and connector.ping_message is not None:
                 helpers.append(self.spawn(self._heartbeat(ws, connector.ping_message,
                                                           connector.ping_interval)))
@@ -152,7 +249,7 @@ class Session:
                     recording.close()
 
     async def _read(self, ws: ClientConnection, stream: Stream,
-                    recording: WsRecorder | None) -> None:
+                    recording: WsRecording | None) -> None:
         # The hot path: one frame in, records out. Kept flat on purpose.
         connector = self.connector
         out = connector.out
@@ -165,10 +262,16 @@ class Session:
             self.frames += 1
             if recording is not None:
                 recording.received(frame, ts)
+            mark = len(out.pending)
             try:
                 on_frame(frame, ts, stream)
+                if len(out.pending) > mark:
+                    out.encode(mark)
             except Exception as exc:  # a bad frame must not stop the feed
-                out.dlq(frame, f"{type(exc).__name__}: {exc}", ts, url)
+                del out.pending[mark:]  # nothing of a bad frame is published
+                out.reject(frame, exc, ts, url)
+                if isinstance(exc, BadValue) and exc.book is not None:
+                    connector.book_rejected(exc.book, str(exc), stream)
             if out.pending:
                 await out.drain()
 
@@ -184,6 +287,23 @@ class Session:
                 metrics.inc("kcs_silent_feeds_total", exchange=self.connector.name)
                 await ws.close(code=4000, reason="silent feed")
                 return
+
+    async def _stale_books(self, stream: Stream) -> None:
+        """Check the stream's books for exchange time that stopped advancing."""
+        connector = self.connector
+        stale_after = self.stale_after
+        interval = min(stale_after / 4.0, 1.0)
+        while True:
+            await asyncio.sleep(interval)
+            connector.check_stale(stream, time.time(), stale_after)
+            if connector.out.pending:
+                await connector.out.drain()
+
+    def reconnect_soon(self, stream: Stream, reason: str) -> None:
+        """Close the stream's connection (it reconnects as after any drop)."""
+        if stream.ws is not None:
+            log.warning("%s: reconnecting: %s", self.connector.name, reason)
+            self.spawn(stream.ws.close(code=4002, reason=reason[:100]))
 
     async def _heartbeat(self, ws: ClientConnection, message: str | bytes,
                          interval: float) -> None:

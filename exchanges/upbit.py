@@ -5,6 +5,13 @@ socket's whole subscription set. We ask for the `SIMPLE` format (short keys, sma
 Frames arrive as binary UTF-8 JSON. Every order book message is a whole top-N book, so there
 is nothing to chain: a bad book is skipped and the next one replaces it.
 Symbols are quote first: `KRW-BTC` is our `BTC-KRW`.
+
+Docs re-checked 2026-11-30 (search tool, docs.upbit.com v1.6.4 orderbook reference and the
+changelog of 2025-07-02): feed URL and `orderbook_units` as written here; a code may ask
+`KRW-BTC.N` units with N in 1/5/15/30 only, 30 when not given (we ask none: 30); a KRW-only
+`level` groups prices (we keep the default 0).
+Trade history: `/v1/trades/ticks` (the last 500 trades by time; `sequential_id` is unique
+but not contiguous).
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ import uuid
 import orjson
 
 from exchanges.base import Connector, Stream
-from exchanges.book import crossed
+from exchanges.book import check_levels, crossed
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -50,6 +57,7 @@ def _simple(message: dict) -> dict:
 
 class Upbit(Connector):
     name = "upbit"
+    stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
     to_unified = staticmethod(to_unified)
 
     def connections(self) -> list[Stream]:
@@ -98,11 +106,27 @@ class Upbit(Connector):
         bids = [(u["bp"], u["bs"]) for u in units if u["bs"] and u["bp"]][:depth]
         asks = [(u["ap"], u["as"]) for u in units if u["as"] and u["ap"]][:depth]
         symbol = self.symbol(msg["cd"])
+        check_levels(bids, asks)
         fault = crossed(bids, asks)
         if fault is not None:
             self.resync(symbol, fault)
             return
         self.out.book(OrderBook("upbit", symbol, msg["tms"] / 1000.0, ts_recv, bids, asks, None))
+
+    # -- trade history (exchanges.history) ------------------------------------------------
+
+    history_reach = "`/v1/trades/ticks`: the last 500 trades, by time"
+
+    def history_url(self, symbol: str, last_id: str, last_ts: float) -> str | None:
+        return f"https://api.upbit.com/v1/trades/ticks?market={to_native(symbol)}&count=500"
+
+    def history_trades(self, symbol: str, body: list, ts_recv: float) -> list[Trade]:
+        """[{"market":"KRW-BTC","timestamp":1730336862000,"trade_price":100473000.0,
+        "trade_volume":0.0001,"ask_bid":"BID","sequential_id":17303368620000000}, ...]
+        newest first; `timestamp` is the trade's time, as `ttms` on the socket."""
+        return [Trade("upbit", symbol, t["timestamp"] / 1000.0, ts_recv, t["trade_price"],
+                      t["trade_volume"], TAKER_SIDE[t["ask_bid"]], str(t["sequential_id"]))
+                for t in body]
 
 
 CONNECTOR = Upbit

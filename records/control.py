@@ -27,6 +27,13 @@ class ErrorEvent(_FromMapping):
     reason: str
     command_id: str | None  # the refused `ws.command`'s id; null otherwise
     ts_recv: float
+    # kind `trade_gap` (trades that could not be backfilled): the last trade published before
+    # the gap, and what is known of the missing range; null for other kinds.
+    after_id: str | None = None
+    from_id: str | None = None
+    to_id: str | None = None
+    from_ts: float | None = None
+    to_ts: float | None = None
 
 
 @dataclass(slots=True)

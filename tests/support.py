@@ -41,6 +41,11 @@ class SentMessages:
     def __init__(self) -> None:
         self.sent: list[str] = []
         self.to: list[Any] = []
+        self.spawned: list[str] = []  # names of the coroutines the connector started
+
+    def spawn(self, coro: Any) -> None:
+        self.spawned.append(coro.__qualname__)
+        coro.close()  # a unit test runs no tasks
 
     def send_soon(self, stream: Any, message: str) -> None:
         self.sent.append(message)

@@ -18,7 +18,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from app.embedded import EmbeddedBroker
-from exchanges.replay import load_recordings
+from replay.recordings import load_recordings
 from records import BUY, SELL
 from tests.support import (FIXTURES, Worker, append_if_top_changed, assert_market_state,
                            assert_published, copy_recordings, http_json, read_topic)

@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from config.settings import load_settings
-from app.subscriptions import from_recordings
+from replay.subscriptions import from_recordings
 from exchanges.binance import Binance, to_native
 from exchanges.publisher import Publisher
-from exchanges.replay import ReplayServer, load_recordings
+from replay.recorder import Recorder
+from replay.recordings import load_recordings
+from replay.server import ReplayServer
 from exchanges.session import Session
 from records import BUY, SELL, OrderBook, Ticker, Trade
 from tests.support import FIXTURES
@@ -43,7 +45,8 @@ async def replay_through_session(directory: Path, record: Path | None = None) ->
     settings = load_settings({"KCS_RECORD": str(record)} if record else {})
     connector = Binance(from_recordings(recordings)["binance"], Publisher("binance", collector),
                         settings)
-    session = Session(connector, settings, server.base_url)
+    recorder = Recorder(record, "binance") if record else None
+    session = Session(connector, settings, server.base_url, recorder)
     await session.start()
     try:
         for _ in range(200):

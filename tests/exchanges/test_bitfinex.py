@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 
 from config.settings import load_settings
-from app.subscriptions import from_recordings
+from replay.subscriptions import from_recordings
 from exchanges.bitfinex import URL, Bitfinex, to_native, to_unified
 from exchanges.publisher import Publisher
-from exchanges.replay import load_recordings
+from replay.recordings import load_recordings
 from records import BUY, SELL, OrderBook, Ticker, Trade
 from tests.support import SentMessages, FIXTURES
 

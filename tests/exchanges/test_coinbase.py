@@ -19,7 +19,7 @@ import pytest
 from config.settings import load_settings
 from exchanges.coinbase import URL, Coinbase, to_native, to_unified
 from exchanges.publisher import Publisher
-from exchanges.replay import load_recordings
+from replay.recordings import load_recordings
 from records import BUY, SELL, OrderBook, Ticker, Trade
 from tests.support import SentMessages
 

@@ -11,11 +11,11 @@ import orjson
 import pytest
 
 from config.settings import load_settings
-from app.subscriptions import from_recordings
+from replay.subscriptions import from_recordings
 from exchanges.base import Stream
 from exchanges.htx import Htx, to_native
 from exchanges.publisher import Publisher
-from exchanges.replay import load_recordings
+from replay.recordings import load_recordings
 from records import BUY, SELL, OrderBook, Ticker
 from tests.support import SentMessages
 

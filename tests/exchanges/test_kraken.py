@@ -19,10 +19,11 @@ from typing import Any
 import pytest
 
 from config.settings import load_settings
-from app.subscriptions import from_recordings
+from replay.subscriptions import from_recordings
 from exchanges.kraken import URL_V1, URL_V2, Kraken, recorded_api, to_native, to_unified
 from exchanges.publisher import Publisher
-from exchanges.replay import ReplayServer, load_recordings
+from replay.recordings import load_recordings
+from replay.server import ReplayServer
 from exchanges.session import Session
 from records import BUY, SELL, OrderBook, Ticker, Trade
 from tests.support import SentMessages, FIXTURES

@@ -14,7 +14,7 @@ from config.settings import load_settings
 from exchanges.base import Connector, Stream
 from exchanges.metrics import metrics
 from exchanges.publisher import Publisher
-from exchanges.replay import load_recordings
+from replay.recordings import load_recordings
 from exchanges.session import Session
 from tests.support import FIXTURES
 from tests.exchanges.test_binance import Collector, replay_through_session

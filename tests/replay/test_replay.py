@@ -1,4 +1,4 @@
-"""Tests for exchanges.replay against the real recordings in ../shared/replays."""
+"""Tests for the replay package against the real recordings in ../shared/replays."""
 
 from __future__ import annotations
 
@@ -15,15 +15,10 @@ import pytest_asyncio
 from websockets.asyncio.client import connect
 from websockets.protocol import State
 
-from exchanges.replay import (
-    HttpResponse,
-    Recorder,
-    Recording,
-    ReplayServer,
-    WsConnection,
-    load_recordings,
-    replay_url,
-)
+from exchanges.session import replay_url
+from replay.recorder import Recorder
+from replay.recordings import HttpResponse, Recording, WsConnection, load_recordings
+from replay.server import ReplayServer
 
 from tests.support import REPLAYS  # the shared recordings directory (../shared/replays)
 

@@ -7,8 +7,11 @@ import asyncio
 
 import pytest
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
-from exchanges.replay import HOST_ALIASES, Recording, ReplayServer, WsConnection, replay_url
+from exchanges.session import REPLAY_FINISHED, replay_url
+from replay.recordings import Recording, WsConnection
+from replay.server import HOST_ALIASES, ReplayServer
 
 
 def _recording(url: str, frames: list[str]) -> Recording:
@@ -52,9 +55,11 @@ async def test_old_host_still_matches_and_each_recording_is_served_once() -> Non
     try:
         old = replay_url("wss://ws-feed.pro.coinbase.com", server.base_url)
         assert await _frames(old, 1) == ['{"n":1}']
-        # the alias points at the same queue: a second connection gets nothing
+        # the alias points at the same queue: a second connection gets nothing but the
+        # news that the replay is finished
         new = replay_url("wss://WS-FEED.exchange.coinbase.com", server.base_url)
-        with pytest.raises(TimeoutError):
+        with pytest.raises(ConnectionClosed) as closed:
             await _frames(new, 1)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == REPLAY_FINISHED
     finally:
         await server.stop()
