@@ -6,3 +6,4 @@ from agents import candles  # noqa: F401
 from agents import features  # noqa: F401
 from agents import market_data  # noqa: F401
 from agents import cross_exchange  # noqa: F401
+from agents import ingest_control  # noqa: F401

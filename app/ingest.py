@@ -12,24 +12,37 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
+from collections import deque
 from typing import Any
 
 import aiokafka
 import faust
+import orjson
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from mode import Service
 
 from app.settings import Settings
+from app.shards import control_topic, latest_by_key, learn_last_trades, shard_partition
+from app.shards import subscriptions_key
 from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES
+from exchanges.base import Subscriptions
+from exchanges.outbox import BOOK, TICKER, TRADE, Budget, Outbox
 from exchanges.publisher import Publisher
 from exchanges.replay import ReplayServer, load_recordings
 from exchanges.session import Session
 from records import DLQ_TOPIC, ERROR_TOPIC, book_topic, ticker_topic, trade_topic
 
-__all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics"]
+__all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics",
+           "control_topics"]
 
 log = logging.getLogger(__name__)
+
+BACKPRESSURE_TOPIC = "ws.backpressure.events"
+CHECKPOINT_INTERVAL = 2.0  # seconds between two checkpoints of a shard that published
+REVOKE_DRAIN = 2.0  # at most this long (s) to drain a revoked shard: the rebalance waits
+STOP_DRAIN = 10.0  # at most this long (s) to drain at shutdown
 
 
 def tune_gc() -> None:
@@ -51,6 +64,22 @@ def market_data_topics() -> list[str]:
     for exchange in EXCHANGES:
         names += [trade_topic(exchange), book_topic(exchange), ticker_topic(exchange)]
     return names
+
+
+def control_topics(app_id: str) -> list[str]:
+    """The control topics (created before Faust starts, co-partitioned with the sources)."""
+    names = [control_topic(app_id), BACKPRESSURE_TOPIC]
+    for exchange in EXCHANGES:
+        names += [connect_success_topic(exchange), metrics_topic(exchange)]
+    return names
+
+
+def connect_success_topic(exchange: str) -> str:
+    return f"ws.connect_success.{exchange}"
+
+
+def metrics_topic(exchange: str) -> str:
+    return f"ws.metrics.{exchange}"
 
 
 def bootstrap_servers(broker_url: str) -> str:
@@ -99,29 +128,73 @@ def new_producer(settings: Settings, broker_url: str,
     )
 
 
+class Shard:
+    """One unit of ingest: an exchange's connector, its session and its outbox."""
+
+    def __init__(self, name: str, exchange: str, partition: int,
+                 subscriptions: Subscriptions) -> None:
+        self.name = name
+        self.exchange = exchange
+        self.partition = partition
+        self.subscriptions = subscriptions  # the seed; Kafka's set wins once read
+        self.state = "stopped"  # starting, running, paused (revoked: holding), stopped
+        self.session: Session | None = None
+        self.outbox: Outbox | None = None
+        self.starting: asyncio.Task[None] | None = None
+        self.checkpointed = -1  # outbox.acked at the last checkpoint written
+        self.started_at: float | None = None
+
+    def describe(self) -> dict[str, Any]:
+        session, outbox = self.session, self.outbox
+        return {"partition": self.partition, "state": self.state,
+                "symbols": len(self.subscriptions),
+                "streams": len(session.connected) if session else 0,
+                "connected": sum(session.connected.values()) if session else 0,
+                "frames": session.frames if session else 0,
+                "published": outbox.acked if outbox else 0,
+                "skipped_published_before": session.connector.out.skipped if session else 0,
+                "buffered": len(outbox.queue) if outbox else 0,
+                "started_at": self.started_at}
+
+
 class IngestService(Service):
+    """Runs the shards this worker owns: with `KCS_INGEST=auto` the ones whose control
+    partition the group assigns it (started on assignment, paused at revocation, stopped when
+    assigned elsewhere), else the pinned exchanges from the start."""
+
     def __init__(self, app: faust.App, settings: Settings, broker_url: str,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.app = app
         self.settings = settings
         self.broker_url = broker_url
-        self.sessions: list[Session] = []
+        self.bootstrap = bootstrap_servers(broker_url)
+        self.control_topic = control_topic(settings.app_id)
+        self.shards: dict[str, Shard] = {}
         self.producer: aiokafka.AIOKafkaProducer | None = None
         self.replay_server: ReplayServer | None = None
+        self.replay_base = ""
+        self.budget = Budget(settings.ingest_buffer_bytes)
+        self.assigned: set[int] = set()  # control partitions the group gave this worker
+        self.ready = False
+        self.lock = asyncio.Lock()
+        self.control: deque[tuple[str, bytes, bytes, int | None]] = deque(maxlen=100_000)
+
+    @property
+    def sessions(self) -> list[Session]:
+        return [s.session for s in self.shards.values() if s.session is not None]
 
     async def on_start(self) -> None:
         settings = self.settings
         recordings = None
-        replay_base = ""
         if settings.replay:
             recordings = load_recordings(settings.replay)
             self.replay_server = ReplayServer(recordings, speed=settings.replay_speed)
             await self.replay_server.start()
-            replay_base = self.replay_server.base_url
+            self.replay_base = self.replay_server.base_url
             log.warning("replaying %s (%s) at speed %s from %s", settings.replay,
                         ", ".join(sorted(recordings)), settings.replay_speed or "max",
-                        replay_base)
+                        self.replay_base)
         subscriptions = load_subscriptions(settings, recordings)
         chosen = {name: subs for name, subs in subscriptions.items() if settings.ingests(name)}
         for name in sorted(set(chosen) - set(CONNECTORS)):
@@ -130,13 +203,168 @@ class IngestService(Service):
         if not chosen:
             log.info("this worker ingests no exchange (KCS_INGEST=%s)", settings.ingest)
             return
-        self.producer = await self._start_producer()
         for name, subs in sorted(chosen.items()):
-            connector = CONNECTORS[name](subs, Publisher(name, self.producer), settings)
-            session = Session(connector, settings, replay_base)
-            await session.start()
-            self.sessions.append(session)
-            log.warning("ingesting %s: %d symbols", name, len(subs))
+            self.shards[name] = Shard(name, name, shard_partition(name, settings.partitions),
+                                      subs)
+        self.producer = await self._start_producer()
+        self.add_future(self._send_control())
+        self.add_future(self._checkpoints())
+        self.ready = True
+        if settings.ingest_auto:
+            log.warning("ingest shards owned through the group: %s",
+                        ", ".join(f"{s.name}->{s.partition}" for s in self.shards.values()))
+            await self._apply_assignment()
+        else:
+            for shard in self.shards.values():
+                await self._run_shard(shard, None)
+
+    # -- ownership ---------------------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        """Stop publishing the revoked shards: what they parsed is drained to Kafka first,
+        what they read from now on is held until the group says who owns them."""
+        if not self.settings.ingest_auto:
+            return
+        lost = {tp.partition for tp in revoked if tp.topic == self.control_topic}
+        self.assigned -= lost
+        async with self.lock:
+            shards = [s for s in self.shards.values() if s.partition in lost]
+            for shard in shards:
+                if shard.state == "starting" and shard.starting is not None:
+                    shard.starting.cancel()
+                    await asyncio.gather(shard.starting, return_exceptions=True)
+                    await self._stop_shard(shard)
+            running = [s for s in shards if s.state == "running" and s.outbox is not None]
+            drained = await asyncio.gather(*(s.outbox.drain(REVOKE_DRAIN)  # type: ignore
+                                             for s in running))
+            for shard, done in zip(running, drained, strict=True):
+                shard.outbox.pause()  # type: ignore[union-attr]
+                shard.state = "paused"
+                log.warning("ingest shard %s revoked: paused (%s)", shard.name,
+                            "drained" if done else "not drained: Kafka is slow")
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        if not self.settings.ingest_auto:
+            return
+        self.assigned = {tp.partition for tp in assigned if tp.topic == self.control_topic}
+        await self._apply_assignment()
+
+    async def _apply_assignment(self) -> None:
+        if not self.ready:
+            return  # on_start applies it
+        async with self.lock:
+            for shard in self.shards.values():
+                owned = shard.partition in self.assigned
+                if owned and shard.state == "paused":
+                    assert shard.outbox is not None
+                    shard.outbox.resume()
+                    shard.state = "running"
+                    log.warning("ingest shard %s assigned again: resumed", shard.name)
+                elif owned and shard.state == "stopped":
+                    shard.state = "starting"
+                    shard.starting = asyncio.get_running_loop().create_task(
+                        self._start_owned(shard))
+                elif not owned and shard.state in ("running", "paused"):
+                    await self._stop_shard(shard)
+                    log.warning("ingest shard %s is owned by another worker now", shard.name)
+
+    async def _start_owned(self, shard: Shard) -> None:
+        """Learn from Kafka where the shard's previous owner stopped, then run it."""
+        delay = 1.0
+        while True:
+            try:
+                latest = await latest_by_key(self.bootstrap, self.control_topic,
+                                             shard.partition)
+                subs = latest.get(subscriptions_key(shard.name))
+                if subs is not None:
+                    shard.subscriptions = {s: set(c) for s, c in subs.items()}
+                checkpoint = await learn_last_trades(
+                    self.bootstrap, trade_topic(shard.exchange), self.settings.partitions,
+                    latest.get(shard.name), set(shard.subscriptions))
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("ingest shard %s: cannot read its state from Kafka (%r); retrying "
+                          "in %.0f s", shard.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2.0, 30.0)
+        async with self.lock:
+            if shard.state != "starting":
+                return
+            await self._run_shard(shard, checkpoint)
+            shard.starting = None
+
+    async def _run_shard(self, shard: Shard, checkpoint: dict[str, Any] | None) -> None:
+        assert self.producer is not None
+        publisher = Publisher(shard.exchange, self.producer)
+        connector = CONNECTORS[shard.exchange](shard.subscriptions, publisher, self.settings)
+        kinds = {trade_topic(shard.exchange): TRADE, book_topic(shard.exchange): BOOK,
+                 ticker_topic(shard.exchange): TICKER}
+        outbox = Outbox(shard.exchange, self.producer, self.budget, kinds,
+                        on_book_dropped=lambda symbol: connector.resync(
+                            symbol, "book records dropped: the ingest buffer was full"))
+        publisher.outbox = outbox
+        if checkpoint is not None:
+            outbox.offsets = {int(p): o for p, o in checkpoint["offsets"].items()}
+            outbox.last_trades = checkpoint["last"]
+            for symbol, (trade_id, ts, ids) in checkpoint["last"].items():
+                connector.resume_after(symbol, trade_id, ts, ids)
+            self._checkpoint(shard, outbox)  # before anything is published: see shards.py
+        session = Session(connector, self.settings, self.replay_base)
+        shard.outbox, shard.session = outbox, session
+        outbox.start()
+        await session.start()
+        shard.state = "running"
+        shard.started_at = time.time()
+        log.warning("ingesting %s: %d symbols%s", shard.name, len(shard.subscriptions),
+                    f" (resuming {len(checkpoint['last'])} markets after their last published "
+                    "trade)" if checkpoint else "")
+
+    async def _stop_shard(self, shard: Shard) -> None:
+        if shard.session is not None:
+            await shard.session.stop()
+        if shard.outbox is not None:
+            await shard.outbox.stop()
+        shard.session = shard.outbox = None
+        shard.state = "stopped"
+        shard.started_at = None
+
+    # -- checkpoints and control records ------------------------------------------------------
+
+    def _checkpoint(self, shard: Shard, outbox: Outbox) -> None:
+        self.control.append((self.control_topic, shard.name.encode(),
+                             orjson.dumps(outbox.checkpoint()), shard.partition))
+        shard.checkpointed = outbox.acked
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            for shard in self.shards.values():
+                outbox = shard.outbox
+                if shard.state == "running" and outbox is not None and \
+                        outbox.acked != shard.checkpointed:
+                    self._checkpoint(shard, outbox)
+
+    async def _send_control(self) -> None:
+        """Checkpoints and control-topic records, in order, retried until Kafka takes them."""
+        assert self.producer is not None
+        while True:
+            while self.budget.events:
+                event = self.budget.events.popleft()
+                self.control.append((BACKPRESSURE_TOPIC, str(event.get("exchange", "")).encode(),
+                                     orjson.dumps(event), None))
+            if not self.control:
+                await asyncio.sleep(0.2)
+                continue
+            topic, key, value, partition = self.control[0]
+            try:
+                await (await self.producer.send(topic, value, key=key, partition=partition))
+            except Exception as exc:
+                log.warning("control record for %s not delivered yet (%r)", topic, exc)
+                await asyncio.sleep(1.0)
+                continue
+            self.control.popleft()
 
     async def _start_producer(self) -> aiokafka.AIOKafkaProducer:
         delay = 1.0
@@ -153,8 +381,14 @@ class IngestService(Service):
                 delay = min(delay * 2.0, 30.0)
 
     async def on_stop(self) -> None:
-        for session in self.sessions:
-            await session.stop()
+        for shard in self.shards.values():
+            if shard.starting is not None:
+                shard.starting.cancel()
+            if shard.session is not None:
+                await shard.session.stop()
+        for shard in self.shards.values():
+            if shard.outbox is not None and shard.state == "running":
+                await shard.outbox.drain(STOP_DRAIN)
         if self.producer is not None:
             await self.producer.flush()
             await self.producer.stop()

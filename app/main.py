@@ -66,11 +66,12 @@ class App(faust.App):
         records would be lost.
         """
         from agents.output import declared_topic_names
-        from app.ingest import bootstrap_servers, market_data_topics
+        from app.ingest import bootstrap_servers, control_topics, market_data_topics
 
         bootstrap = bootstrap_servers(broker_url)
         await kafka.wait_until_reachable(broker_url, bootstrap)
-        await kafka.ensure_topics(bootstrap, market_data_topics() + declared_topic_names(),
+        await kafka.ensure_topics(bootstrap, market_data_topics() + declared_topic_names() +
+                                  control_topics(settings.app_id),
                                   settings.partitions, settings.replication_factor)
         await super().on_first_start()
 
@@ -120,6 +121,19 @@ app = App(
 from app.ingest import IngestService, tune_gc  # noqa: E402  (needs `app`)
 
 ingest = app.service(IngestService(app, settings, broker_url, loop=None))
+
+
+async def _ingest_revoked(sender: object, revoked: object, **_: object) -> None:
+    await ingest.on_partitions_revoked(revoked)
+
+
+async def _ingest_assigned(sender: object, assigned: object, **_: object) -> None:
+    await ingest.on_partitions_assigned(assigned)
+
+
+# The group decides which worker runs which ingest shard (KCS_INGEST=auto): app/shards.py.
+app.on_partitions_revoked.connect(_ingest_revoked)
+app.on_partitions_assigned.connect(_ingest_assigned)
 
 import agents  # noqa: E402,F401  (registers agents and tables on `app`)
 from agents.market_state import market_state  # noqa: E402

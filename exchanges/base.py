@@ -107,6 +107,12 @@ class Connector:
             if book is not None:
                 book.clear()
 
+    def resume_after(self, symbol: str, last_trade_id: str, last_ts: float,
+                     ids_at_ts: Any = ()) -> None:
+        """Publish only the market's trades after `last_trade_id` (at `last_ts`): what a new
+        owner of this feed learned from Kafka was published before it took over."""
+        self.out.resume_after(symbol, last_trade_id, last_ts, ids_at_ts)
+
     def resync(self, symbol: str, reason: str) -> None:
         """Drop a book that cannot be proven consistent and make it visible on `ws.error`."""
         book = self.books.get(symbol)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 import orjson
@@ -59,7 +59,7 @@ class Publisher:
     """Collects one exchange's output and sends it to Kafka; one per connector."""
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
-                 "on_ack", "sent", "keys")
+                 "on_ack", "sent", "keys", "outbox", "resume", "skipped")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
                  on_ack: Callable[[float], None] | None = None) -> None:
@@ -72,6 +72,13 @@ class Publisher:
         self.on_ack = on_ack  # called with ts_recv of each acknowledged record (benchmark)
         self.sent = 0
         self.keys: dict[str, bytes] = {}  # symbol -> Kafka key, built once per market
+        # When set (the ingest service), `drain()` queues here instead of sending: see
+        # exchanges/outbox.py.
+        self.outbox: Any = None
+        # symbol -> (last trade id, its ts_event, ids of the trades at that ts): trades at or
+        # before it were published already (by this shard's previous owner); see resume_after.
+        self.resume: dict[str, tuple[str, float, frozenset[str]]] = {}
+        self.skipped = 0  # trades not published because they were published already
 
     def key(self, symbol: str) -> bytes:
         key = self.keys.get(symbol)
@@ -80,8 +87,30 @@ class Publisher:
         return key
 
     def trade(self, trade: Trade) -> None:
+        if self.resume and trade.symbol in self.resume and self._published_before(trade):
+            self.skipped += 1
+            return
         self.pending.append((self.trade_topic, self.key(trade.symbol), trade,
                              None, trade.ts_recv))
+
+    def resume_after(self, symbol: str, trade_id: str, ts: float,
+                     ids_at_ts: Iterable[str] = ()) -> None:
+        """Publish only the market's trades after this one (and the others at its ts)."""
+        self.resume[symbol] = (str(trade_id), ts, frozenset(map(str, ids_at_ts)) | {str(trade_id)})
+
+    def _published_before(self, trade: Trade) -> bool:
+        """Whether the trade is at or before the market's resume point: by id where both ids
+        are numbers (every venue but Kraken v1), else by time (and id within the same time).
+        The first trade after it ends the check for the market."""
+        last_id, last_ts, ids = self.resume[trade.symbol]
+        trade_id = str(trade.trade_id)
+        if trade_id.isdigit() and last_id.isdigit():
+            if int(trade_id) <= int(last_id):
+                return True
+        elif trade.ts_event < last_ts or (trade.ts_event == last_ts and trade_id in ids):
+            return True
+        del self.resume[trade.symbol]
+        return False
 
     def book(self, book: OrderBook) -> None:
         self.pending.append((self.book_topic, self.key(book.symbol), book, None,
@@ -111,6 +140,10 @@ class Publisher:
     async def drain(self) -> None:
         """Hand every pending message to the producer (acks arrive later on futures)."""
         pending, self.pending = self.pending, []
+        if self.outbox is not None:
+            self.outbox.put(pending)
+            self.sent += len(pending)
+            return
         producer = self.producer
         if producer is None:
             return
