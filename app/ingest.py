@@ -40,6 +40,12 @@ __all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_to
 log = logging.getLogger(__name__)
 
 BACKPRESSURE_TOPIC = "ws.backpressure.events"
+# How long a produce request may wait for its answer, and a batch for delivery, before the
+# producer gives up on it. Long on purpose: a broker that is stopped or slow answers a
+# request it already holds once it is back, while a request given up and sent again would
+# be written twice (no idempotent producer on every broker, none on Tansu). A batch the
+# producer does give up on waits in the ingest outbox and is sent again (exchanges/outbox.py).
+REQUEST_TIMEOUT_MS = 300_000
 CHECKPOINT_INTERVAL = 2.0  # seconds between two checkpoints of a shard that published
 REVOKE_DRAIN = 2.0  # at most this long (s) to drain a revoked shard: the rebalance waits
 STOP_DRAIN = 10.0  # at most this long (s) to drain at shutdown
@@ -124,7 +130,7 @@ def new_producer(settings: Settings, broker_url: str,
             settings.producer_acks),
         linger_ms=settings.producer_linger_ms,
         max_batch_size=settings.producer_batch_bytes,
-        request_timeout_ms=30000,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
     )
 
 
@@ -352,8 +358,10 @@ class IngestService(Service):
         while True:
             while self.budget.events:
                 event = self.budget.events.popleft()
-                self.control.append((BACKPRESSURE_TOPIC, str(event.get("exchange", "")).encode(),
-                                     orjson.dumps(event), None))
+                event.update(app_id=self.settings.app_id, worker=self.settings.canonical_url)
+                key = event.get("exchange") or self.settings.app_id
+                self.control.append((BACKPRESSURE_TOPIC, key.encode(), orjson.dumps(event),
+                                     None))
             if not self.control:
                 await asyncio.sleep(0.2)
                 continue

@@ -97,6 +97,11 @@ class Budget:
         (not just one record's worth: a sustained overflow scans the queues less often)."""
         target = self.limit - self.limit // 20
         for kind in DROP_ORDER:
+            if kind == TRADE and any(box.inflight_other for box in self.outboxes):
+                # Books handed to the producer cannot be taken back; when Kafka fails them
+                # they return to their queue and go first. Till then the bound is exceeded
+                # by at most that chunk, rather than trades going before books.
+                return
             for box in self.outboxes:
                 if self.used <= target:
                     return
@@ -118,6 +123,7 @@ class Outbox:
         self.retry_max = retry_max
         self.queue: deque[Entry] = deque()
         self.inflight = 0  # records handed to the producer, not acknowledged yet
+        self.inflight_other = 0  # of which not trades
         self.paused = False
         self.wake = asyncio.Event()
         self.idle = asyncio.Event()
@@ -229,10 +235,13 @@ class Outbox:
             queue = self.queue
             chunk = [queue.popleft() for _ in range(min(CHUNK, len(queue)))]
             self.inflight = len(chunk)
+            self.inflight_other = sum(1 for entry in chunk if entry[4] != TRADE)
             retry = await self._send(chunk)
-            self.inflight = 0
+            self.inflight = self.inflight_other = 0
             if retry:
                 self.queue.extendleft(reversed(retry))
+                if self.budget.used > self.budget.limit:
+                    self.budget.make_room()
                 metrics.inc("kcs_produce_retries_total", len(retry), exchange=self.exchange)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2.0, self.retry_max)
