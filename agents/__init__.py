@@ -1,9 +1,7 @@
-"""Faust agents and their tables. Importing this package registers them on `app.app`."""
+"""Faust wiring only: the app object (`application`), every topic (`topics`), tables, agents
+and their views, and the one module of private Faust touches (`faust_internals`).
 
-from agents import market_state  # noqa: F401
-from agents import signals  # noqa: F401
-from agents import candles  # noqa: F401
-from agents import features  # noqa: F401
-from agents import market_data  # noqa: F401
-from agents import cross_exchange  # noqa: F401
-from agents import ingest_control  # noqa: F401
+Importing this package registers nothing; `app/main.py` imports the agent modules
+(`market_data`, `cross_exchange`), which register their agents, tables and views on
+`agents.application.app`. The computations themselves are in `compute/`.
+"""

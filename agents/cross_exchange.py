@@ -14,7 +14,7 @@ data is re-keyed in two steps:
 2. `cross-exchange` folds those updates, in batches, into the `cross_state` table (per asset:
    the quote of each of its markets and the asset's clock; per partition, under the key
    `#partition-<n>`: the rate market's quote and the assets with a Korean KRW market), then
-   recomputes the premium (`agents/premium.py`) and the BBO (`agents/bbo.py`) of each asset
+   recomputes the premium (`compute/premium.py`) and the BBO (`compute/bbo.py`) of each asset
    touched, and of every asset of a partition whose rate price changed. A changed result is
    published once per batch to the `premium` / `bbo` topic (key = asset, value = JSON of the
    table value; a null value when a premium can no longer be computed) through
@@ -40,16 +40,16 @@ import orjson
 from faust.types import EventT
 from faust.web import Request, Response, View
 
-from agents import output
+from agents import output, topics
+from agents.application import app, settings
 from agents.batching import BATCH_SIZE, BATCH_WITHIN, in_partition_of
-from agents.bbo import bbo_changed, compute_bbo
-from agents.premium import (apply_update, compute_premium, is_korean_krw, market_parts,
-                            premium_changed, price_of)
-from app import app, settings
-from app.views import gather_all, routed_value
+from agents.topics import by_asset_topic
+from agents.views import gather_all, routed_value
+from compute.bbo import bbo_changed, compute_bbo
+from compute.premium import (apply_update, compute_premium, is_korean_krw, market_parts,
+                             premium_changed, price_of)
 
-__all__ = ["premium_table", "bbo_table", "cross_state", "by_asset_topic", "premium_topic",
-           "bbo_topic", "RATE_KEY"]
+__all__ = ["premium_table", "bbo_table", "cross_state", "send_by_asset", "RATE_KEY"]
 
 RATE_KEY = "#rate"
 PARTITIONS = app.conf.topic_partitions
@@ -58,16 +58,7 @@ RATE_MARKET = f"{_rate_exchange.lower()}:{_rate_symbol.upper()}"  # as market ke
 REFERENCE = settings.premium_reference.strip().lower()
 MAX_AGE = settings.bbo_max_age
 
-by_asset_topic = app.topic(f"{app.conf.id}-cross-by-asset", partitions=PARTITIONS,
-                           key_type=str, key_serializer="raw", value_serializer="raw",
-                           internal=True)
-PREMIUM_TOPIC, BBO_TOPIC = "premium", "bbo"
-# Published through agents.output's producer, like the other derived topics.
-premium_topic = app.topic(PREMIUM_TOPIC, partitions=PARTITIONS, key_type=str,
-                          key_serializer="raw", value_serializer="raw")
-bbo_topic = app.topic(BBO_TOPIC, partitions=PARTITIONS, key_type=str, key_serializer="raw",
-                      value_serializer="raw")
-output.declare(premium_topic, bbo_topic)
+PREMIUM_TOPIC, BBO_TOPIC = topics.PREMIUM, topics.BBO
 
 # Raw keys: the same bytes as the by-asset topic's keys. Faust serializes table keys as JSON
 # (`"BTC"`) unless key_type is bytes, and routes a view by the partition of the serialized
@@ -85,32 +76,6 @@ bbo_table = app.Table(
 
 def _partition_key(partition: int) -> str:
     return f"#partition-{partition}"
-
-
-def _fold(latest: dict[str, dict[str, Any]], market: str, is_book: bool,
-          record: dict[str, Any]) -> None:
-    """Keep the newest (by ts_recv, later wins a tie) book and trade of a market in a batch."""
-    update = latest.get(market)
-    if update is None:
-        update = latest[market] = {"m": market}
-    ts = record["ts_recv"]
-    if is_book:
-        old = update.get("b")
-        if old is None or ts >= old[4]:
-            bids, asks = record["bids"], record["asks"]
-            update["b"] = [bids[0][0] if bids else None, bids[0][1] if bids else None,
-                           asks[0][0] if asks else None, asks[0][1] if asks else None, ts]
-    else:
-        old = update.get("t")
-        if old is None or ts >= old[1]:
-            update["t"] = [record["price"], ts]
-
-
-def fold_for_assets(latest: dict[str, dict[str, Any]], market: str, is_book: bool,
-                    record: dict[str, Any]) -> None:
-    """Called by the market-data agent for every trade and book of its batch (one pass over
-    the market-data topics serves both): keeps each market's newest top of book and trade."""
-    _fold(latest, market, is_book, record)
 
 
 async def send_by_asset(latest: dict[str, dict[str, Any]]) -> None:

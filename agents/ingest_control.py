@@ -10,16 +10,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from app import app, settings
-from app.shards import control_topic
+from agents.application import app
+from agents.topics import ingest_shards_topic
 
-__all__ = ["ingest_control_topic", "ingest_shards"]
-
-ingest_control_topic = app.topic(control_topic(settings.app_id), partitions=settings.partitions,
-                                 key_serializer="raw", value_serializer="raw")
+__all__ = ["ingest_shards"]
 
 
-@app.agent(ingest_control_topic, name="ingest-shards")
+@app.agent(ingest_shards_topic, name="ingest-shards")
 async def ingest_shards(stream: Any) -> None:
     async for _event in stream.events():
         pass

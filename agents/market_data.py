@@ -16,9 +16,12 @@ from typing import Any
 
 import orjson
 
-from agents import cross_exchange, features, market_state, output
+from agents import cross_exchange, features, market_state, output, topics
+from agents.application import app
 from agents.batching import in_partition_of
-from app import app
+from compute.cross_exchange import fold_for_assets
+from compute.features import Market, fold_trade
+from compute.market_state import apply_event
 
 __all__ = ["process_market_data", "BATCH_MAX", "BATCH_WITHIN"]
 
@@ -31,12 +34,12 @@ BATCH_WITHIN = 0.25
 KINDS = {"trade-data": "trade", "orderbook-data": "book", "ticker-data": "ticker"}
 
 
-@app.agent(market_state.market_data_topic, name="market-data")
+@app.agent(topics.market_data_topic, name="market-data")
 async def process_market_data(stream: Any) -> None:
     kind_of: dict[str, str] = {}
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
         states: dict[str, list[Any]] = {}  # key -> [state, an event of the key]
-        markets: dict[str, features.Market] = {}
+        markets: dict[str, Market] = {}
         by_asset: dict[str, dict[str, Any]] = {}  # the cross-exchange agent's input
         for event in events:
             key = event.key
@@ -51,16 +54,16 @@ async def process_market_data(stream: Any) -> None:
             if kind is None:
                 kind = kind_of[topic] = KINDS[topic.partition(".")[0]]
             record = orjson.loads(event.value)
-            market_state.apply_event(entry[0], kind, record)
+            apply_event(entry[0], kind, record, market_state.LEVELS)
             if kind != "ticker":
-                cross_exchange.fold_for_assets(by_asset, key, kind == "book", record)
+                fold_for_assets(by_asset, key, kind == "book", record)
             if kind == "trade":
                 market = markets.get(key)
                 if market is None:
                     with in_partition_of(event):
                         market = markets[key] = features.load(key)
-                features.fold_trade(market, record, event.message.offset)
-        sent = [await output.send("market-state", key.encode(), orjson.dumps(state))
+                fold_trade(market, record, event.message.offset, features.RULES)
+        sent = [await output.send(topics.MARKET_STATE, key.encode(), orjson.dumps(state))
                 for key, (state, _) in states.items()]
         results = {key: await features.publish(market, sent) for key, market in markets.items()}
         await output.flush(sent)

@@ -2,8 +2,8 @@
 `signals`): one plain aiokafka producer per worker, batching with a short linger.
 
 Faust's own producer carries the tables' changelogs, and on the embedded broker it must send
-one record per batch (see `app/main.py`), which caps it at a few thousand records per second
-for the whole worker. Derived records need no such care, so they do not queue behind the
+one record per batch (see `agents/application.py`), which caps it at a few thousand records
+per second for the whole worker. Derived records need no such care, so they do not queue behind the
 changelogs. Agents send a batch's records, then `await flush(futures)` before writing their
 tables: a record is delivered before the state that says it was sent, so a crash in between
 sends it again (at least once) instead of never.
@@ -12,39 +12,32 @@ sends it again (at least once) instead of never.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import aiokafka
 
-from app import settings
-
-__all__ = ["send", "flush", "declare", "declared_topic_names", "stop"]
+__all__ = ["configure", "send", "flush", "stop"]
 
 _producer: aiokafka.AIOKafkaProducer | None = None
+_new_producer: Callable[[], aiokafka.AIOKafkaProducer] | None = None
 _lock = asyncio.Lock()
-_topics: list[Any] = []
 
 
-def declare(*topics: Any) -> None:
-    """Faust topics created (with the app's partition count) before the first send."""
-    _topics.extend(topics)
-
-
-def declared_topic_names() -> list[str]:
-    """The derived topics, created with the market-data topics before Faust starts."""
-    return [topic.get_topic_name() for topic in _topics]
+def configure(new_producer: Callable[[], aiokafka.AIOKafkaProducer]) -> None:
+    """How to build the producer (the app layer gives the ingest producer's settings: acks,
+    linger, partitioner, and the broker the worker uses)."""
+    global _new_producer
+    _new_producer = new_producer
 
 
 async def _start() -> aiokafka.AIOKafkaProducer:
     global _producer
     async with _lock:
         if _producer is None:
-            from app.ingest import new_producer
-            from app.main import broker_url
-
-            # The ingest producer's settings (acks, linger, partitioner) serve here too.
-            producer = new_producer(settings, broker_url, client="derived")
+            if _new_producer is None:
+                raise RuntimeError("agents.output.configure() was not called")
+            producer = _new_producer()
             await producer.start()
             _producer = producer
     return _producer

@@ -18,18 +18,10 @@ change nothing.
 
 from __future__ import annotations
 
-from typing import Any
+from agents.application import app
+from agents.faust_internals import RawKeyTable
 
-import faust
-
-from app import app
-
-__all__ = ["RawKeyTable", "raw_key_table"]
-
-
-class RawKeyTable(faust.Table):
-    def _serializer_from_type(self, typ: Any) -> Any:
-        return "raw" if typ is str else super()._serializer_from_type(typ)
+__all__ = ["raw_key_table"]
 
 
 def raw_key_table(name: str, help: str) -> RawKeyTable:

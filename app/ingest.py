@@ -22,9 +22,9 @@ import orjson
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from mode import Service
 
-from app.settings import Settings
-from app.shards import control_topic, latest_by_key, learn_last_trades, shard_partition
-from app.shards import subscriptions_key
+from agents import topics
+from app.shards import latest_by_key, learn_last_trades, shard_partition, subscriptions_key
+from config.settings import Settings
 from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES
 from exchanges.base import Subscriptions
@@ -34,12 +34,10 @@ from exchanges.replay import ReplayServer, load_recordings
 from exchanges.session import Session
 from records import DLQ_TOPIC, ERROR_TOPIC, book_topic, ticker_topic, trade_topic
 
-__all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics",
-           "control_topics"]
+__all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics"]
 
 log = logging.getLogger(__name__)
 
-BACKPRESSURE_TOPIC = "ws.backpressure.events"
 # How long a produce request may wait for its answer, and a batch for delivery, before the
 # producer gives up on it. Long on purpose: a broker that is stopped or slow answers a
 # request it already holds once it is back, while a request given up and sent again would
@@ -70,22 +68,6 @@ def market_data_topics() -> list[str]:
     for exchange in EXCHANGES:
         names += [trade_topic(exchange), book_topic(exchange), ticker_topic(exchange)]
     return names
-
-
-def control_topics(app_id: str) -> list[str]:
-    """The control topics (created before Faust starts, co-partitioned with the sources)."""
-    names = [control_topic(app_id), BACKPRESSURE_TOPIC]
-    for exchange in EXCHANGES:
-        names += [connect_success_topic(exchange), metrics_topic(exchange)]
-    return names
-
-
-def connect_success_topic(exchange: str) -> str:
-    return f"ws.connect_success.{exchange}"
-
-
-def metrics_topic(exchange: str) -> str:
-    return f"ws.metrics.{exchange}"
 
 
 def bootstrap_servers(broker_url: str) -> str:
@@ -175,7 +157,7 @@ class IngestService(Service):
         self.settings = settings
         self.broker_url = broker_url
         self.bootstrap = bootstrap_servers(broker_url)
-        self.control_topic = control_topic(settings.app_id)
+        self.control_topic = topics.INGEST_SHARDS
         self.shards: dict[str, Shard] = {}
         self.producer: aiokafka.AIOKafkaProducer | None = None
         self.replay_server: ReplayServer | None = None
@@ -360,7 +342,7 @@ class IngestService(Service):
                 event = self.budget.events.popleft()
                 event.update(app_id=self.settings.app_id, worker=self.settings.canonical_url)
                 key = event.get("exchange") or self.settings.app_id
-                self.control.append((BACKPRESSURE_TOPIC, key.encode(), orjson.dumps(event),
+                self.control.append((topics.BACKPRESSURE_EVENTS, key.encode(), orjson.dumps(event),
                                      None))
             if not self.control:
                 await asyncio.sleep(0.2)

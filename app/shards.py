@@ -3,7 +3,8 @@ checkpoint and subscription set, and the last trade published per market.
 
 A shard is a unit of ingest owned by exactly one worker: today one per exchange, named after
 it. Its owner is the worker that Faust's group assigns the shard's partition of the control
-topic `<app id>-ingest-shards` (see agents/ingest_control.py). The partition is the one
+topic `<app id>-ingest-shards` (`agents.topics.INGEST_SHARDS`, read by the agent in
+agents/ingest_control.py). The partition is the one
 Kafka's default partitioner gives the shard's name as a key, so a `ws.command` keyed by the
 exchange lands on a partition owned by the same worker (the topics are co-partitioned).
 
@@ -33,14 +34,10 @@ from aiokafka.structs import TopicPartition
 
 from exchanges.outbox import fold_trade
 
-__all__ = ["control_topic", "shard_partition", "read_partitions", "latest_by_key",
+__all__ = ["shard_partition", "read_partitions", "latest_by_key",
            "learn_last_trades", "subscriptions_key"]
 
 log = logging.getLogger(__name__)
-
-
-def control_topic(app_id: str) -> str:
-    return f"{app_id}-ingest-shards"
 
 
 def subscriptions_key(shard: str) -> str:

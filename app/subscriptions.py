@@ -11,7 +11,7 @@ import logging
 import tomllib
 from pathlib import Path
 
-from app.settings import Settings
+from config.settings import Settings
 from config import DEFAULT_SUBSCRIPTIONS
 from exchanges.base import CHANNELS, Subscriptions
 from exchanges.replay import Recording

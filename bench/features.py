@@ -207,9 +207,11 @@ _naive: Any = None
 def _build_naive() -> Any:
     import faust
 
-    from app import kafka, settings
+    from agents import faust_internals
+    from config.settings import load_settings
 
-    kafka.install(settings.fetch_max_wait_ms)
+    settings = load_settings()
+    faust_internals.install(settings.fetch_max_wait_ms)
     naive = faust.App(settings.app_id, broker=settings.broker, store="rocksdb://",
                       datadir=settings.data_dir, topic_partitions=PARTITIONS,
                       topic_replication_factor=1, web_port=settings.web_port,

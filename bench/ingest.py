@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from app.embedded import EmbeddedBroker  # noqa: E402
 from app.ingest import new_producer, tune_gc  # noqa: E402
-from app.settings import load_settings  # noqa: E402
+from config.settings import load_settings  # noqa: E402
 from exchanges.base import Stream  # noqa: E402
 from exchanges.binance import Binance  # noqa: E402
 from exchanges.publisher import Publisher  # noqa: E402

@@ -27,7 +27,7 @@ import orjson
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from app.settings import load_settings  # noqa: E402
+from config.settings import load_settings  # noqa: E402
 from app.subscriptions import RECORDING_NAMES, from_recordings  # noqa: E402
 from exchanges import CONNECTORS, EXCHANGES  # noqa: E402
 from exchanges.base import Stream  # noqa: E402

@@ -11,12 +11,9 @@ from importlib import import_module
 from importlib.util import find_spec
 
 from exchanges.base import Connector
+from records import EXCHANGES
 
 __all__ = ["CONNECTORS", "EXCHANGES"]
-
-# Every exchange kor-coin-stream speaks, in the order of the product's promise.
-EXCHANGES = ("upbit", "bithumb", "coinone", "korbit", "binance", "bybit", "okx", "htx",
-             "coinbase", "kraken", "bitfinex")
 
 CONNECTORS: dict[str, type[Connector]] = {
     name: import_module(f"exchanges.{name}").CONNECTOR

@@ -21,7 +21,7 @@ from exchanges.book import L2Book
 from exchanges.publisher import Publisher
 
 if TYPE_CHECKING:
-    from app.settings import Settings
+    from config.settings import Settings
     from exchanges.session import Session
 
 __all__ = ["Connector", "Stream", "Subscriptions", "CHANNELS"]

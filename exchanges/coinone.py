@@ -23,7 +23,7 @@ import orjson
 
 from exchanges.book import first_levels, snapshot_fault
 from exchanges.base import Connector, Stream
-from exchanges.publisher import metrics
+from exchanges.metrics import metrics
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 

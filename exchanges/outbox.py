@@ -30,7 +30,7 @@ from typing import Any
 
 import orjson
 
-from exchanges.publisher import metrics  # exchanges.metrics after the layout change
+from exchanges.metrics import metrics
 
 __all__ = ["Budget", "Outbox", "fold_trade", "KIND_NAMES", "TRADE", "BOOK", "TICKER", "OTHER"]
 

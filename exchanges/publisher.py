@@ -15,10 +15,11 @@ from typing import Any, Protocol
 
 import orjson
 
+from exchanges.metrics import metrics
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
 from records import ticker_topic, trade_topic
 
-__all__ = ["Publisher", "Producer", "metrics"]
+__all__ = ["Publisher", "Producer"]
 
 log = logging.getLogger(__name__)
 
@@ -29,30 +30,6 @@ Pending = tuple[str, bytes, Any, Headers, float]
 class Producer(Protocol):
     async def send(self, topic: str, value: bytes, key: bytes, headers: Headers = None) -> Any:
         ...
-
-
-class _Metrics:
-    """Process-wide counters, exported by the `/metrics/` view in Prometheus text format."""
-
-    def __init__(self) -> None:
-        self.counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
-
-    def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
-        key = (name, tuple(sorted(labels.items())))
-        self.counters[key] = self.counters.get(key, 0.0) + value
-
-    def get(self, name: str, **labels: str) -> float:
-        return self.counters.get((name, tuple(sorted(labels.items()))), 0.0)
-
-    def render(self) -> str:
-        lines = []
-        for (name, labels), value in sorted(self.counters.items()):
-            text = ",".join(f'{k}="{v}"' for k, v in labels)
-            lines.append(f"{name}{{{text}}} {value:g}" if text else f"{name} {value:g}")
-        return "\n".join(lines) + "\n"
-
-
-metrics = _Metrics()
 
 
 class Publisher:

@@ -20,9 +20,9 @@ import aiohttp
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 
-from app.settings import Settings
+from config.settings import Settings
 from exchanges.base import Connector, Stream
-from exchanges.publisher import metrics
+from exchanges.metrics import metrics
 from exchanges.replay import Recorder, WsRecorder, replay_url
 
 __all__ = ["Session"]

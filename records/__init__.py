@@ -26,7 +26,13 @@ __all__ = [
     "ticker_topic",
     "DLQ_TOPIC",
     "ERROR_TOPIC",
+    "EXCHANGES",
 ]
+
+# Every exchange kor-coin-stream speaks (the names used in topic names, keys and settings),
+# in the order of the product's promise; each has its connector in exchanges/<name>.py.
+EXCHANGES = ("upbit", "bithumb", "coinone", "korbit", "binance", "bybit", "okx", "htx",
+             "coinbase", "kraken", "bitfinex")
 
 BUY = 1  # the taker bought (lifted the ask)
 SELL = -1  # the taker sold (hit the bid)

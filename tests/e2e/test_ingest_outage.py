@@ -21,7 +21,7 @@ from pathlib import Path
 from app.embedded import EmbeddedBroker
 from exchanges.replay import load_recordings
 from tests.support import Worker, copy_recordings, http_json, read_topic, wait_for
-from tests.test_west_e2e import expected_coinbase
+from tests.e2e.test_west_e2e import expected_coinbase
 
 OUTAGE = 40.0  # seconds; longer than the producer's 30 s request timeout
 

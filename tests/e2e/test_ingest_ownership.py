@@ -17,7 +17,7 @@ from pathlib import Path
 from app.embedded import EmbeddedBroker
 from exchanges.replay import load_recordings
 from tests.support import Worker, copy_recordings, http_json, read_topic, wait_for
-from tests.test_west_e2e import expected_coinbase
+from tests.e2e.test_west_e2e import expected_coinbase
 
 RECORDINGS = ("BINANCE", "BITFINEX", "COINBASE", "HUOBI", "KRAKEN", "OKX", "UPBIT")
 EXCHANGES = ("binance", "bitfinex", "coinbase", "htx", "kraken", "okx", "upbit")

@@ -1,0 +1,124 @@
+"""One market's trade features: rolling windows, candles and signals folded trade by trade.
+
+Pure computation (no Faust, no settings; the rules' parameters are a `FeatureRules`): the
+definitions are in docs/features.md. `agents/features.py` loads a `Market` from its tables,
+folds a batch's trades with `fold_trade`, and publishes and saves what `evaluate` returns.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from compute import signals
+from compute.candles import Candles
+from compute.windows import HORIZON, WINDOWS, Bucket, Windows
+
+__all__ = ["FeatureRules", "Market", "fold_trade", "check_spike", "evaluate", "restore", "stored",
+           "PRIVATE"]
+
+# Table-only fields of a market's `features` entry, not published
+PRIVATE = ("offset", "buckets", "spike", "checked", "candles", "since")
+
+
+@dataclass(frozen=True, slots=True)
+class FeatureRules:
+    """The parameters of the features (from KCS_CANDLE_*, KCS_LARGE_TRADE_NOTIONAL and
+    KCS_SPIKE_FACTOR in a worker)."""
+
+    intervals: dict[str, float]  # candle label -> seconds
+    grace: float  # seconds a candle stays open after its end
+    history: int  # closed candles kept per market and interval
+    thresholds: dict[str, float]  # large trade: quote currency -> notional
+    spike_factor: float
+
+
+class Market:
+    """Everything kept in memory for one market between batches."""
+
+    __slots__ = ("key", "exchange", "symbol", "windows", "candles", "spike", "checked",
+                 "updated", "signals", "restored")
+
+    def __init__(self, key: str, windows: Windows, candles: Candles, spike: bool,
+                 checked: int, updated: float) -> None:
+        self.key = key
+        self.exchange, _, self.symbol = key.partition(":")
+        self.windows = windows
+        self.candles = candles
+        self.spike = spike  # the volume-spike condition held at the last check
+        self.checked = checked  # floor(t / SPIKE_CHECK) at the last spike check
+        self.updated = updated
+        self.signals: list[dict[str, Any]] = []
+        self.restored = False  # read from the tables: the next save rewrites every entry
+
+
+def evaluate(market: Market) -> dict[str, Any]:
+    """The market's features after a batch."""
+    market.windows.evict()
+    features = {"exchange": market.exchange, "symbol": market.symbol}
+    features.update(market.windows.features())
+    features.update(n=market.windows.n, late=market.windows.late, updated=market.updated)
+    return features
+
+
+def fold_trade(market: Market, trade: dict[str, Any], offset: int, rules: FeatureRules) -> None:
+    """Fold one trade (decoded records.Trade at `offset` of its partition) into a market,
+    unless a run before a restart already did."""
+    windows, candles = market.windows, market.candles
+    if offset <= windows.offset and offset <= candles.offset:
+        return  # folded before a restart: Kafka delivered it again
+    ts, price, amount = trade["ts_event"], trade["price"], trade["amount"]
+    if offset > windows.offset:
+        windows.fold(ts, price, amount, trade["side"], offset)
+        if trade["ts_recv"] > market.updated:
+            market.updated = trade["ts_recv"]
+        signal = signals.large_trade(market.exchange, market.symbol, trade, rules.thresholds)
+        if signal is not None:
+            market.signals.append(signal)
+        if math.floor(windows.t / signals.SPIKE_CHECK) > market.checked:
+            check_spike(market, rules.spike_factor)  # t entered a new 5-second span
+    if offset > candles.offset:
+        candles.offset = offset
+        candles.fold(ts, price, amount)
+
+
+def check_spike(market: Market, factor: float) -> None:
+    """The volume-spike check at the market's t (docs/features.md, "Signals")."""
+    windows = market.windows
+    market.checked = math.floor(windows.t / signals.SPIKE_CHECK)
+    if windows.since > windows.t - HORIZON:  # less than 15 minutes of history: no spike
+        market.spike = False
+        return
+    volume_1m, volume_15m = windows.volumes(WINDOWS["1m"], HORIZON)
+    spike, average = signals.volume_spike(volume_1m, volume_15m, factor)
+    if spike and not market.spike:
+        market.signals.append({
+            "type": "volume_spike", "exchange": market.exchange, "symbol": market.symbol,
+            "ts": windows.t, "volume_1m": volume_1m, "average": average,
+            "factor": factor, "ratio": volume_1m / average})
+    market.spike = spike
+
+
+def restore(key: str, state: dict[str, Any] | None, buckets: dict[int, Bucket],
+            rules: FeatureRules) -> Market:
+    """A market as its `features` entry (`state`, None for a new market) and its saved
+    buckets describe it."""
+    windows = Windows(state["ts"] if state and state["ts"] is not None else -math.inf,
+                      state["offset"] if state else -1, state["n"] if state else 0,
+                      state["late"] if state else 0, buckets,
+                      state["since"] if state and state["since"] is not None else math.inf)
+    market = Market(key, windows, Candles(rules.intervals, rules.grace, state and state["candles"]),
+                    bool(state and state["spike"]), state["checked"] if state else -1,
+                    state["updated"] if state else 0.0)
+    market.restored = bool(state)
+    return market
+
+
+def stored(market: Market, features: dict[str, Any]) -> dict[str, Any]:
+    """The market's `features` entry: the published features plus the table-only fields."""
+    windows = market.windows
+    return {**features, "offset": windows.offset, "candles": market.candles.state(),
+            "since": windows.since if windows.since != math.inf else None,
+            "buckets": sorted(windows.buckets), "spike": market.spike,
+            "checked": market.checked}

@@ -1,0 +1,74 @@
+"""The gap and re-seek decisions of the consumer loop (agents/faust_internals.py), and its
+version guard; no broker needed."""
+
+from __future__ import annotations
+
+import faust
+import pytest
+
+from agents import faust_internals
+from agents.faust_internals import DELIVER, GAP, SKIP, Gaps, dropped, next_step
+
+
+def test_pinned_version_is_the_installed_one() -> None:
+    assert faust.__version__ == faust_internals.PINNED_FAUST == "0.15.3"
+    faust_internals.check_version()
+
+
+def test_another_faust_version_is_refused() -> None:
+    with pytest.raises(RuntimeError) as refused:
+        faust_internals.check_version("0.15.4")
+    message = str(refused.value)
+    assert "0.15.3" in message and "0.15.4" in message
+    assert "_drain_messages" in message  # says what to re-check
+
+
+def test_docstring_names_the_upstream_issues() -> None:
+    doc = faust_internals.__doc__ or ""
+    assert "faust-streaming #216" in doc and "#606" in doc
+
+
+def test_next_step() -> None:
+    assert next_step(None, 0) == SKIP  # before the seek to the committed offset
+    assert next_step(None, 57) == SKIP
+    assert next_step(10, 10) == DELIVER
+    assert next_step(10, 9) == SKIP  # delivered already (re-fetched after a seek back)
+    assert next_step(10, 0) == SKIP
+    assert next_step(10, 11) == GAP  # offset 10 was never delivered
+    assert next_step(0, 5498) == GAP
+
+
+def test_a_jump_is_read_again_once_then_counted() -> None:
+    gaps = Gaps()
+    tp = ("trade-data.binance", 0)
+    assert not gaps.is_real(tp, 9002, 14498)  # first time: seek back and read again
+    assert gaps.is_real(tp, 9002, 14498)  # same jump again: the broker has no records there
+    assert not gaps.is_real(tp, 9002, 14498)  # forgotten once counted: a new jump re-reads
+
+
+def test_a_different_jump_is_read_again() -> None:
+    gaps = Gaps()
+    tp, other = ("t", 0), ("t", 1)
+    assert not gaps.is_real(tp, 5, 9)
+    assert not gaps.is_real(tp, 5, 8)  # the re-read got further: not the same jump
+    assert not gaps.is_real(other, 5, 8)  # per partition
+    assert gaps.is_real(tp, 5, 8)
+    assert not gaps.is_real(other, 5, 9)
+
+
+def test_forget_on_revocation() -> None:
+    gaps = Gaps()
+    tp = ("t", 0)
+    assert not gaps.is_real(tp, 1, 3)
+    gaps.forget(tp)
+    gaps.forget(tp)  # twice is fine
+    assert not gaps.is_real(tp, 1, 3)
+
+
+def test_dropped_records_are_found_from_fetch_positions() -> None:
+    a, b, c, d = ("t", 0), ("t", 1), ("t", 2), ("t", 3)
+    next_offsets = {a: 10, b: 20, c: 30, d: 40}
+    positions = {a: 10, b: 25, c: None, d: 39}  # c: no position yet; d: behind (fetching)
+    assert dropped(next_offsets, positions) == [(b, 20, 25)]
+    assert dropped({}, positions) == []
+    assert dropped({a: 0}, {}) == []  # not assigned any more
