@@ -12,6 +12,7 @@ closed). Sending before writing makes a crash in between send a record twice, ne
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import orjson
@@ -38,6 +39,8 @@ KINDS = {"trade-data": "trade", "orderbook-data": "book", "ticker-data": "ticker
 async def process_market_data(stream: Any) -> None:
     kind_of: dict[str, str] = {}
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
+        started = time.monotonic()
+        oldest = float("inf")  # the oldest record's ts_recv
         states: dict[str, list[Any]] = {}  # key -> [state, an event of the key]
         markets: dict[str, Market] = {}
         by_asset: dict[str, dict[str, Any]] = {}  # the cross-exchange agent's input
@@ -54,6 +57,8 @@ async def process_market_data(stream: Any) -> None:
             if kind is None:
                 kind = kind_of[topic] = KINDS[topic.partition(".")[0]]
             record = orjson.loads(event.value)
+            if record["ts_recv"] < oldest:
+                oldest = record["ts_recv"]
             apply_event(entry[0], kind, record, market_state.LEVELS)
             if kind != "ticker":
                 fold_for_assets(by_asset, key, kind == "book", record)
@@ -73,3 +78,17 @@ async def process_market_data(stream: Any) -> None:
                 market_state.market_state[key] = state
                 if key in results:
                     features.save(markets[key], results[key])
+        await output.send(topics.BATCH_PERFORMANCE, b"market-data", orjson.dumps(
+            batch_performance("market-data", len(events), len(states), started, oldest)))
+
+
+def batch_performance(agent: str, records: int, markets: int, started: float,
+                      oldest_ts_recv: float) -> dict[str, Any]:
+    """One `monitoring.batch.performance` record: the batch's size, how long it took (from
+    its arrival to its tables written), and how old its oldest record was by then."""
+    duration = time.monotonic() - started
+    now = time.time()
+    return {"agent": agent, "records": records, "markets": markets, "duration": duration,
+            "records_per_s": records / duration if duration > 0 else None,
+            "oldest_record_age": now - oldest_ts_recv if oldest_ts_recv != float("inf")
+            else None, "worker": str(app.conf.canonical_url), "ts": now}

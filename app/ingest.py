@@ -23,12 +23,14 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from mode import Service
 
 from agents import topics
+from app.commands import CommandError, applied, parse_command
 from app.shards import latest_by_key, learn_last_trades, shard_partition, subscriptions_key
 from config.settings import Settings
 from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES
-from exchanges.base import Subscriptions
-from exchanges.outbox import BOOK, TICKER, TRADE, Budget, Outbox
+from exchanges.base import Stream, Subscriptions
+from exchanges.metrics import metrics
+from exchanges.outbox import BOOK, KIND_NAMES, OTHER, TICKER, TRADE, Budget, Outbox, fold_trade
 from exchanges.publisher import Publisher
 from exchanges.replay import ReplayServer, load_recordings
 from exchanges.session import Session
@@ -44,6 +46,16 @@ log = logging.getLogger(__name__)
 # be written twice (no idempotent producer on every broker, none on Tansu). A batch the
 # producer does give up on waits in the ingest outbox and is sent again (exchanges/outbox.py).
 REQUEST_TIMEOUT_MS = 300_000
+REGIONS = {"upbit": "korea", "bithumb": "korea", "coinone": "korea", "korbit": "korea",
+           "binance": "asia", "bybit": "asia", "okx": "asia", "htx": "asia",
+           "coinbase": "north_america", "kraken": "north_america", "bitfinex": "europe"}
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
 CHECKPOINT_INTERVAL = 2.0  # seconds between two checkpoints of a shard that published
 REVOKE_DRAIN = 2.0  # at most this long (s) to drain a revoked shard: the rebalance waits
 STOP_DRAIN = 10.0  # at most this long (s) to drain at shutdown
@@ -131,16 +143,19 @@ class Shard:
         self.starting: asyncio.Task[None] | None = None
         self.checkpointed = -1  # outbox.acked at the last checkpoint written
         self.started_at: float | None = None
+        self.publisher: Publisher | None = None
+        self.commands: list[Any] = []  # ids of commands applied, until the next connect
 
     def describe(self) -> dict[str, Any]:
         session, outbox = self.session, self.outbox
         return {"partition": self.partition, "state": self.state,
                 "symbols": len(self.subscriptions),
+                "subscriptions": {s: sorted(c) for s, c in sorted(self.subscriptions.items())},
                 "streams": len(session.connected) if session else 0,
                 "connected": sum(session.connected.values()) if session else 0,
                 "frames": session.frames if session else 0,
                 "published": outbox.acked if outbox else 0,
-                "skipped_published_before": session.connector.out.skipped if session else 0,
+                "skipped_published_before": self.publisher.skipped if self.publisher else 0,
                 "buffered": len(outbox.queue) if outbox else 0,
                 "started_at": self.started_at}
 
@@ -184,6 +199,9 @@ class IngestService(Service):
                         ", ".join(sorted(recordings)), settings.replay_speed or "max",
                         self.replay_base)
         subscriptions = load_subscriptions(settings, recordings)
+        if settings.ingest_auto:  # every exchange has a shard: ws.command may subscribe any
+            subscriptions = {name: subscriptions.get(name, {}) for name in
+                             sorted(set(subscriptions) | set(CONNECTORS))}
         chosen = {name: subs for name, subs in subscriptions.items() if settings.ingests(name)}
         for name in sorted(set(chosen) - set(CONNECTORS)):
             log.warning("no connector for exchange %r yet: its subscriptions are ignored", name)
@@ -197,6 +215,7 @@ class IngestService(Service):
         self.producer = await self._start_producer()
         self.add_future(self._send_control())
         self.add_future(self._checkpoints())
+        self.add_future(self._metrics())
         self.ready = True
         if settings.ingest_auto:
             log.warning("ingest shards owned through the group: %s",
@@ -286,37 +305,160 @@ class IngestService(Service):
     async def _run_shard(self, shard: Shard, checkpoint: dict[str, Any] | None) -> None:
         assert self.producer is not None
         publisher = Publisher(shard.exchange, self.producer)
-        connector = CONNECTORS[shard.exchange](shard.subscriptions, publisher, self.settings)
         kinds = {trade_topic(shard.exchange): TRADE, book_topic(shard.exchange): BOOK,
                  ticker_topic(shard.exchange): TICKER}
         outbox = Outbox(shard.exchange, self.producer, self.budget, kinds,
-                        on_book_dropped=lambda symbol: connector.resync(
-                            symbol, "book records dropped: the ingest buffer was full"))
+                        on_book_dropped=lambda symbol: self._resync(shard, symbol))
         publisher.outbox = outbox
         if checkpoint is not None:
             outbox.offsets = {int(p): o for p, o in checkpoint["offsets"].items()}
             outbox.last_trades = checkpoint["last"]
             for symbol, (trade_id, ts, ids) in checkpoint["last"].items():
-                connector.resume_after(symbol, trade_id, ts, ids)
+                publisher.resume_after(symbol, trade_id, ts, ids)
             self._checkpoint(shard, outbox)  # before anything is published: see shards.py
-        session = Session(connector, self.settings, self.replay_base)
-        shard.outbox, shard.session = outbox, session
+        shard.outbox, shard.publisher = outbox, publisher
         outbox.start()
-        await session.start()
+        await self._start_session(shard)
         shard.state = "running"
         shard.started_at = time.time()
         log.warning("ingesting %s: %d symbols%s", shard.name, len(shard.subscriptions),
                     f" (resuming {len(checkpoint['last'])} markets after their last published "
                     "trade)" if checkpoint else "")
 
+    async def _start_session(self, shard: Shard) -> None:
+        """A connector and session for the shard's subscription set (none for an empty set),
+        publishing through the shard's publisher and outbox."""
+        assert shard.publisher is not None
+        if not shard.subscriptions:
+            return
+        connector = CONNECTORS[shard.exchange](shard.subscriptions, shard.publisher,
+                                               self.settings)
+        session = Session(connector, self.settings, self.replay_base)
+        session.on_connect = lambda stream: self._connected(shard, stream)
+        shard.session = session
+        await session.start()
+
+    def _resync(self, shard: Shard, symbol: str) -> None:
+        if shard.session is not None:
+            shard.session.connector.resync(
+                symbol, "book records dropped: the ingest buffer was full")
+
     async def _stop_shard(self, shard: Shard) -> None:
         if shard.session is not None:
             await shard.session.stop()
         if shard.outbox is not None:
             await shard.outbox.stop()
-        shard.session = shard.outbox = None
+        shard.session = shard.outbox = shard.publisher = None
         shard.state = "stopped"
         shard.started_at = None
+
+    # -- ws.command ---------------------------------------------------------------------------
+
+    async def apply_command(self, key: str | None, value: bytes) -> None:
+        """Apply one `ws.command` record, or answer on `ws.error` why not (nothing changes)."""
+        try:
+            command = parse_command(value, sorted(CONNECTORS))
+            shard = self.shards.get(command.exchange)
+            if shard is None:
+                raise CommandError(command.id, f"exchange {command.exchange} is not ingested "
+                                               f"by this app (KCS_INGEST={self.settings.ingest})")
+            deadline = time.monotonic() + 60.0
+            while shard.state == "starting" and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            if shard.state != "running":
+                raise CommandError(command.id, f"shard {shard.name} is not running on the "
+                                               f"worker that read the command ({shard.state})")
+        except CommandError as exc:
+            log.warning("ws.command refused: %s", exc.reason)
+            self.control.append((topics.ERROR, (key or "command").encode(), orjson.dumps({
+                "kind": "command", "id": exc.command_id, "reason": exc.reason,
+                "command": value.decode("utf-8", "replace"), "ts": time.time(),
+                "worker": self.settings.canonical_url}), None))
+            return
+        async with self.lock:
+            new = applied(shard.subscriptions, command)
+            shard.commands.append(command.id)
+            self.control.append((self.control_topic, subscriptions_key(shard.name).encode(),
+                                 orjson.dumps({s: sorted(c) for s, c in new.items()}),
+                                 shard.partition))
+            if new == shard.subscriptions:
+                self._announce_command(shard, command)
+                return
+            shard.subscriptions = new
+            await self._resubscribe(shard)
+            if shard.session is None:  # nothing left to connect: say so now
+                self._announce_command(shard, command)
+        log.warning("ws.command %s applied: %s %s %s; %s now has %d symbols", command.id,
+                    command.op, ",".join(command.symbols), ",".join(command.channels),
+                    shard.name, len(shard.subscriptions))
+
+    async def _resubscribe(self, shard: Shard) -> None:
+        """Run the shard with its new subscription set: a new connection with the new set
+        (every venue here takes its set at connect time). Trades already parsed are not
+        published again: the publisher resumes after the last one of every market."""
+        assert shard.publisher is not None and shard.outbox is not None
+        if shard.session is not None:
+            await shard.session.stop()
+            shard.session = None
+        last: dict[str, list[Any]] = {k: [v[0], v[1], list(v[2])]
+                                      for k, v in shard.outbox.last_trades.items()}
+        for entry in shard.outbox.queue:
+            if entry[6] is not None:
+                fold_trade(last, entry[6].symbol, str(entry[6].trade_id), entry[6].ts_event)
+        for symbol, (trade_id, ts, ids) in last.items():
+            shard.publisher.resume_after(symbol, trade_id, ts, ids)
+        await self._start_session(shard)
+
+    def _announce_command(self, shard: Shard, command: Any) -> None:
+        self.control.append((topics.connect_success(shard.exchange), shard.exchange.encode(),
+                             orjson.dumps(self._connect_record(shard, None)), None))
+
+    # -- ws.connect_success and ws.metrics ----------------------------------------------------
+
+    def _connect_record(self, shard: Shard, stream: Stream | None) -> dict[str, Any]:
+        subs = shard.subscriptions
+        symbols = stream.symbols if stream is not None else sorted(subs)
+        return {"exchange": shard.exchange, "region": REGIONS.get(shard.exchange, ""),
+                "url": stream.url if stream is not None else None,
+                "symbols": list(symbols),
+                "channels": sorted({c for s in symbols for c in subs.get(s, ())}),
+                "attempt": stream.attempt if stream is not None else 0,
+                "commands": list(shard.commands), "ts": time.time(),
+                "worker": self.settings.canonical_url}
+
+    def _connected(self, shard: Shard, stream: Stream) -> None:
+        """A (re)connection delivers: its subscriptions were taken."""
+        self.control.append((topics.connect_success(shard.exchange), shard.exchange.encode(),
+                             orjson.dumps(self._connect_record(shard, stream)), None))
+        shard.commands.clear()
+
+    async def _metrics(self) -> None:
+        """Every KCS_METRICS_INTERVAL s, one `ws.metrics.<exchange>` record per connection."""
+        while True:
+            await asyncio.sleep(self.settings.metrics_interval)
+            now = time.time()
+            for shard in self.shards.values():
+                session, outbox = shard.session, shard.outbox
+                if shard.state != "running" or session is None or outbox is None:
+                    continue
+                exchange = shard.exchange
+                counts, latencies = outbox.take_stats()
+                shared = {
+                    "records": {KIND_NAMES[k]: n for k, n in enumerate(counts) if k != OTHER},
+                    "resyncs": metrics.total("kcs_book_resyncs_total", exchange=exchange),
+                    "dlq_frames": metrics.get("kcs_dlq_frames_total", exchange=exchange),
+                    "latency_p50": percentile(latencies, 0.50),
+                    "latency_p99": percentile(latencies, 0.99),
+                    "interval": self.settings.metrics_interval,
+                }
+                for stream in session.streams:
+                    record = {"exchange": exchange, "url": stream.url, "frames": stream.frames,
+                              "reconnects": max(stream.attempt - 1, 0),
+                              "last_frame_age": (now - stream.last_frame
+                                                 if stream.last_frame else None),
+                              **shared, "ts": now, "worker": self.settings.canonical_url}
+                    self.control.append((topics.ws_metrics(exchange), exchange.encode(),
+                                         orjson.dumps(record), None))
 
     # -- checkpoints and control records ------------------------------------------------------
 

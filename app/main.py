@@ -83,3 +83,4 @@ async def _ingest_assigned(sender: object, assigned: object, **_: object) -> Non
 # The group decides which worker runs which ingest shard (KCS_INGEST=auto): app/shards.py.
 app.on_partitions_revoked.connect(_ingest_revoked)
 app.on_partitions_assigned.connect(_ingest_assigned)
+ingest_control.on_command(ingest.apply_command)

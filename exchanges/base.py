@@ -44,6 +44,8 @@ class Stream:
     # Runtime state, set by the session.
     ws: Any = None
     last_frame: float = 0.0
+    frames: int = 0  # received on this stream, over every connection
+    attempt: int = 0  # connections opened (1 = the first)
 
 
 class Connector:

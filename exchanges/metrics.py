@@ -18,6 +18,12 @@ class _Metrics:
     def get(self, name: str, **labels: str) -> float:
         return self.counters.get((name, tuple(sorted(labels.items()))), 0.0)
 
+    def total(self, name: str, **labels: str) -> float:
+        """The sum over every counter of `name` that has these labels (and maybe others)."""
+        wanted = set(labels.items())
+        return sum(value for (n, have), value in self.counters.items()
+                   if n == name and wanted <= set(have))
+
     def render(self) -> str:
         lines = []
         for (name, labels), value in sorted(self.counters.items()):

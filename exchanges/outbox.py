@@ -40,6 +40,7 @@ TRADE, BOOK, TICKER, OTHER = 0, 1, 2, 3
 KIND_NAMES = ("trade", "book", "ticker", "other")
 DROP_ORDER = (BOOK, TICKER, OTHER, TRADE)  # what goes first when the buffer is full
 OVERHEAD = 64  # bytes counted per record beyond key and value (tuple, headers, bookkeeping)
+LATENCY_SAMPLES = 10_000  # ts_recv - ts_event samples kept per metrics interval
 CHUNK = 4096  # records handed to the producer before waiting for their acknowledgements
 
 # (topic, key, value bytes, headers, kind, size, trade or None)
@@ -135,6 +136,9 @@ class Outbox:
         self.offsets: dict[int, int] = {}
         self.acked = 0
         self.first_ack: float | None = None
+        # For ws.metrics: records queued per kind, and a sample of ts_recv - ts_event.
+        self.counts = [0, 0, 0, 0]
+        self.latencies: list[float] = []
         budget.outboxes.append(self)
 
     # -- the parsing side (synchronous) ------------------------------------------------------
@@ -143,11 +147,16 @@ class Outbox:
         """Queue a frame's records (`Publisher.pending` entries); never waits."""
         kinds = self.kinds
         queue = self.queue
+        counts = self.counts
+        latencies = self.latencies
         added = 0
         for topic, key, value, headers, _ts in pending:
             kind = kinds.get(topic, OTHER)
+            counts[kind] += 1
             trade = value if kind == TRADE else None
             if type(value) is not bytes:
+                if len(latencies) < LATENCY_SAMPLES:
+                    latencies.append(value.ts_recv - value.ts_event)
                 value = orjson.dumps(value)
             size = len(value) + len(key) + OVERHEAD
             queue.append((topic, key, value, headers, kind, size, trade))
@@ -157,6 +166,12 @@ class Outbox:
             if not self.paused:
                 self.wake.set()
             self.budget.added(added)
+
+    def take_stats(self) -> tuple[list[int], list[float]]:
+        """Records queued per kind since the start, and the latency sample since the last
+        call (which starts a new one)."""
+        latencies, self.latencies = self.latencies, []
+        return list(self.counts), latencies
 
     def drop(self, kind: int, target: int) -> None:
         """Drop queued records of `kind`, oldest first, until the budget is at `target`."""

@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any
 
 import aiohttp
@@ -40,6 +41,10 @@ class Session:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.connected: dict[str, bool] = {}
         self.frames = 0
+        self.streams: list[Stream] = []
+        # Called with the stream once a (re)connection has delivered its first frame: the
+        # subscriptions were taken (the ingest service announces it on ws.connect_success).
+        self.on_connect: Callable[[Stream], None] | None = None
         connector.session = self
 
     def endpoint(self, url: str) -> str:
@@ -53,7 +58,8 @@ class Session:
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        for stream in self.connector.connections():
+        self.streams = self.connector.connections()
+        for stream in self.streams:
             self.spawn(self.run_stream(stream))
 
     async def stop(self) -> None:
@@ -114,8 +120,12 @@ class Session:
                     recording.sent(message, time.time())
             self.connected[stream.url] = True
             stream.ws = ws  # before on_open, which may send (send_soon) on it
+            stream.attempt += 1
+            opened = stream.frames
             await connector.on_open(stream)
             helpers = [self.spawn(self._watchdog(ws, stream))]
+            if self.on_connect is not None:
+                helpers.append(self.spawn(self._announce(stream, opened)))
             if connector.ping_interval and connector.ping_message is not None:
                 helpers.append(self.spawn(self._heartbeat(ws, connector.ping_message,
                                                           connector.ping_interval)))
@@ -138,6 +148,7 @@ class Session:
         async for frame in ws:
             ts = now()
             stream.last_frame = ts
+            stream.frames += 1
             self.frames += 1
             if recording is not None:
                 recording.received(frame, ts)
@@ -147,6 +158,13 @@ class Session:
                 out.dlq(frame, f"{type(exc).__name__}: {exc}", ts, url)
             if out.pending:
                 await out.drain()
+
+    async def _announce(self, stream: Stream, opened: int) -> None:
+        """Call `on_connect` when the connection's first frame has arrived."""
+        while stream.frames <= opened:
+            await asyncio.sleep(0.05)
+        if self.on_connect is not None:
+            self.on_connect(stream)
 
     async def _watchdog(self, ws: ClientConnection, stream: Stream) -> None:
         """Close a connection that delivered nothing for `silence_timeout` seconds."""
