@@ -19,7 +19,7 @@ import orjson
 
 from agents import cross_exchange, features, market_state, output, topics
 from agents.application import app
-from agents.batching import in_partition_of
+from agents.batching import in_partition_of, report_batch
 from compute.cross_exchange import fold_for_assets
 from compute.features import Market, fold_trade
 from compute.market_state import apply_event
@@ -78,17 +78,5 @@ async def process_market_data(stream: Any) -> None:
                 market_state.market_state[key] = state
                 if key in results:
                     features.save(markets[key], results[key])
-        await output.send(topics.BATCH_PERFORMANCE, b"market-data", orjson.dumps(
-            batch_performance("market-data", len(events), len(states), started, oldest)))
+        await report_batch("market-data", len(events), len(states), started, oldest)
 
-
-def batch_performance(agent: str, records: int, markets: int, started: float,
-                      oldest_ts_recv: float) -> dict[str, Any]:
-    """One `monitoring.batch.performance` record: the batch's size, how long it took (from
-    its arrival to its tables written), and how old its oldest record was by then."""
-    duration = time.monotonic() - started
-    now = time.time()
-    return {"agent": agent, "records": records, "markets": markets, "duration": duration,
-            "records_per_s": records / duration if duration > 0 else None,
-            "oldest_record_age": now - oldest_ts_recv if oldest_ts_recv != float("inf")
-            else None, "worker": str(app.conf.canonical_url), "ts": now}
