@@ -315,7 +315,10 @@ class IngestService(Service):
             outbox.last_trades = checkpoint["last"]
             for symbol, (trade_id, ts, ids) in checkpoint["last"].items():
                 publisher.resume_after(symbol, trade_id, ts, ids)
-            self._checkpoint(shard, outbox)  # before anything is published: see shards.py
+            # In Kafka before anything is published: a successor must find where to start.
+            await self._write_now(self.control_topic, shard.name.encode(),
+                                  orjson.dumps(outbox.checkpoint()), shard.partition)
+            shard.checkpointed = outbox.acked
         shard.outbox, shard.publisher = outbox, publisher
         outbox.start()
         await self._start_session(shard)
@@ -466,6 +469,18 @@ class IngestService(Service):
         self.control.append((self.control_topic, shard.name.encode(),
                              orjson.dumps(outbox.checkpoint()), shard.partition))
         shard.checkpointed = outbox.acked
+
+    async def _write_now(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
+        assert self.producer is not None
+        delay = 0.5
+        while True:
+            try:
+                await (await self.producer.send(topic, value, key=key, partition=partition))
+                return
+            except Exception as exc:
+                log.warning("%s not written yet (%r); retrying", topic, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2.0, 5.0)
 
     async def _checkpoints(self) -> None:
         while True:

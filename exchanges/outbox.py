@@ -125,6 +125,7 @@ class Outbox:
         self.queue: deque[Entry] = deque()
         self.inflight = 0  # records handed to the producer, not acknowledged yet
         self.inflight_other = 0  # of which not trades
+        self.inflight_bytes = 0
         self.paused = False
         self.wake = asyncio.Event()
         self.idle = asyncio.Event()
@@ -233,7 +234,9 @@ class Outbox:
             self.task.cancel()
             await asyncio.gather(self.task, return_exceptions=True)
             self.task = None
-        self.budget.removed(sum(entry[5] for entry in self.queue))
+        # Cancelled while a chunk was with the producer: its bytes are still counted.
+        self.budget.removed(sum(entry[5] for entry in self.queue) + self.inflight_bytes)
+        self.inflight = self.inflight_other = self.inflight_bytes = 0
         self.queue.clear()
         if self in self.budget.outboxes:
             self.budget.outboxes.remove(self)
@@ -251,8 +254,9 @@ class Outbox:
             chunk = [queue.popleft() for _ in range(min(CHUNK, len(queue)))]
             self.inflight = len(chunk)
             self.inflight_other = sum(1 for entry in chunk if entry[4] != TRADE)
+            self.inflight_bytes = sum(entry[5] for entry in chunk)
             retry = await self._send(chunk)
-            self.inflight = self.inflight_other = 0
+            self.inflight = self.inflight_other = self.inflight_bytes = 0
             if retry:
                 self.queue.extendleft(reversed(retry))
                 if self.budget.used > self.budget.limit:
