@@ -78,7 +78,9 @@ def test_a_frozen_broker_costs_no_trade_within_the_bound(fresh_broker: EmbeddedB
     drops = [e for e in tight_events if e["event"] == "dropped"]
     assert drops, tight_events
     kinds = [e["type"] for e in drops]
-    assert kinds[0] == "book"
+    # Books (and tickers) go before trades: a drop of those can come first only when every
+    # book queued at that moment was with the producer, which cannot take it back.
+    assert "book" in kinds and kinds[0] != "trade", kinds
     if "trade" in kinds:  # trades go last: no book or ticker dropped after the first trade
         assert set(kinds[kinds.index("trade"):]) == {"trade"}, kinds
     dropped = {k: sum(e["count"] for e in drops if e["type"] == k) for k in set(kinds)}
