@@ -93,6 +93,14 @@ class Budget:
             log.warning("ingest buffer back under its low water mark (%d bytes)", self.used)
             self._event("low_water")
 
+    def queued(self) -> dict[str, int]:
+        """Records waiting in every outbox per type (not those with the producer)."""
+        counts = [0, 0, 0, 0]
+        for box in self.outboxes:
+            for entry in box.queue:
+                counts[entry[4]] += 1
+        return {KIND_NAMES[k]: n for k, n in enumerate(counts)}
+
     def make_room(self) -> None:
         """Drop queued records, books first and trades last, until 5% of the bound is free
         (not just one record's worth: a sustained overflow scans the queues less often)."""
@@ -197,7 +205,7 @@ class Outbox:
         metrics.inc("kcs_ingest_dropped_total", count, exchange=self.exchange, type=name)
         log.error("%s: ingest buffer full: %d %s records dropped", self.exchange, count, name)
         budget._event("dropped", exchange=self.exchange, type=name, count=count,
-                      total=budget.dropped[key])
+                      total=budget.dropped[key], queued=budget.queued())
         if self.on_book_dropped is not None:
             for symbol in sorted(books):
                 self.on_book_dropped(symbol)

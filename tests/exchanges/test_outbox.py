@@ -69,6 +69,9 @@ def test_past_the_bound_books_go_first_then_tickers_and_trades_last() -> None:
         assert drops[0][0] == "book" and drops[-1][0] == "trade"
         first_trade = [kind for kind, _ in drops].index("trade")
         assert {kind for kind, _ in drops[first_trade:]} == {"trade"}
+        for event in events:
+            if event["event"] == "dropped" and event["type"] == "trade":
+                assert event["queued"]["book"] == event["queued"]["ticker"] == 0
         assert sum(n for kind, n in drops if kind == "trade") == dropped[("upbit", "trade")]
         await box.stop()
         assert budget.used == 0 and budget.events[-1]["event"] == "low_water"
