@@ -8,6 +8,9 @@ broker's acknowledgement. Two runs on a fresh broker:
   1. throughput: frames pushed with no pause; messages per second until the last ack;
   2. latency: frames paced at --rate per second; time from "frame received" (the ts_recv
      stamped on the record) to the broker's acknowledgement, p50 and p99.
+With --outbox, a third run: the throughput through the worker's own path, the publisher's
+`drain()` into the shard's outbox (exchanges/outbox.py: the bounded buffer a Kafka outage
+fills) and its sender, measured in the same run as the direct one.
 The WebSocket read itself is not included (one `recv()` per frame, measured separately by
 the websockets project); everything after it is.
 """
@@ -31,6 +34,7 @@ from app.ingest import new_producer, tune_gc  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from exchanges.base import Stream  # noqa: E402
 from exchanges.binance import Binance  # noqa: E402
+from exchanges.outbox import TRADE, Budget, Outbox  # noqa: E402
 from exchanges.publisher import Publisher  # noqa: E402
 from exchanges.upbit import Upbit  # noqa: E402
 
@@ -95,6 +99,31 @@ async def throughput(broker: EmbeddedBroker, exchange: str, frames: list[bytes])
     return len(frames) / elapsed
 
 
+async def outbox_throughput(broker: EmbeddedBroker, exchange: str,
+                            frames: list[bytes]) -> float:
+    settings = load_settings(dict(os.environ))
+    producer = new_producer(settings, broker.url)
+    await producer.start()
+    connector, stream = make_connector(exchange, producer, None)
+    out = connector.out  # type: ignore[attr-defined]
+    outbox = Outbox(exchange, producer, Budget(settings.ingest_buffer_bytes),
+                    {out.trade_topic: TRADE})
+    out.outbox = outbox
+    outbox.start()
+    on_frame = connector.on_frame  # type: ignore[attr-defined]
+    now = time.time
+    started = time.perf_counter()
+    for frame in frames:
+        on_frame(frame, now(), stream)
+        await out.drain()
+    await outbox.drain(600.0)
+    elapsed = time.perf_counter() - started
+    assert outbox.acked == len(frames), outbox.acked
+    await outbox.stop()
+    await producer.stop()
+    return len(frames) / elapsed
+
+
 async def latency(broker: EmbeddedBroker, exchange: str, frames: list[bytes],
                   rate: int) -> list[float]:
     settings = load_settings(dict(os.environ))
@@ -130,6 +159,8 @@ def main() -> None:
     parser.add_argument("--rate", type=int, default=10_000)
     parser.add_argument("--latency-frames", type=int, default=50_000)
     parser.add_argument("--exchange", choices=["binance", "upbit"], default="binance")
+    parser.add_argument("--outbox", action="store_true",
+                        help="also measure the throughput through the worker's outbox")
     args = parser.parse_args()
     try:
         import uvloop
@@ -146,6 +177,10 @@ def main() -> None:
     try:
         rate = asyncio.run(throughput(broker, args.exchange, build(args.frames)))
         print(f"throughput: {rate:,.0f} messages/s in one process ({args.frames:,} frames)")
+        if args.outbox:
+            rate = asyncio.run(outbox_throughput(broker, args.exchange, build(args.frames)))
+            print(f"throughput through the outbox: {rate:,.0f} messages/s "
+                  f"({args.frames:,} frames)")
         lat = asyncio.run(latency(broker, args.exchange, build(args.latency_frames), args.rate))
         lat.sort()
         p50 = statistics.median(lat) * 1000
