@@ -38,6 +38,7 @@ KINDS = {"trade-data": "trade", "orderbook-data": "book", "ticker-data": "ticker
 @app.agent(topics.market_data_topic, name="market-data")
 async def process_market_data(stream: Any) -> None:
     kind_of: dict[str, str] = {}
+    levels, rules = market_state.LEVELS, features.RULES
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
         started = time.monotonic()
         oldest = float("inf")  # the oldest record's ts_recv
@@ -59,7 +60,7 @@ async def process_market_data(stream: Any) -> None:
             record = orjson.loads(event.value)
             if record["ts_recv"] < oldest:
                 oldest = record["ts_recv"]
-            apply_event(entry[0], kind, record, market_state.LEVELS)
+            apply_event(entry[0], kind, record, levels)
             if kind != "ticker":
                 fold_for_assets(by_asset, key, kind == "book", record)
             if kind == "trade":
@@ -67,7 +68,7 @@ async def process_market_data(stream: Any) -> None:
                 if market is None:
                     with in_partition_of(event):
                         market = markets[key] = features.load(key)
-                fold_trade(market, record, event.message.offset, features.RULES)
+                fold_trade(market, record, event.message.offset, rules)
         sent = [await output.send(topics.MARKET_STATE, key.encode(), orjson.dumps(state))
                 for key, (state, _) in states.items()]
         results = {key: await features.publish(market, sent) for key, market in markets.items()}

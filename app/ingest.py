@@ -2,7 +2,7 @@
 
 Started with the Faust worker. Connectors produce through their own aiokafka producer rather
 than Faust's: ingest wants large batches and a short linger, while Faust's producer (tables'
-changelogs) may be tuned for a broker's quirks (see `app/__init__.py`). Records are keyed
+changelogs) may be tuned for a broker's quirks (see `agents/application.py`). Records are keyed
 `exchange:BASE-QUOTE` and partitioned by Kafka's default partitioner, exactly as the tables'
 keys are, so the worker that owns a market's table partition also owns its source partition.
 """

@@ -1,17 +1,8 @@
 """The consolidated best bid and offer of an asset per quote currency, across exchanges.
 
-Pure function (no Faust): `agents/cross_exchange.py` feeds it the quotes of every market of
-the asset (see `compute/premium.py` for the quote fields) and keeps the result in a table.
-
-For each quote currency Q of asset X, over the exchanges with a *fresh* book of X-Q:
-- best bid: the highest bid, with its size and exchange; best ask: the lowest ask. Ties go
-  to the larger size, then to the exchange name first in alphabetical order.
-- fresh: the book's receive time is at most `max_age` seconds (`KCS_BBO_MAX_AGE`, default 30)
-  older than the asset's clock, the newest receive time of any trade or book of any market of
-  X. Event time, not wall-clock time: a replay gives the same answer at any speed, and a feed
-  that stops while the asset's other markets go on drops out of the BBO.
-- `crossed`: best bid >= best ask (possible across exchanges: an arbitrage, or a stale feed).
-A quote currency without any fresh bid or ask is absent; an asset without any is None.
+Pure function (no Faust, no settings): the definition is in docs/features.md ("BBO");
+`agents/cross_exchange.py` feeds it the quotes of every market of the asset (see
+`compute/premium.py`) and keeps the result in a table.
 """
 
 from __future__ import annotations

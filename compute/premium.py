@@ -1,31 +1,8 @@
 """The Korean premium of an asset, and the per-market quote state it is computed from.
 
-Pure functions only (no Faust): `agents/cross_exchange.py` feeds them and keeps the results
-in tables; the tests compare them with a brute-force computation.
-
-Quote of a market (`exchange:BASE-QUOTE`): the latest top of book and the latest trade, each
-"latest" by our receive time `ts_recv` (an update older than the one kept is ignored, so a
-re-delivered update after a crash changes nothing)::
-
-    {"bid", "bid_size", "ask", "ask_size", "book_ts", "last", "trade_ts"}
-
-Price of a market (`price_of`): the mid `(bid + ask) / 2` of its latest book when that book
-has both sides, else its last trade price, else none. The source ("book" or "trade") is
-reported with the price.
-
-Premium of asset X, per Korean exchange K and global exchange G::
-
-    premium[K][G] = price(K:X-KRW) / (price(G:X-USDT or G:X-USD) * rate)
-
-- Korean exchanges: upbit, bithumb, coinone, korbit; their KRW market of X is the "KRW price".
-- Global markets: X-USDT or X-USD on any other exchange; USD is taken as equal to USDT (no
-  USD/USDT conversion). An exchange listing both counts once, with its USDT market (its USD
-  market only when the USDT one has no price yet). The leg names its market.
-- rate: the price of one KRW-USDT market of a Korean exchange, `KCS_PREMIUM_RATE_MARKET`
-  (default `upbit:USDT-KRW`), used for every Korean exchange.
-- headline[K] = premium[K][`KCS_PREMIUM_REFERENCE`] (default binance) when that exchange has a
-  global market of X.
-No premium exists (None) without a rate, a KRW leg or a global leg.
+Pure functions (no Faust, no settings): the definitions (quote, price of a market, premium,
+headline) are in docs/features.md ("Quotes", "Premium"); `agents/cross_exchange.py` feeds
+them and keeps the results in tables.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 This is Bithumb's current ("v1", Upbit-compatible) public API, not the legacy
 `pubwss.bithumb.com` feed. One socket carries every market: one request lists all codes at
 once and replaces the socket's whole subscription set (there is no unsubscribe and no
-acknowledgement). Bithumb publishes no per-connection subscription cap (EXCHANGES.md §2
-Limits: unconfirmed; a probe ran all 493 markets on one socket), so we keep one connection.
+acknowledgement). Bithumb publishes no per-connection subscription cap (unconfirmed;
+a probe ran all 493 markets on one socket), so we keep one connection.
 We ask for the `DEFAULT` format (the documented long keys). Frames arrive as binary UTF-8 JSON;
 permessage-deflate is optional (negotiated only when offered, since 2026-08-12) and not
 offered. WebSocket pings from the session (every 20 s; the idle close comes at 60-120 s) keep
@@ -31,8 +31,8 @@ from records import BUY, SELL, OrderBook, Ticker, Trade
 __all__ = ["Bithumb", "to_native", "to_unified"]
 
 URL = "wss://ws-api.bithumb.com/websocket/v1"
-# `ask_bid` is the side of the order that took liquidity: BID = buy taker (EXCHANGES.md
-# Appendix A, Upbit semantics; Bithumb's own wording is unconfirmed, §2 Trade).
+# `ask_bid` is the side of the order that took liquidity: BID = buy taker (Upbit's
+# semantics; Bithumb's own wording is unconfirmed; docs/normalization.md, "Taker side").
 TAKER_SIDE = {"BID": BUY, "ASK": SELL}
 # Our channel -> Bithumb's request type.
 KINDS = (("trades", "trade"), ("book", "orderbook"), ("ticker", "ticker"))
@@ -65,7 +65,7 @@ class Bithumb(Connector):
                 symbols.update(wanted)
                 entry: dict = {"type": kind, "codes": [to_native(s) for s in wanted]}
                 if kind == "trade":
-                    # camelCase: the snake-case spelling is silently ignored (EXCHANGES.md §2)
+                    # camelCase: the snake-case spelling is silently ignored
                     entry["isOnlyRealtime"] = True
                 request.append(entry)
         if not symbols:

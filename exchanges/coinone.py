@@ -3,7 +3,7 @@
 One socket carries every KRW pair. Each subscribe message names one channel and one topic
 (`{"quote_currency":"KRW","target_currency":"BTC"}`), so a stream sends one message per
 channel and market. Coinone limits connections (20 per IP) but publishes no cap on topics per
-connection (a probe ran 363 topics on one socket, EXCHANGES.md §3), so we keep one connection.
+connection (a probe ran 363 topics on one socket), so we keep one connection.
 The server never pings: the client sends `{"request_type":"PING"}` every 20 s (the docs close
 a session 30 min after the last PING; ccxt pings every 20 s) and the `PONG` is ignored.
 Frames are text JSON; acks (`CONNECTED`, `SUBSCRIBED`, `PONG`...) carry no data, an `ERROR`
@@ -34,7 +34,7 @@ URL = "wss://stream.coinone.co.kr"
 CHANNELS = (("trades", "TRADE"), ("book", "ORDERBOOK"), ("ticker", "TICKER"))
 # `is_seller_maker` -> taker side, by its literal meaning: true = the seller's order rested,
 # so the buyer took liquidity. Unconfirmed: ccxt and other clients map true to "sell"
-# (EXCHANGES.md §3 Trade "Conflict", Appendix A, Appendix C).
+# (docs/normalization.md, "Taker side").
 TAKER_SIDE = {True: BUY, False: SELL}
 
 

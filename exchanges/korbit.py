@@ -4,7 +4,7 @@
 always a JSON array of request objects; we send one per channel, each listing every symbol.
 Success is acknowledged only for requests with a `requestId` (`{"requestId":1,
 "status":"success"}`, ignored); failures (`"status":"fail"`) raise so they land on the DLQ.
-Korbit publishes no connection or subscription limits (EXCHANGES.md §4: unconfirmed; a probe
+Korbit publishes no connection or subscription limits (unconfirmed; a probe
 ran all 193 pairs in one request), so we keep one connection. The server sends WebSocket
 protocol pings (answered by the library); there is no application heartbeat.
 Frames are text JSON. Symbols are lower-case `base_quote`: `btc_krw` is our `BTC-KRW`.

@@ -1,4 +1,5 @@
-"""Normalized market-data records and the topic names they travel on.
+"""Normalized market-data records and the topic names they travel on (fields, keys and
+their meaning: docs/normalization.md).
 
 Every record carries `exchange` (lower case), `symbol` in the unified `BASE-QUOTE` form
 (`BTC-KRW`), `ts_event` (the exchange's time) and `ts_recv` (our receive time), both float

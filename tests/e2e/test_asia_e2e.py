@@ -1,6 +1,7 @@
 """End to end for Bybit, OKX and HTX: recordings through a real worker into a real broker.
 
-OKX and HTX are the real recorded sessions (/work/shared/replays OKX.*, HUOBI.*); Bybit is
+OKX and HTX are the real recorded sessions (OKX.*, HUOBI.* in the shared
+recordings directory, ../shared/replays); Bybit is
 the fixture recording tests/fixtures/replays/BYBIT.* (documented shapes, with one `u` gap).
 The replay server plays them through the connectors exactly as a live session would; the
 test reads every topic back and compares it with what it computes itself from the raw

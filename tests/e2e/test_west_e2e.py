@@ -1,15 +1,14 @@
 """End to end for Coinbase, Kraken and Bitfinex: recordings through a real worker and broker.
 
-Coinbase and Bitfinex are the real recorded sessions (/work/shared/replays COINBASE.*,
-BITFINEX.*), reached through the replay server's host aliases (the connectors use today's
-hosts). Kraken is the v2 fixture recording tests/fixtures/replays/KRAKEN.* (documented
-shapes, the book snapshot being the one of Kraken's checksum guide): the real Kraken
-recordings are v1 and hold no trade (they are tested through the session in test_kraken).
-The test reads every topic back and compares it with what it computes itself from the raw
-frames: every trade exactly once, the top of book after every book message equal to an
-independent rebuild (with every checksum verified here), the tickers, no integrity error,
-and the markets' state over HTTP.
-"""
+Coinbase and Bitfinex are the real recorded sessions (COINBASE.*, BITFINEX.* in the shared
+recordings directory, ../shared/replays), reached through the replay server's host aliases
+(the connectors use today's hosts). Kraken is the v2 fixture recording
+tests/fixtures/replays/KRAKEN.* (documented shapes, the book snapshot being the one of
+Kraken's checksum guide): the real Kraken recordings are v1 and hold no trade (they are
+tested through the session in test_kraken). The test reads every topic back and compares it
+with what it computes itself from the raw frames: every trade exactly once, the top of book
+after every book message equal to an independent rebuild (with every checksum verified
+here), the tickers, no integrity error, and the markets' state over HTTP. """
 
 from __future__ import annotations
 

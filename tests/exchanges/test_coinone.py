@@ -71,7 +71,7 @@ def test_client_pings_every_20_seconds():
 
 
 def test_seller_maker_trade_is_a_buy_taker(connector):
-    # literal meaning of is_seller_maker (EXCHANGES.md Appendix A; unconfirmed there)
+    # literal meaning of is_seller_maker (docs/normalization.md, "Taker side")
     (trade,) = feed(connector, "trade.json")
     assert trade == Trade("coinone", "BTC-KRW", 1790134177.835, TS_RECV, 116460000.0,
                           0.00483595, BUY, "1790134177835001")

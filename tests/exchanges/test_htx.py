@@ -1,6 +1,6 @@
-"""HTX connector against the real recording /work/shared/replays/HUOBI.* (gzip frames,
-`depth.step0` books, `trade.detail`, server pings), plus `mbp.150` incremental books and
-tickers in the documented shapes."""
+"""HTX connector against the real recording HUOBI.* in the shared recordings directory
+(../shared/replays) (gzip frames, `depth.step0` books, `trade.detail`, server pings), plus
+`mbp.150` incremental books and tickers in the documented shapes."""
 
 from __future__ import annotations
 

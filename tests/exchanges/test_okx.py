@@ -1,7 +1,7 @@
-"""OKX v5 connector against the real recording /work/shared/replays/OKX.* (2022, books with
-CRC32 checksums, no seqId) and sequenced frames shaped like today's (seqId/prevSeqId,
-checksum 0): every trade once, every book equal to an independent rebuild, every recorded
-checksum reproduced, and corruption caught."""
+"""OKX v5 connector against the real recording OKX.* in the shared recordings directory
+(../shared/replays; 2022, books with CRC32 checksums, no seqId) and sequenced frames shaped
+like today's (seqId/prevSeqId, checksum 0): every trade once, every book equal to an
+independent rebuild, every recorded checksum reproduced, and corruption caught."""
 
 from __future__ import annotations
 
@@ -88,7 +88,7 @@ class Rebuild:
         return ([(float(p), float(s)) for p, s in bids], [(float(p), float(s)) for p, s in asks])
 
     def crc(self) -> int:
-        """OKX's checksum, written out again here from the rule in EXCHANGES.md."""
+        """OKX's checksum, written out again here from OKX's documented rule."""
         bids, asks = self.sorted_text(25)
         fields = []
         for i in range(25):
@@ -319,7 +319,7 @@ def test_sequence_chaining_without_checksums(recording):
 
 
 def test_checksum_when_one_side_is_shorter():
-    """Interleave level by level, then the longer side's rest alone (EXCHANGES.md rule)."""
+    """Interleave level by level, then the longer side's rest alone (OKX's documented rule)."""
     book = L2Book()
     book.load_text_levels([["100.10", "1.000"], ["100.0", "2"], ["99.5", "0.5"]],
                           [["100.2", "3.50"]])

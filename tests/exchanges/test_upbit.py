@@ -86,7 +86,7 @@ def test_every_recorded_book_is_the_whole_top_of_the_message(replays: Path) -> N
 
 
 def test_default_format_parses_like_simple() -> None:
-    # The documented DEFAULT-format trade (EXCHANGES.md, Upbit).
+    # The DEFAULT-format trade as Upbit documents it.
     frame = orjson.dumps({
         "type": "trade", "code": "KRW-BTC", "timestamp": 1730336862047,
         "trade_timestamp": 1730336862000, "trade_price": 100473000.0, "trade_volume": 0.00014208,
