@@ -1,5 +1,8 @@
-"""The ingest service: runs the exchange connectors of this worker and their Kafka producer.
+"""The ingest service: runs the ingest shards this worker owns and their Kafka producer.
 
+With `KCS_INGEST=auto` (the default) the consumer group decides which worker runs which shard
+(one per exchange): see app/shards.py and the README's "Ingest ownership". Each shard's
+records go through its outbox (exchanges/outbox.py), which holds them while Kafka is away.
 Started with the Faust worker. Connectors produce through their own aiokafka producer rather
 than Faust's: ingest wants large batches and a short linger, while Faust's producer (tables'
 changelogs) may be tuned for a broker's quirks (see `agents/application.py`). Records are keyed
