@@ -10,23 +10,39 @@ for the write.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
+import orjson
+
+from agents.application import app
 from agents.faust_internals import in_partition_of
 
 __all__ = ["in_partition_of", "BATCH_SIZE", "BATCH_WITHIN", "batch_observers",
-           "observe_batch"]
+           "report_batch"]
 
 # agent name -> called with the seconds each batch took; the app layer plugs its metric in
 # (app/monitoring.py), so agents know nothing of Prometheus.
 batch_observers: dict[str, Callable[[float], None]] = {}
 
-
-def observe_batch(agent: str, seconds: float) -> None:
-    observer = batch_observers.get(agent)
-    if observer is not None:
-        observer(seconds)
-
 BATCH_SIZE = 2000  # events per batch at most
 BATCH_WITHIN = 0.05  # seconds: the most a batch waits to fill, i.e. the added latency
 
+
+async def report_batch(agent: str, records: int, keys: int, started: float,
+                       oldest: float) -> None:
+    """One `monitoring.batch.performance` record: the batch's size, how long it took (from
+    its arrival to its tables written, `started` being `time.monotonic()` then), and how old
+    its oldest record (`oldest`: epoch seconds) was by then. Not awaited for delivery."""
+    from agents import output, topics
+
+    duration = time.monotonic() - started
+    observer = batch_observers.get(agent)
+    if observer is not None:
+        observer(duration)
+    now = time.time()
+    await output.send(topics.BATCH_PERFORMANCE, agent.encode(), orjson.dumps({
+        "agent": agent, "records": records, "markets": keys, "duration": duration,
+        "records_per_s": records / duration if duration > 0 else None,
+        "oldest_record_age": now - oldest if oldest != float("inf") else None,
+        "worker": str(app.conf.canonical_url), "ts": now}))

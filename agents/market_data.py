@@ -17,9 +17,9 @@ import time
 from typing import Any
 
 
-from agents import cross_exchange, features, market_state, output, recent_trades, topics
+from agents import cross_exchange, features, market_state, output, topics
 from agents.application import app
-from agents.batching import in_partition_of, observe_batch
+from agents.batching import in_partition_of, report_batch
 from compute.cross_exchange import fold_for_assets
 from compute.features import Market, fold_trade
 from compute.market_state import apply_event
@@ -42,7 +42,8 @@ async def process_market_data(stream: Any) -> None:
     decode, encode = output.codec.decode, output.codec.encode  # set before agents start
     levels, rules = market_state.LEVELS, features.RULES
     async for events in stream.take_events(BATCH_MAX, within=BATCH_WITHIN):
-        started = time.perf_counter()
+        started = time.monotonic()
+        oldest = float("inf")  # the oldest record's ts_recv
         states: dict[str, list[Any]] = {}  # key -> [state, an event of the key]
         markets: dict[str, Market] = {}
         by_asset: dict[str, dict[str, Any]] = {}  # the cross-exchange agent's input
@@ -60,6 +61,8 @@ async def process_market_data(stream: Any) -> None:
             if kind is None:
                 kind = kind_of[topic] = KINDS[topic.partition(".")[0]]
             record = decode(topic, event.value)
+            if record["ts_recv"] < oldest:
+                oldest = record["ts_recv"]
             apply_event(entry[0], kind, record, levels)
             if kind != "ticker":
                 fold_for_assets(by_asset, key, kind == "book", record)
@@ -84,6 +87,5 @@ async def process_market_data(stream: Any) -> None:
                 market_state.market_state[key] = state
                 if key in results:
                     features.save(markets[key], results[key])
-                if key in recent:
-                    recent_trades.extend(key, recent[key])
-        observe_batch("market-data", time.perf_counter() - started)
+        await report_batch("market-data", len(events), len(states), started, oldest)
+

@@ -16,7 +16,7 @@ __all__ = [
     "DLQ", "ERROR", "COMMAND", "BACKPRESSURE_EVENTS", "BATCH_PERFORMANCE", "connect_success",
     "ws_metrics", "CROSS_BY_ASSET", "market_data_topic", "market_state_topic",
     "features_topic", "signals_topic", "candle_topics", "premium_topic", "bbo_topic",
-    "by_asset_topic",
+    "by_asset_topic", "INGEST_SHARDS", "ingest_shards_topic", "command_topic",
 ]
 
 # --- source: market data, published by the connectors (exchanges/), one set per exchange
@@ -55,7 +55,13 @@ def ws_metrics(exchange: str) -> str:
     return f"ws.metrics.{exchange}"
 
 
-CONTROL_TOPICS = [DLQ, ERROR]  # the ones in use today
+# The ingest shards' control topic: membership (its partitions are assigned like any
+# source's, and the owner of a shard's partition runs the shard), checkpoints and
+# subscription sets (app/shards.py). Compacted on a real Kafka.
+INGEST_SHARDS = f"{app.conf.id}-ingest-shards"
+
+CONTROL_TOPICS = [DLQ, ERROR, COMMAND, BACKPRESSURE_EVENTS, BATCH_PERFORMANCE, INGEST_SHARDS,
+                  *(connect_success(ex) for ex in EXCHANGES), *(ws_metrics(ex) for ex in EXCHANGES)]
 
 # --- internal: the cross-exchange agent's re-keyed input
 CROSS_BY_ASSET = f"{app.conf.id}-cross-by-asset"
@@ -79,5 +85,7 @@ signals_topic = app.topic(SIGNALS, **_RAW)
 candle_topics = {label: app.topic(candle_topic(label), **_RAW) for label in CANDLE_INTERVALS}
 premium_topic = app.topic(PREMIUM, partitions=app.conf.topic_partitions, **_RAW)
 bbo_topic = app.topic(BBO, partitions=app.conf.topic_partitions, **_RAW)
+ingest_shards_topic = app.topic(INGEST_SHARDS, partitions=app.conf.topic_partitions, **_RAW)
+command_topic = app.topic(COMMAND, partitions=app.conf.topic_partitions, **_RAW)
 by_asset_topic = app.topic(CROSS_BY_ASSET, partitions=app.conf.topic_partitions,
                            internal=True, **_RAW)

@@ -1,5 +1,8 @@
-"""The ingest service: runs the exchange connectors of this worker and their Kafka producer.
+"""The ingest service: runs the ingest shards this worker owns and their Kafka producer.
 
+With `KCS_INGEST=auto` (the default) the consumer group decides which worker runs which shard
+(one per exchange): see app/shards.py and the README's "Ingest ownership". Each shard's
+records go through its outbox (exchanges/outbox.py), which holds them while Kafka is away.
 Started with the Faust worker. Connectors produce through their own aiokafka producer rather
 than Faust's: ingest wants large batches and a short linger, while Faust's producer (tables'
 changelogs) may be tuned for a broker's quirks (see `agents/application.py`). Records are keyed
@@ -12,18 +15,25 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
+from collections import deque
 from typing import Any
 
 import aiokafka
 import faust
+import orjson
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from mode import Service
 
-from agents import faust_internals
+from agents import topics
+from app.commands import CommandError, applied, parse_command
+from app.shards import latest_by_key, learn_last_trades, shard_partition, subscriptions_key
 from config.settings import Settings
 from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES, REGIONS
-from exchanges.metrics import INGEST_BUFFER_LIMIT
+from exchanges.base import Stream, Subscriptions
+from exchanges.metrics import metrics
+from exchanges.outbox import BOOK, KIND_NAMES, OTHER, TICKER, TRADE, Budget, Outbox, fold_trade
 from exchanges.publisher import Publisher
 from exchanges.session import Session
 from replay.recorder import Recorder
@@ -36,6 +46,23 @@ from records.codec import JSON, Codec
 __all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics"]
 
 log = logging.getLogger(__name__)
+
+# How long a produce request may wait for its answer, and a batch for delivery, before the
+# producer gives up on it. Long on purpose: a broker that is stopped or slow answers a
+# request it already holds once it is back, while a request given up and sent again would
+# be written twice (no idempotent producer on every broker, none on Tansu). A batch the
+# producer does give up on waits in the ingest outbox and is sent again (exchanges/outbox.py).
+REQUEST_TIMEOUT_MS = 300_000
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+CHECKPOINT_INTERVAL = 2.0  # seconds between two checkpoints of a shard that published
+REVOKE_DRAIN = 2.0  # at most this long (s) to drain a revoked shard: the rebalance waits
+STOP_DRAIN = 10.0  # at most this long (s) to drain at shutdown
 
 
 def tune_gc() -> None:
@@ -101,38 +128,88 @@ def new_producer(settings: Settings, broker_url: str,
             settings.producer_acks),
         linger_ms=settings.producer_linger_ms,
         max_batch_size=settings.producer_batch_bytes,
-        request_timeout_ms=30000,
+        request_timeout_ms=REQUEST_TIMEOUT_MS,
     )
 
 
+class Shard:
+    """One unit of ingest: an exchange's connector, its session and its outbox."""
+
+    def __init__(self, name: str, exchange: str, partition: int,
+                 subscriptions: Subscriptions) -> None:
+        self.name = name
+        self.exchange = exchange
+        self.partition = partition
+        self.subscriptions = subscriptions  # the seed; Kafka's set wins once read
+        self.state = "stopped"  # starting, running, paused (revoked: holding), stopped
+        self.session: Session | None = None
+        self.outbox: Outbox | None = None
+        self.starting: asyncio.Task[None] | None = None
+        self.checkpointed = -1  # outbox.acked at the last checkpoint written
+        self.started_at: float | None = None
+        self.publisher: Publisher | None = None
+        self.commands: list[Any] = []  # ids of commands applied, until the next connect
+
+    def describe(self) -> dict[str, Any]:
+        session, outbox = self.session, self.outbox
+        return {"partition": self.partition, "state": self.state,
+                "symbols": len(self.subscriptions),
+                "subscriptions": {s: sorted(c) for s, c in sorted(self.subscriptions.items())},
+                "streams": len(session.connected) if session else 0,
+                "connected": sum(session.connected.values()) if session else 0,
+                "frames": session.frames if session else 0,
+                "published": outbox.acked if outbox else 0,
+                "skipped_published_before": self.publisher.skipped if self.publisher else 0,
+                "buffered": len(outbox.queue) if outbox else 0,
+                "started_at": self.started_at}
+
+
 class IngestService(Service):
+    """Runs the shards this worker owns: with `KCS_INGEST=auto` the ones whose control
+    partition the group assigns it (started on assignment, paused at revocation, stopped when
+    assigned elsewhere), else the pinned exchanges from the start."""
+
     def __init__(self, app: faust.App, settings: Settings, broker_url: str,
                  **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.app = app
         self.settings = settings
         self.broker_url = broker_url
-        self.sessions: list[Session] = []
+        self.bootstrap = bootstrap_servers(broker_url)
+        self.control_topic = topics.INGEST_SHARDS
+        self.shards: dict[str, Shard] = {}
         self.producer: aiokafka.AIOKafkaProducer | None = None
         self.replay_server: ReplayServer | None = None
         self.codec: Codec = JSON  # set by the app after the schema registry preflight
+        self.replay_base = ""
+        self.budget = Budget(settings.ingest_buffer_bytes)
+        self.assigned: set[int] = set()  # control partitions the group gave this worker
+        self.ready = False
+        self.lock = asyncio.Lock()
+        self.control: deque[tuple[str, bytes, bytes, int | None]] = deque(maxlen=100_000)
+
+    @property
+    def sessions(self) -> list[Session]:
+        return [s.session for s in self.shards.values() if s.session is not None]
 
     async def on_start(self) -> None:
         settings = self.settings
         recordings = None
-        replay_base = ""
         if settings.replay:
             recordings = load_recordings(settings.replay)
             self.replay_server = ReplayServer(recordings, speed=settings.replay_speed)
             await self.replay_server.start()
-            replay_base = self.replay_server.base_url
+            self.replay_base = self.replay_server.base_url
             log.info("replaying %s (%s) at speed %s from %s", settings.replay,
-                        ", ".join(sorted(recordings)), settings.replay_speed or "max",
-                        replay_base)
+                     ", ".join(sorted(recordings)), settings.replay_speed or "max",
+                     self.replay_base)
         if recordings is not None and not settings.subscriptions:
             subscriptions = from_recordings(recordings)
         else:
             subscriptions = load_subscriptions(settings)
+        if settings.ingest_auto:  # every exchange has a shard: ws.command may subscribe any
+            subscriptions = {name: subscriptions.get(name, {}) for name in
+                             sorted(set(subscriptions) | set(CONNECTORS))}
         chosen = {name: subs for name, subs in subscriptions.items() if settings.ingests(name)}
         for name in sorted(set(chosen) - set(CONNECTORS)):
             log.warning("no connector for exchange %r yet: its subscriptions are ignored", name)
@@ -140,26 +217,322 @@ class IngestService(Service):
         if not chosen:
             log.info("this worker ingests no exchange (KCS_INGEST=%s)", settings.ingest)
             return
-        self.producer = await self._start_producer()
         for name, subs in sorted(chosen.items()):
-            connector = CONNECTORS[name](subs, Publisher(name, self.producer, codec=self.codec),
-                                         settings)
-            recorder = Recorder(settings.record, name) if settings.record else None
-            session = Session(connector, settings, replay_base, recorder)
-            await session.start()
-            self.sessions.append(session)
-            log.info("ingesting %s: %d symbols", name, len(subs),
-                     extra={"exchange": name, "region": REGIONS.get(name, ""),
-                            "phase": "start"})
+            self.shards[name] = Shard(name, name, shard_partition(name, settings.partitions),
+                                      subs)
+        self.producer = await self._start_producer()
+        self.add_future(self._send_control())
+        self.add_future(self._checkpoints())
+        self.add_future(self._metrics())
+        self.ready = True
+        if settings.ingest_auto:
+            log.warning("ingest shards owned through the group: %s",
+                        ", ".join(f"{s.name}->{s.partition}" for s in self.shards.values()))
+            await self._apply_assignment()
+        else:
+            for shard in self.shards.values():
+                await self._run_shard(shard, None)
+
+    # -- ownership ---------------------------------------------------------------------------
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        """Stop publishing the revoked shards: what they parsed is drained to Kafka first,
+        what they read from now on is held until the group says who owns them."""
+        if not self.settings.ingest_auto:
+            return
+        lost = {tp.partition for tp in revoked if tp.topic == self.control_topic}
+        self.assigned -= lost
+        async with self.lock:
+            shards = [s for s in self.shards.values() if s.partition in lost]
+            for shard in shards:
+                if shard.state == "starting" and shard.starting is not None:
+                    shard.starting.cancel()
+                    await asyncio.gather(shard.starting, return_exceptions=True)
+                    await self._stop_shard(shard)
+            running = [s for s in shards if s.state == "running" and s.outbox is not None]
+            drained = await asyncio.gather(*(s.outbox.drain(REVOKE_DRAIN)  # type: ignore
+                                             for s in running))
+            for shard, done in zip(running, drained, strict=True):
+                shard.outbox.pause()  # type: ignore[union-attr]
+                shard.state = "paused"
+                log.warning("ingest shard %s revoked: paused (%s)", shard.name,
+                            "drained" if done else "not drained: Kafka is slow")
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        if not self.settings.ingest_auto:
+            return
+        self.assigned = {tp.partition for tp in assigned if tp.topic == self.control_topic}
+        await self._apply_assignment()
+
+    async def _apply_assignment(self) -> None:
+        if not self.ready:
+            return  # on_start applies it
+        async with self.lock:
+            for shard in self.shards.values():
+                owned = shard.partition in self.assigned
+                if owned and shard.state == "paused":
+                    assert shard.outbox is not None
+                    shard.outbox.resume()
+                    shard.state = "running"
+                    log.warning("ingest shard %s assigned again: resumed", shard.name)
+                elif owned and shard.state == "stopped":
+                    shard.state = "starting"
+                    shard.starting = asyncio.get_running_loop().create_task(
+                        self._start_owned(shard))
+                elif not owned and shard.state in ("running", "paused"):
+                    await self._stop_shard(shard)
+                    log.warning("ingest shard %s is owned by another worker now", shard.name)
+
+    async def _start_owned(self, shard: Shard) -> None:
+        """Learn from Kafka where the shard's previous owner stopped, then run it."""
+        delay = 1.0
+        while True:
+            try:
+                latest = await latest_by_key(self.bootstrap, self.control_topic,
+                                             shard.partition)
+                subs = latest.get(subscriptions_key(shard.name))
+                if subs is not None:
+                    shard.subscriptions = {s: set(c) for s, c in subs.items()}
+                checkpoint = await learn_last_trades(
+                    self.bootstrap, trade_topic(shard.exchange), self.settings.partitions,
+                    latest.get(shard.name), set(shard.subscriptions))
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.error("ingest shard %s: cannot read its state from Kafka (%r); retrying "
+                          "in %.0f s", shard.name, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2.0, 30.0)
+        async with self.lock:
+            if shard.state != "starting":
+                return
+            await self._run_shard(shard, checkpoint)
+            shard.starting = None
+
+    async def _run_shard(self, shard: Shard, checkpoint: dict[str, Any] | None) -> None:
+        assert self.producer is not None
+        publisher = Publisher(shard.exchange, self.producer, codec=self.codec)
+        kinds = {trade_topic(shard.exchange): TRADE, book_topic(shard.exchange): BOOK,
+                 ticker_topic(shard.exchange): TICKER}
+        outbox = Outbox(shard.exchange, self.producer, self.budget, kinds,
+                        on_book_dropped=lambda symbol: self._resync(shard, symbol))
+        publisher.outbox = outbox
+        outbox.sampler = publisher.sampler  # the latency histograms, observed at the ack
+        if checkpoint is not None:
+            outbox.offsets = {int(p): o for p, o in checkpoint["offsets"].items()}
+            outbox.last_trades = checkpoint["last"]
+            for symbol, (trade_id, ts, ids) in checkpoint["last"].items():
+                publisher.resume_after(symbol, trade_id, ts, ids)
+            # In Kafka before anything is published: a successor must find where to start.
+            await self._write_now(self.control_topic, shard.name.encode(),
+                                  orjson.dumps(outbox.checkpoint()), shard.partition)
+            shard.checkpointed = outbox.acked
+        shard.outbox, shard.publisher = outbox, publisher
+        outbox.start()
+        await self._start_session(shard)
+        shard.state = "running"
+        shard.started_at = time.time()
+        log.info("ingesting %s: %d symbols%s", shard.name, len(shard.subscriptions),
+                 f" (resuming {len(checkpoint['last'])} markets after their last published "
+                 "trade)" if checkpoint else "",
+                 extra={"exchange": shard.exchange, "region": REGIONS.get(shard.exchange, ""),
+                        "phase": "start"})
+
+    async def _start_session(self, shard: Shard) -> None:
+        """A connector and session for the shard's subscription set (none for an empty set),
+        publishing through the shard's publisher and outbox."""
+        assert shard.publisher is not None
+        if not shard.subscriptions:
+            return
+        connector = CONNECTORS[shard.exchange](shard.subscriptions, shard.publisher,
+                                               self.settings)
+        recorder = (Recorder(self.settings.record, shard.exchange) if self.settings.record
+                    else None)
+        session = Session(connector, self.settings, self.replay_base, recorder)
+        session.on_connect = lambda stream: self._connected(shard, stream)
+        shard.session = session
+        await session.start()
+
+    def _resync(self, shard: Shard, symbol: str) -> None:
+        if shard.session is not None:
+            shard.session.connector.resync(
+                symbol, "book records dropped: the ingest buffer was full")
+
+    async def _stop_shard(self, shard: Shard) -> None:
+        if shard.session is not None:
+            await shard.session.stop()
+        if shard.outbox is not None:
+            await shard.outbox.stop()
+        shard.session = shard.outbox = shard.publisher = None
+        shard.state = "stopped"
+        shard.started_at = None
+
+    # -- ws.command ---------------------------------------------------------------------------
+
+    async def apply_command(self, key: str | None, value: bytes) -> None:
+        """Apply one `ws.command` record, or answer on `ws.error` why not (nothing changes)."""
+        try:
+            command = parse_command(value, sorted(CONNECTORS))
+            shard = self.shards.get(command.exchange)
+            if shard is None:
+                raise CommandError(command.id, f"exchange {command.exchange} is not ingested "
+                                               f"by this app (KCS_INGEST={self.settings.ingest})")
+            deadline = time.monotonic() + 60.0
+            while shard.state == "starting" and time.monotonic() < deadline:
+                await asyncio.sleep(0.1)
+            if shard.state != "running":
+                raise CommandError(command.id, f"shard {shard.name} is not running on the "
+                                               f"worker that read the command ({shard.state})")
+        except CommandError as exc:
+            log.warning("ws.command refused: %s", exc.reason)
+            self.control.append((topics.ERROR, (key or "command").encode(), orjson.dumps({
+                "kind": "command", "id": exc.command_id, "reason": exc.reason,
+                "command": value.decode("utf-8", "replace"), "ts": time.time(),
+                "worker": self.settings.canonical_url}), None))
+            return
+        async with self.lock:
+            new = applied(shard.subscriptions, command)
+            shard.commands.append(command.id)
+            self.control.append((self.control_topic, subscriptions_key(shard.name).encode(),
+                                 orjson.dumps({s: sorted(c) for s, c in new.items()}),
+                                 shard.partition))
+            if new == shard.subscriptions:
+                self._announce_command(shard, command)
+                return
+            shard.subscriptions = new
+            await self._resubscribe(shard)
+            if shard.session is None:  # nothing left to connect: say so now
+                self._announce_command(shard, command)
+        log.warning("ws.command %s applied: %s %s %s; %s now has %d symbols", command.id,
+                    command.op, ",".join(command.symbols), ",".join(command.channels),
+                    shard.name, len(shard.subscriptions))
+
+    async def _resubscribe(self, shard: Shard) -> None:
+        """Run the shard with its new subscription set: a new connection with the new set
+        (every venue here takes its set at connect time). Trades already parsed are not
+        published again: the publisher resumes after the last one of every market."""
+        assert shard.publisher is not None and shard.outbox is not None
+        if shard.session is not None:
+            await shard.session.stop()
+            shard.session = None
+        last: dict[str, list[Any]] = {k: [v[0], v[1], list(v[2])]
+                                      for k, v in shard.outbox.last_trades.items()}
+        for entry in shard.outbox.queue:
+            if entry[6] is not None:
+                fold_trade(last, entry[6].symbol, str(entry[6].trade_id), entry[6].ts_event)
+        for symbol, (trade_id, ts, ids) in last.items():
+            shard.publisher.resume_after(symbol, trade_id, ts, ids)
+        await self._start_session(shard)
+
+    def _announce_command(self, shard: Shard, command: Any) -> None:
+        self.control.append((topics.connect_success(shard.exchange), shard.exchange.encode(),
+                             orjson.dumps(self._connect_record(shard, None)), None))
+
+    # -- ws.connect_success and ws.metrics ----------------------------------------------------
+
+    def _connect_record(self, shard: Shard, stream: Stream | None) -> dict[str, Any]:
+        subs = shard.subscriptions
+        symbols = stream.symbols if stream is not None else sorted(subs)
+        return {"exchange": shard.exchange, "region": REGIONS.get(shard.exchange, ""),
+                "url": stream.url if stream is not None else None,
+                "symbols": list(symbols),
+                "channels": sorted({c for s in symbols for c in subs.get(s, ())}),
+                "attempt": stream.attempt if stream is not None else 0,
+                "commands": list(shard.commands), "ts": time.time(),
+                "worker": self.settings.canonical_url}
+
+    def _connected(self, shard: Shard, stream: Stream) -> None:
+        """A (re)connection delivers: its subscriptions were taken."""
+        self.control.append((topics.connect_success(shard.exchange), shard.exchange.encode(),
+                             orjson.dumps(self._connect_record(shard, stream)), None))
+        shard.commands.clear()
+
+    async def _metrics(self) -> None:
+        """Every KCS_METRICS_INTERVAL s, one `ws.metrics.<exchange>` record per connection."""
+        while True:
+            await asyncio.sleep(self.settings.metrics_interval)
+            now = time.time()
+            for shard in self.shards.values():
+                session, outbox = shard.session, shard.outbox
+                if shard.state != "running" or session is None or outbox is None:
+                    continue
+                exchange = shard.exchange
+                counts, latencies = outbox.take_stats()
+                shared = {
+                    "records": {KIND_NAMES[k]: n for k, n in enumerate(counts) if k != OTHER},
+                    "resyncs": metrics.total("kcs_book_resyncs_total", exchange=exchange),
+                    "dlq_frames": metrics.get("kcs_dlq_frames_total", exchange=exchange),
+                    "latency_p50": percentile(latencies, 0.50),
+                    "latency_p99": percentile(latencies, 0.99),
+                    "interval": self.settings.metrics_interval,
+                }
+                for stream in session.streams:
+                    record = {"exchange": exchange, "url": stream.url, "frames": stream.frames,
+                              "reconnects": max(stream.attempt - 1, 0),
+                              "last_frame_age": (now - stream.last_frame
+                                                 if stream.last_frame else None),
+                              **shared, "ts": now, "worker": self.settings.canonical_url}
+                    self.control.append((topics.ws_metrics(exchange), exchange.encode(),
+                                         orjson.dumps(record), None))
+
+    # -- checkpoints and control records ------------------------------------------------------
+
+    def _checkpoint(self, shard: Shard, outbox: Outbox) -> None:
+        self.control.append((self.control_topic, shard.name.encode(),
+                             orjson.dumps(outbox.checkpoint()), shard.partition))
+        shard.checkpointed = outbox.acked
+
+    async def _write_now(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
+        assert self.producer is not None
+        delay = 0.5
+        while True:
+            try:
+                await (await self.producer.send(topic, value, key=key, partition=partition))
+                return
+            except Exception as exc:
+                log.warning("%s not written yet (%r); retrying", topic, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2.0, 5.0)
+
+    async def _checkpoints(self) -> None:
+        while True:
+            await asyncio.sleep(CHECKPOINT_INTERVAL)
+            for shard in self.shards.values():
+                outbox = shard.outbox
+                if shard.state == "running" and outbox is not None and \
+                        outbox.acked != shard.checkpointed:
+                    self._checkpoint(shard, outbox)
+
+    async def _send_control(self) -> None:
+        """Checkpoints and control-topic records, in order, retried until Kafka takes them."""
+        assert self.producer is not None
+        while True:
+            while self.budget.events:
+                event = self.budget.events.popleft()
+                event.update(app_id=self.settings.app_id, worker=self.settings.canonical_url)
+                key = event.get("exchange") or self.settings.app_id
+                self.control.append((topics.BACKPRESSURE_EVENTS, key.encode(), orjson.dumps(event),
+                                     None))
+            if not self.control:
+                await asyncio.sleep(0.2)
+                continue
+            topic, key, value, partition = self.control[0]
+            try:
+                await (await self.producer.send(topic, value, key=key, partition=partition))
+            except Exception as exc:
+                log.warning("control record for %s not delivered yet (%r)", topic, exc)
+                await asyncio.sleep(1.0)
+                continue
+            self.control.popleft()
 
     def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
         """Every session's figures and the ingest buffer (exchanges.metrics)."""
         samples: list[tuple[str, tuple[str, ...], float]] = []
         for session in list(self.sessions):
             samples += session.metric_samples(now)
-        buffered = faust_internals.producer_buffered_bytes(self.producer)
-        return samples + [("kcs_ingest_buffer_bytes", (), float(buffered)),
-                          ("kcs_ingest_buffer_limit_bytes", (), float(INGEST_BUFFER_LIMIT))]
+        return samples + [("kcs_ingest_buffer_bytes", (), float(self.budget.used)),
+                          ("kcs_ingest_buffer_limit_bytes", (), float(self.budget.limit))]
 
     async def _start_producer(self) -> aiokafka.AIOKafkaProducer:
         delay = 1.0
@@ -176,8 +549,14 @@ class IngestService(Service):
                 delay = min(delay * 2.0, 30.0)
 
     async def on_stop(self) -> None:
-        for session in self.sessions:
-            await session.stop()
+        for shard in self.shards.values():
+            if shard.starting is not None:
+                shard.starting.cancel()
+            if shard.session is not None:
+                await shard.session.stop()
+        for shard in self.shards.values():
+            if shard.outbox is not None and shard.state == "running":
+                await shard.outbox.drain(STOP_DRAIN)
         if self.producer is not None:
             await self.producer.flush()
             await self.producer.stop()

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from agents import cross_exchange, market_data, output, topics  # noqa: F401  (register)
+from agents import cross_exchange, ingest_control, market_data, output, topics  # noqa: F401
 from agents.application import App, app, settings
 from agents.faust_internals import set_broker_url
 from agents.market_state import market_state
@@ -102,3 +102,17 @@ register_views(app, market_state, ingest)
 
 # Prometheus: the ingest service's figures, consumer lag, premium and BBO (app/monitoring.py).
 monitoring.register(app, ingest, cross_exchange.premium_table, cross_exchange.bbo_table)
+
+
+async def _ingest_revoked(sender: object, revoked: object, **_: object) -> None:
+    await ingest.on_partitions_revoked(revoked)
+
+
+async def _ingest_assigned(sender: object, assigned: object, **_: object) -> None:
+    await ingest.on_partitions_assigned(assigned)
+
+
+# The group decides which worker runs which ingest shard (KCS_INGEST=auto): app/shards.py.
+app.on_partitions_revoked.connect(_ingest_revoked)
+app.on_partitions_assigned.connect(_ingest_assigned)
+ingest_control.on_command(ingest.apply_command)

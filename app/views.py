@@ -28,8 +28,14 @@ def register_views(app: faust.App, market_state: Any, ingest: Any) -> None:
                 "connected": sum(session.connected.values()),
                 "frames": session.frames,
             }
+        shards = {name: shard.describe() for name, shard in sorted(ingest.shards.items())}
         return view.json({"status": "ok", "worker": str(app.conf.canonical_url),
-                          "rebalancing": bool(app.rebalancing), "ingest": feeds})
+                          "rebalancing": bool(app.rebalancing), "ingest": feeds,
+                          "ingest_mode": ingest.settings.ingest,
+                          "owned_shards": sorted(n for n, s in ingest.shards.items()
+                                                 if s.state == "running"),
+                          "shards": shards,
+                          "buffered_bytes": ingest.budget.used})
 
     async def prometheus(view: View, request: Request) -> Response:
         return view.bytes(metrics.render(), content_type=CONTENT_TYPE)

@@ -14,6 +14,9 @@ publisher's `drain()` through the codec (records/codec.py) into the ingest produ
 The Avro schema id comes from the registry's preflight when --schema-registry (or
 KCS_SCHEMA_REGISTRY) is given; without one a fixed id stands in: the id is resolved once
 at start either way, so the encoding cost per record is the same.
+With --outbox, a third run: the throughput through the worker's own path, the publisher's
+`drain()` into the shard's outbox (exchanges/outbox.py: the bounded buffer a Kafka outage
+fills) and its sender, measured in the same run as the direct one.
 The WebSocket read itself is not included (one `recv()` per frame, measured separately by
 the websockets project); everything after it is.
 
@@ -42,6 +45,7 @@ from app.ingest import new_producer, tune_gc  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from exchanges.base import Stream  # noqa: E402
 from exchanges.binance import Binance  # noqa: E402
+from exchanges.outbox import TRADE, Budget, Outbox  # noqa: E402
 from exchanges.publisher import Publisher  # noqa: E402
 from exchanges.upbit import Upbit  # noqa: E402
 from records.codec import JSON, Codec  # noqa: E402
@@ -161,6 +165,31 @@ async def throughput(broker: EmbeddedBroker, exchange: str, frames: list[bytes],
     return len(frames) / elapsed, len(frames) / cpu
 
 
+async def outbox_throughput(broker: EmbeddedBroker, exchange: str,
+                            frames: list[bytes]) -> float:
+    settings = load_settings(dict(os.environ))
+    producer = new_producer(settings, broker.url)
+    await producer.start()
+    connector, stream = make_connector(exchange, producer, None)
+    out = connector.out  # type: ignore[attr-defined]
+    outbox = Outbox(exchange, producer, Budget(settings.ingest_buffer_bytes),
+                    {out.trade_topic: TRADE})
+    out.outbox = outbox
+    outbox.start()
+    on_frame = connector.on_frame  # type: ignore[attr-defined]
+    now = time.time
+    started = time.perf_counter()
+    for frame in frames:
+        on_frame(frame, now(), stream)
+        await out.drain()
+    await outbox.drain(600.0)
+    elapsed = time.perf_counter() - started
+    assert outbox.acked == len(frames), outbox.acked
+    await outbox.stop()
+    await producer.stop()
+    return len(frames) / elapsed
+
+
 async def latency(broker: EmbeddedBroker, exchange: str, frames: list[bytes],
                   rate: int, codec: Codec) -> list[float]:
     settings = load_settings(dict(os.environ))
@@ -199,6 +228,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2,
                         help="throughput rounds per encoding, alternating JSON and Avro")
     parser.add_argument("--schema-registry", default=os.environ.get("KCS_SCHEMA_REGISTRY", ""))
+    parser.add_argument("--outbox", action="store_true",
+                        help="also measure the throughput through the worker's outbox")
     args = parser.parse_args()
     try:
         import uvloop
@@ -236,6 +267,10 @@ def main() -> None:
         # with other work still measures fairly; the broker's own CPU is not in it.
         print(f"per CPU second: JSON {best_cpu['JSON']:,.0f}, Avro {best_cpu['Avro']:,.0f} "
               f"messages: Avro at {best_cpu['Avro'] / best_cpu['JSON']:.0%} of JSON")
+        if args.outbox:
+            rate = asyncio.run(outbox_throughput(broker, args.exchange, build(args.frames)))
+            print(f"throughput through the outbox (JSON): {rate:,.0f} messages/s "
+                  f"({args.frames:,} frames)")
         for name, codec in codecs.items():
             frames = build(args.latency_frames)
             with GcMeter() as gc_latency:

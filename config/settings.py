@@ -50,8 +50,13 @@ class Settings:
     replay_speed: float = 0.0
     # A directory to record every live WebSocket session and REST call into.
     record: str = ""
-    # Which exchanges this worker ingests: "all", "none", or a comma list ("upbit,binance").
-    ingest: str = "all"
+    # Which exchanges this worker ingests: "auto" (the shards whose control partitions the
+    # group assigns it: see app/shards.py), or pinned: "all", "none", or a comma list.
+    ingest: str = "auto"
+    # The ingest buffer: records waiting for Kafka (an outage), over all shards (bytes).
+    ingest_buffer_bytes: int = 256 * 1024 * 1024
+    # Seconds between two `ws.metrics.<exchange>` records of a connection.
+    metrics_interval: float = 10.0
     # Partitions of every topic this app creates. Source topics and tables are co-partitioned.
     partitions: int = 4
     replication_factor: int = 1
@@ -155,9 +160,15 @@ class Settings:
             raise ValueError(f"KCS_STALE_AFTER={self.stale_after!r}: use seconds, or "
                              f"venue=seconds,...") from None
 
+    @property
+    def ingest_auto(self) -> bool:
+        """Shards owned through the group (the default), not pinned to this worker."""
+        return self.ingest.strip().lower() == "auto"
+
     def ingests(self, exchange: str) -> bool:
+        """Whether this worker may run the exchange (when `auto`: if the group says so)."""
         choice = self.ingest.strip().lower()
-        if choice == "all":
+        if choice in ("all", "auto"):
             return True
         if choice in ("", "none"):
             return False

@@ -49,6 +49,8 @@ class Stream:
     last_frame: float = 0.0
     close_reason: str = ""  # why the last connection ended
     connects: int = 0  # connections made so far
+    frames: int = 0  # received on this stream, over every connection
+    attempt: int = 0  # connections opened (1 = the first)
 
 
 class Connector:
@@ -167,6 +169,12 @@ class Connector:
         whose next update restarts it, override this."""
         if self.session is not None:
             self.session.reconnect_soon(stream, f"{symbol} book restarted")
+
+    def resume_after(self, symbol: str, last_trade_id: str, last_ts: float,
+                     ids_at_ts: Any = ()) -> None:
+        """Publish only the market's trades after `last_trade_id` (at `last_ts`): what a new
+        owner of this feed learned from Kafka was published before it took over."""
+        self.out.resume_after(symbol, last_trade_id, last_ts, ids_at_ts)
 
     def resync(self, symbol: str, reason: str, kind: str = "resync") -> None:
         """Drop a book that cannot be proven consistent and make it visible on `ws.error`."""

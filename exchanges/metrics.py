@@ -129,6 +129,16 @@ class _Metrics:
         value = self.registry.get_sample_value(name, labels)
         return 0.0 if value is None else value
 
+    def total(self, name: str, **labels: str) -> float:
+        """The sum over every series of `name` that has these labels (and maybe others)."""
+        counter = self.counters.get(name)
+        if counter is None:
+            return 0.0
+        wanted = labels.items()
+        return sum(sample.value for family in counter.collect() for sample in family.samples
+                   if sample.name == name and all(sample.labels.get(k) == v
+                                                  for k, v in wanted))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 

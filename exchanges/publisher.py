@@ -23,7 +23,7 @@ import hashlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from exchanges.metrics import SAMPLE_EVERY, Sampler, metrics
@@ -68,7 +68,7 @@ class Publisher:
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
                  "on_ack", "sent", "keys", "trade_ids", "newest_trade", "out_of_order_after",
                  "book_times", "held", "trades", "books", "tickers", "book_ts", "sampler",
-                 "codec", "last_ts_event")
+                 "codec", "last_ts_event", "outbox", "resume", "skipped")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
                  on_ack: Callable[[float], None] | None = None,
@@ -102,6 +102,13 @@ class Publisher:
             metrics.touch(name, exchange=exchange)
         for why in REASONS:
             metrics.touch("kcs_book_resyncs_total", exchange=exchange, reason=why)
+        # When set (the ingest service), `drain()` queues here instead of sending: see
+        # exchanges/outbox.py.
+        self.outbox: Any = None
+        # symbol -> (last trade id, its ts_event, ids of the trades at that ts): trades at or
+        # before it were published already (by this shard's previous owner); see resume_after.
+        self.resume: dict[str, tuple[str, float, frozenset[str]]] = {}
+        self.skipped = 0  # trades not published because they were published already
 
     def key(self, symbol: str) -> bytes:
         key = self.keys.get(symbol)
@@ -165,6 +172,26 @@ class Publisher:
         self.pending.extend(held)
         return published
 
+    def resume_after(self, symbol: str, trade_id: str, ts: float,
+                     ids_at_ts: Iterable[str] = ()) -> None:
+        """Publish only the market's trades after this one (and the others at its ts)."""
+        self.resume[symbol] = (str(trade_id), ts,
+                               frozenset(map(str, ids_at_ts)) | {str(trade_id)})
+
+    def _published_before(self, trade: Trade) -> bool:
+        """Whether the trade is at or before the market's resume point: by id where both ids
+        are numbers (every venue but Kraken v1), else by time (and id within the same time).
+        The first trade after it ends the check for the market."""
+        last_id, last_ts, ids = self.resume[trade.symbol]
+        trade_id = str(trade.trade_id)
+        if trade_id.isdigit() and last_id.isdigit():
+            if int(trade_id) <= int(last_id):
+                return True
+        elif trade.ts_event < last_ts or (trade.ts_event == last_ts and trade_id in ids):
+            return True
+        del self.resume[trade.symbol]
+        return False
+
     def book(self, book: OrderBook) -> None:
         ts = book.ts_event
         if type(ts) is not float or not 0.0 < ts < INF:
@@ -205,11 +232,14 @@ class Publisher:
     def encode(self, start: int) -> None:
         """Encode the records queued since `start` (one frame's); raises on one that cannot be
         encoded (a field of the wrong type, an int over 64 bits), leaving them queued."""
-        pending, encode = self.pending, self.codec.encode
+        pending, encode, trade_topic = self.pending, self.codec.encode, self.trade_topic
         for i in range(start, len(pending)):
             topic, key, value, headers, ts_recv = pending[i]
-            if type(value) is not bytes:
-                pending[i] = (topic, key, encode(topic, value), headers, ts_recv)
+            if type(value) is not bytes and type(value) is not tuple:
+                data = encode(topic, value)
+                # a trade keeps its record beside its bytes: the outbox's checkpoint reads it
+                pending[i] = (topic, key, (data, value) if topic == trade_topic else data,
+                              headers, ts_recv)
 
     def reject(self, frame: bytes | str, exc: Exception, ts_recv: float, url: str = "") -> None:
         """A frame that failed: to the DLQ with the reason; a rejected value is also counted
@@ -257,6 +287,29 @@ class Publisher:
     async def drain(self) -> None:
         """Hand every pending message to the producer (acks arrive later on futures)."""
         pending, self.pending = self.pending, []
+        if self.outbox is not None:
+            # Records queued outside a frame (a task's REST snapshot, a backfill) are encoded
+            # here: the outbox takes bytes only, and what cannot be encoded goes to the DLQ.
+            kept = []
+            for entry in pending:
+                value = entry[2]
+                if type(value) is not bytes and type(value) is not tuple:
+                    topic = entry[0]
+                    try:
+                        data = self.codec.encode(topic, value)
+                    except (TypeError, ValueError, OverflowError) as exc:
+                        log.error("%s: a record could not be encoded: %s", self.exchange, exc)
+                        self.dlq(repr(value), f"{type(exc).__name__}: {exc}", entry[4])
+                        continue
+                    entry = (topic, entry[1], (data, value) if topic == self.trade_topic
+                             else data, entry[3], entry[4])
+                kept.append(entry)
+            if self.pending:  # the DLQ records of those that failed
+                kept += self.pending
+                self.pending = []
+            self.outbox.put(kept, self.last_ts_event)
+            self.sent += len(kept)
+            return
         producer = self.producer
         if producer is None:
             return
@@ -264,7 +317,9 @@ class Publisher:
         future = None
         encode = self.codec.encode
         for topic, key, value, headers, ts_recv in pending:
-            if type(value) is not bytes:
+            if type(value) is tuple:
+                value = value[0]
+            elif type(value) is not bytes:
                 try:
                     value = encode(topic, value)
                 except (TypeError, ValueError, OverflowError) as exc:  # queued outside a frame

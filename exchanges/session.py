@@ -23,6 +23,7 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
@@ -92,6 +93,10 @@ class Session:
         self.connected: dict[str, bool] = {}
         self.streams: list[Stream] = []
         self.frames = 0
+        self.streams: list[Stream] = []
+        # Called with the stream once a (re)connection has delivered its first frame: the
+        # subscriptions were taken (the ingest service announces it on ws.connect_success).
+        self.on_connect: Callable[[Stream], None] | None = None
         connector.session = self
 
     def endpoint(self, url: str) -> str:
@@ -232,11 +237,15 @@ class Session:
             self.connected[stream.url] = True
             stream.ws = ws  # before on_open, which may send (send_soon) on it
             stream.connects += 1
+            stream.attempt += 1
+            opened = stream.frames
             await connector.on_open(stream)
             if stream.connects > 1:
                 connector.after_reconnect(stream)
             helpers = [self.spawn(self._watchdog(ws, stream)),
                        self.spawn(self._stale_books(stream))]
+            if self.on_connect is not None:
+                helpers.append(self.spawn(self._announce(stream, opened)))
             if connector.ping_interval and connector.ping_message is not None:
                 helpers.append(self.spawn(self._heartbeat(ws, connector.ping_message,
                                                           connector.ping_interval)))
@@ -259,6 +268,7 @@ class Session:
         async for frame in ws:
             ts = now()
             stream.last_frame = ts
+            stream.frames += 1
             self.frames += 1
             if recording is not None:
                 recording.received(frame, ts)
@@ -274,6 +284,13 @@ class Session:
                     connector.book_rejected(exc.book, str(exc), stream)
             if out.pending:
                 await out.drain()
+
+    async def _announce(self, stream: Stream, opened: int) -> None:
+        """Call `on_connect` when the connection's first frame has arrived."""
+        while stream.frames <= opened:
+            await asyncio.sleep(0.05)
+        if self.on_connect is not None:
+            self.on_connect(stream)
 
     async def _watchdog(self, ws: ClientConnection, stream: Stream) -> None:
         """Close a connection that delivered nothing for `silence_timeout` seconds."""
