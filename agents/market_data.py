@@ -17,7 +17,7 @@ import time
 from typing import Any
 
 
-from agents import cross_exchange, features, market_state, output, topics
+from agents import cross_exchange, features, market_state, output, recent_trades, topics
 from agents.application import app
 from agents.batching import in_partition_of, report_batch
 from compute.cross_exchange import fold_for_assets
@@ -87,5 +87,7 @@ async def process_market_data(stream: Any) -> None:
                 market_state.market_state[key] = state
                 if key in results:
                     features.save(markets[key], results[key])
+                if key in recent:
+                    recent_trades.extend(key, recent[key])
         await report_batch("market-data", len(events), len(states), started, oldest)
 

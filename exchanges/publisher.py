@@ -120,6 +120,9 @@ class Publisher:
         """Check and queue a trade; False (and nothing queued) for a repeat. Hot path: the
         usual trade costs one lookup, three type-and-range tests and a set insert."""
         symbol = trade.symbol
+        if self.resume and symbol in self.resume and self._published_before(trade):
+            self.skipped += 1  # published by this shard's previous owner
+            return False
         seen = self.trade_ids.get(symbol)
         if seen is None:
             seen = self.trade_ids[symbol] = (set(), deque())

@@ -127,7 +127,9 @@ def test_fuzzed_frames_never_publish_a_bad_value_or_an_unencodable_record(name: 
             check(record)
             published += 1
         for entry in out.pending[mark:]:
-            assert type(entry[2]) is bytes
+            # bytes, or a trade's (bytes, Trade) for the outbox's checkpoint
+            value = entry[2][0] if type(entry[2]) is tuple else entry[2]
+            assert type(value) is bytes
         if len(out.pending) > 10_000:
             out.pending.clear()
     assert published > 0 and rejected > 0
