@@ -10,7 +10,9 @@ publisher's `drain()` through the codec (records/codec.py) into the ingest produ
      JSON values and with Avro values (Confluent wire format) in alternating rounds of the
      same run; the best round of each, and Avro's rate as a share of JSON's;
   2. latency: frames paced at --rate per second; time from "frame received" (the ts_recv
-     stamped on the record) to the broker's acknowledgement, p50 and p99 (JSON and Avro).
+     stamped on the record) to the broker's acknowledgement, p50 and p99 (JSON and Avro);
+  3. the codec alone: CPU time per record of `Codec.encode` on the same trades, JSON and
+     Avro (no broker, no producer): where the difference between the two comes from.
 The Avro schema id comes from the registry's preflight when --schema-registry (or
 KCS_SCHEMA_REGISTRY) is given; without one a fixed id stands in: the id is resolved once
 at start either way, so the encoding cost per record is the same.
@@ -219,6 +221,31 @@ async def latency(broker: EmbeddedBroker, exchange: str, frames: list[bytes],
     return latencies
 
 
+def encode_cost(exchange: str, frames: list[bytes], codecs: dict[str, Codec],
+                rounds: int = 3) -> dict[str, float]:
+    """CPU microseconds per record of each codec's `encode` on the frames' records (the best
+    of `rounds` passes)."""
+    connector, stream = make_connector(exchange, None, None, JSON)
+    out = connector.out  # type: ignore[attr-defined]
+    on_frame = connector.on_frame  # type: ignore[attr-defined]
+    records = []
+    for frame in frames:
+        on_frame(frame, time.time(), stream)
+        records += [(topic, value) for topic, _, value, _, _ in out.pending]
+        out.pending.clear()
+    cost = {}
+    for name, codec in codecs.items():
+        encode = codec.encode
+        best = float("inf")
+        for _ in range(rounds):
+            started = time.process_time()
+            for topic, record in records:
+                encode(topic, record)
+            best = min(best, time.process_time() - started)
+        cost[name] = best / len(records) * 1e6
+    return cost
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--frames", type=int, default=200_000)
@@ -281,6 +308,9 @@ def main() -> None:
             print(f"latency at {args.rate:,}/s, {name}, frame received -> broker ack: "
                   f"p50 {p50:.2f} ms, p99 {p99:.2f} ms ({len(lat):,} acks); "
                   f"{gc_latency.report()}")
+        cost = encode_cost(args.exchange, build(min(args.frames, 50_000)), codecs)
+        print(f"codec alone, CPU per record: JSON {cost['JSON']:.2f} us, Avro "
+              f"{cost['Avro']:.2f} us (Codec.encode of the same trades, best of 3)")
     finally:
         broker.stop()
 

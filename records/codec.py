@@ -3,7 +3,9 @@
 Which topic carries which encoding is fixed here (`AVRO_FAMILIES`, `JSON_TOPICS`); the README
 shows it as a table. With a schema registry (`KCS_SCHEMA_REGISTRY`) the Avro topics carry the
 Confluent wire format: byte 0, the 4-byte big-endian schema id registered under the subject
-`<topic>-value`, then the Avro binary body (fastavro, schemaless, with the parsed schema).
+`<topic>-value`, then the Avro binary body: fastavro's (schemaless, with the parsed schema),
+except for Trade, OrderBook and Ticker, written by records/avro_binary.py to the same bytes
+(fastavro was the ingest path's bottleneck; the figures are there).
 Without one, every topic is JSON. The ids are resolved once at start (records/registry.py)
 and handed to `Codec`: encoding never calls the registry. Keys are not encoded here: they
 stay UTF-8 strings (`exchange:BASE-QUOTE`, or the asset).
@@ -26,6 +28,8 @@ from typing import Any
 
 import fastavro
 import orjson
+
+from records import avro_binary
 
 __all__ = ["Codec", "JSON", "SCHEMAS_DIR", "AVRO_FAMILIES", "JSON_TOPICS", "schema_file",
            "is_avro", "load_schema", "subject", "MAGIC"]
@@ -105,16 +109,35 @@ def _as_mapping(record: Any) -> Callable[[Any], dict[str, Any]]:
 
 
 class _AvroTopic:
-    __slots__ = ("header", "schema", "converters", "buffer")
+    __slots__ = ("header", "schema", "declared", "encoders", "buffer")
 
-    def __init__(self, schema_id: int, schema: Any) -> None:
+    def __init__(self, schema_id: int, schema: Any, declared: dict[str, Any]) -> None:
         self.header = bytes([MAGIC]) + schema_id.to_bytes(4, "big")
         self.schema = schema
-        self.converters: dict[type, Callable[[Any], dict[str, Any]]] = {}
+        self.declared = declared  # the .avsc's JSON, as written (for records.avro_binary)
+        self.encoders: dict[type, Callable[[Any], bytes]] = {}  # record type -> value bytes
         # One buffer per topic, the header written once: each record only rewinds it past
         # the header (the codec is used from one thread, the event loop's).
         self.buffer = io.BytesIO(self.header)
         self.buffer.seek(5)
+
+    def encoder(self, record: Any) -> Callable[[Any], bytes]:
+        """The function that writes records of `record`'s type, made once per type: the
+        hand-written one for the hot market-data records (records/avro_binary.py, when the
+        schema is exactly the one it was written for), else fastavro's writer."""
+        fast = avro_binary.encoder_for(type(record), self.declared, self.header)
+        if fast is not None:
+            return fast
+        convert = _as_mapping(record)
+        out, schema, write = self.buffer, self.schema, fastavro.schemaless_writer
+
+        def encode(r: Any) -> bytes:
+            out.seek(5)
+            out.truncate()
+            write(out, schema, convert(r))
+            return out.getvalue()
+
+        return encode
 
 
 class Codec:
@@ -133,13 +156,15 @@ class Codec:
         self.readers: dict[str, Any] = {}  # topic -> this version's parsed schema
         self.writers: dict[int, Any] = {}  # schema id -> parsed writer schema
         parsed: dict[str, Any] = {}
+        declared: dict[str, Any] = {}
         for topic, schema_id in self.schema_ids.items():
             name = schema_file(topic)
             if name is None or not is_avro(topic):
                 raise ValueError(f"topic {topic!r} is not an Avro topic")
             if name not in parsed:
-                parsed[name] = load_schema(name, directory)[1]
-            self.avro[topic] = _AvroTopic(schema_id, parsed[name])
+                text, parsed[name] = load_schema(name, directory)
+                declared[name] = json.loads(text)
+            self.avro[topic] = _AvroTopic(schema_id, parsed[name], declared[name])
             self.readers[topic] = parsed[name]
             self.writers[schema_id] = parsed[name]
 
@@ -157,14 +182,10 @@ class Codec:
             if hasattr(record, "as_dict"):
                 record = record.as_dict()
             return orjson.dumps(record)
-        convert = avro.converters.get(type(record))
-        if convert is None:
-            convert = avro.converters[type(record)] = _as_mapping(record)
-        out = avro.buffer
-        out.seek(5)
-        out.truncate()
-        fastavro.schemaless_writer(out, avro.schema, convert(record))
-        return out.getvalue()
+        encode = avro.encoders.get(type(record))
+        if encode is None:
+            encode = avro.encoders[type(record)] = avro.encoder(record)
+        return encode(record)
 
     def decode(self, topic: str, value: bytes) -> Any:
         """The record of `value` as plain Python values (dicts, lists)."""
