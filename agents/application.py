@@ -52,9 +52,11 @@ class App(faust.App):
             await hook(self)
         await super().on_first_start()
 
-    async def on_stop(self) -> None:
+    async def on_shutdown(self) -> None:
+        # After the agents (children of the app) have stopped: one stopped earlier could
+        # still send, and `output.send` would start a new producer that nobody stops.
+        await super().on_shutdown()
         await output.stop()
-        await super().on_stop()
 
     async def on_started(self) -> None:
         await super().on_started()
@@ -93,5 +95,6 @@ app = App(
     # Room for three batches of the market-data agent (agents/market_data.py): with Faust's
     # 4096 the consumer blocks on every record while a batch is folded (~10% fewer trades/s).
     stream_buffer_maxsize=32768,
+    Worker=faust_internals.Worker,  # stops in under 5 s (see faust_internals)
     **(TANSU_PROFILE if settings.profile == "tansu" else {}),
 )
