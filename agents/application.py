@@ -16,12 +16,16 @@ from typing import Any
 import faust
 
 from agents import faust_internals, output
-from config.settings import Settings, load_settings
+from config.settings import Settings, SettingsError, load_settings
 
 __all__ = ["app", "settings", "App", "TANSU_PROFILE", "EMBEDDED_PLACEHOLDER"]
 
 # The one settings object of the process (reading the environment has no side effects).
-settings: Settings = load_settings()
+# Bad settings stop the process here, before anything starts, naming each refused value.
+try:
+    settings: Settings = load_settings()
+except SettingsError as exc:
+    raise SystemExit(f"kor-coin-stream: {exc}") from None
 
 # The broker URL until the embedded broker has started (`.invalid` never resolves).
 EMBEDDED_PLACEHOLDER = "kafka://embedded-broker.invalid:9092"
