@@ -114,7 +114,11 @@ class IngestService(Service):
         settings = self.settings
         recordings = None
         replay_base = ""
-        if settings.replay:
+        if settings.replay_server:
+            # a replay server already running (`python -m exchanges.replay serve`)
+            replay_base = settings.replay.rstrip("/")
+            log.info("replaying from the replay server at %s", replay_base)
+        elif settings.replay:
             recordings = load_recordings(settings.replay)
             self.replay_server = ReplayServer(recordings, speed=settings.replay_speed)
             await self.replay_server.start()

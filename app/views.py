@@ -9,7 +9,8 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from agents.views import gather_all, routed_value
+from agents.views import gathered, routed_value
+from app.health import health_report
 from exchanges.metrics import metrics
 
 __all__ = ["register_views"]
@@ -18,15 +19,13 @@ __all__ = ["register_views"]
 def register_views(app: faust.App, market_state: Any, ingest: Any) -> None:
     @app.page("/health/")
     async def health(view: View, request: Request) -> Response:
-        feeds = {}
-        for session in ingest.sessions:
-            feeds[session.connector.name] = {
-                "streams": len(session.connected),
-                "connected": sum(session.connected.values()),
-                "frames": session.frames,
-            }
-        return view.json({"status": "ok", "worker": str(app.conf.canonical_url),
-                          "rebalancing": bool(app.rebalancing), "ingest": feeds})
+        status, body = health_report(app, ingest)
+        return view.json(body, status=status)
+
+    @app.page("/ready/")
+    async def ready(view: View, request: Request) -> Response:
+        status, body = health_report(app, ingest)
+        return view.json(body, status=status)
 
     @app.page("/metrics/")
     async def prometheus(view: View, request: Request) -> Response:
@@ -34,9 +33,8 @@ def register_views(app: faust.App, market_state: Any, ingest: Any) -> None:
 
     @app.page("/markets/")
     async def markets(view: View, request: Request) -> Response:
-        states = await gather_all(app, view, request, market_state,
-                                  lambda: {k: v for k, v in market_state.items()})
-        return view.json(dict(sorted(states.items())))
+        return await gathered(app, view, request, market_state,
+                              lambda: {k: v for k, v in market_state.items()})
 
     @app.page("/market/{exchange}/{symbol}/")
     async def market(view: View, request: Request, exchange: str, symbol: str) -> Response:

@@ -105,7 +105,8 @@ class Settings(BaseSettings):
     # exchange -> symbols -> channels (TOML). Empty: config/subscriptions.toml, or when
     # replaying, the subscriptions recorded with the recordings.
     subscriptions: str = ""
-    # A directory of recordings to stream instead of the live exchanges.
+    # A directory of recordings to stream instead of the live exchanges, or the URL of a replay
+    # server already running (http://host:port, `python -m exchanges.replay serve`).
     replay: str = ""
     # 0 = as fast as possible, 1 = recorded pace, 2 = twice as fast, ...
     replay_speed: Speed = 0.0
@@ -174,6 +175,11 @@ class Settings(BaseSettings):
         # The environment is read by load_settings() (from os.environ or the mapping it is
         # given) and passed in as arguments; `.env` below them.
         return init_settings, dotenv_settings
+
+    @property
+    def replay_server(self) -> bool:
+        """KCS_REPLAY names a running replay server rather than a directory of recordings."""
+        return self.replay.startswith(("http://", "https://"))
 
     @property
     def embedded(self) -> bool:

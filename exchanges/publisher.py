@@ -36,7 +36,7 @@ class Publisher:
     """Collects one exchange's output and sends it to Kafka; one per connector."""
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
-                 "on_ack", "sent", "keys")
+                 "on_ack", "sent", "keys", "last_event")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
                  on_ack: Callable[[float], None] | None = None) -> None:
@@ -49,6 +49,7 @@ class Publisher:
         self.on_ack = on_ack  # called with ts_recv of each acknowledged record (benchmark)
         self.sent = 0
         self.keys: dict[str, bytes] = {}  # symbol -> Kafka key, built once per market
+        self.last_event = 0.0  # ts_event of the newest record drained (the health view)
 
     def key(self, symbol: str) -> bytes:
         key = self.keys.get(symbol)
@@ -88,6 +89,9 @@ class Publisher:
     async def drain(self) -> None:
         """Hand every pending message to the producer (acks arrive later on futures)."""
         pending, self.pending = self.pending, []
+        last = pending[-1][2] if pending else None
+        if last is not None and type(last) is not bytes:  # a record, not a DLQ frame or event
+            self.last_event = last.ts_event
         producer = self.producer
         if producer is None:
             return

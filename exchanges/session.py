@@ -38,7 +38,10 @@ class Session:
         self.recorder = Recorder(settings.record, connector.name) if settings.record else None
         self.http: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.connected: dict[str, bool] = {}
+        # The streams being kept up, and whether each is connected now (by id(stream); a
+        # stream not in it has not connected yet). Read by the health view.
+        self.streams: list[Stream] = []
+        self.connected: dict[int, bool] = {}
         self.frames = 0
         connector.session = self
 
@@ -53,7 +56,8 @@ class Session:
 
     async def start(self) -> None:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
-        for stream in self.connector.connections():
+        self.streams = self.connector.connections()
+        for stream in self.streams:
             self.spawn(self.run_stream(stream))
 
     async def stop(self) -> None:
@@ -88,7 +92,7 @@ class Session:
             except (TimeoutError, OSError, websockets.WebSocketException) as exc:
                 reason = f"{type(exc).__name__}: {exc}"
             finally:
-                self.connected[stream.url] = False
+                self.connected[id(stream)] = False
                 self.connector.on_close(stream)
             metrics.inc("kcs_reconnects_total", exchange=name)
             if time.monotonic() - started > 60.0:
@@ -112,7 +116,7 @@ class Session:
                 await ws.send(message)
                 if recording is not None:
                     recording.sent(message, time.time())
-            self.connected[stream.url] = True
+            self.connected[id(stream)] = True
             stream.ws = ws  # before on_open, which may send (send_soon) on it
             await connector.on_open(stream)
             helpers = [self.spawn(self._watchdog(ws, stream))]
@@ -151,10 +155,10 @@ class Session:
     async def _watchdog(self, ws: ClientConnection, stream: Stream) -> None:
         """Close a connection that delivered nothing for `silence_timeout` seconds."""
         timeout = self.settings.silence_timeout
-        stream.last_frame = time.time()
+        connected_at = time.time()  # stream.last_frame stays the last frame's time
         while True:
             await asyncio.sleep(min(timeout / 4.0, 5.0))
-            if time.time() - stream.last_frame > timeout:
+            if time.time() - max(stream.last_frame, connected_at) > timeout:
                 log.warning("%s: no data for %.0f s, reconnecting", self.connector.name, timeout)
                 metrics.inc("kcs_silent_feeds_total", exchange=self.connector.name)
                 await ws.close(code=4000, reason="silent feed")
