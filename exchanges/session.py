@@ -42,6 +42,8 @@ class Session:
         # stream not in it has not connected yet). Read by the health view.
         self.streams: list[Stream] = []
         self.connected: dict[int, bool] = {}
+        self.readers: dict[int, asyncio.Task[Any]] = {}  # id(stream) -> its run_stream
+        self.stopping = False
         self.frames = 0
         connector.session = self
 
@@ -58,9 +60,25 @@ class Session:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self.streams = self.connector.connections()
         for stream in self.streams:
-            self.spawn(self.run_stream(stream))
+            self.readers[id(stream)] = self.spawn(self.run_stream(stream))
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop every stream without dropping what was parsed: connected streams are closed,
+        so each reader ends after the frame in hand has been handed to the producer (a reader
+        cancelled inside `drain()` would lose the rest of that frame's records); whatever
+        is still running after `grace` seconds, and streams not connected, are cancelled."""
+        self.stopping = True
+        closing = []
+        for stream in self.streams:
+            reader = self.readers.get(id(stream))
+            if self.connected.get(id(stream)) and stream.ws is not None:
+                self.spawn(stream.ws.close())
+                if reader is not None:
+                    closing.append(reader)
+            elif reader is not None:
+                reader.cancel()
+        if closing:
+            await asyncio.wait(closing, timeout=grace)
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -84,7 +102,7 @@ class Session:
         name = self.connector.name
         settings = self.settings
         delay = settings.backoff_initial
-        while True:
+        while not self.stopping:
             started = time.monotonic()
             try:
                 await self._connect_and_read(stream)
@@ -94,6 +112,8 @@ class Session:
             finally:
                 self.connected[id(stream)] = False
                 self.connector.on_close(stream)
+            if self.stopping:
+                return
             metrics.inc("kcs_reconnects_total", exchange=name)
             if time.monotonic() - started > 60.0:
                 delay = settings.backoff_initial  # it was up for a while: start over
