@@ -66,8 +66,10 @@ def run_once(clone: Path, env: dict[str, str], web_port: int, log: Path, sig: in
     """`make run` until a replayed market answers; then `sig` to its process group. Returns
     the seconds from the signal until make, the worker and the broker were all gone."""
     with open(log, "wb") as out:
-        make = subprocess.Popen(["make", "run"], cwd=clone, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        # `-o`: the linked .venv is the repository's, kept up to date by `make test`; never
+        # rebuild it from inside the copy
+        make = subprocess.Popen(["make", "-o", ".venv/.installed", "run"], cwd=clone, env=env,
+                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         url = f"http://127.0.0.1:{web_port}/market/upbit/LAMB-KRW/"
         wait_for(lambda: make.poll() is not None or status(url) == 200, timeout=120)
