@@ -11,6 +11,7 @@ README's configuration table (tests/app/test_settings.py checks both).
 
 from __future__ import annotations
 
+import os
 import re
 import socket
 from collections.abc import Mapping
@@ -61,6 +62,19 @@ def _exchange_choice(value: str) -> str:
     return value
 
 
+def _replay_source(value: str) -> str:
+    if value and not value.startswith(("http://", "https://")) and not Path(value).is_dir():
+        raise ValueError("use a directory of recordings that exists, or http://host:port of a "
+                         "running replay server")
+    return value
+
+
+def _existing_file(value: str) -> str:
+    if value and not Path(value).is_file():
+        raise ValueError("use a file that exists, or empty")
+    return value
+
+
 _HOST_PORT = r"((kafka|aiokafka)://)?[A-Za-z0-9_.\-]+:\d{1,5}"
 # The kinds of value, each with what it allows (pydantic's message names the bound).
 BrokerUrl = Annotated[str, _matching(rf"|{_HOST_PORT}(;{_HOST_PORT})*",
@@ -77,6 +91,8 @@ SecondsOrZero = Annotated[float, Field(ge=0)]
 Speed = Annotated[float, Field(ge=0)]
 Factor = Annotated[float, Field(gt=0)]
 Exchange = Annotated[str, AfterValidator(_exchange)]
+ReplaySource = Annotated[str, AfterValidator(_replay_source)]
+ExistingFile = Annotated[str, AfterValidator(_existing_file)]
 ExchangeChoice = Annotated[str, AfterValidator(_exchange_choice)]
 Market = Annotated[str, _matching(r"[a-z]+:[A-Z0-9]+-[A-Z0-9]+", "exchange:BASE-QUOTE"),
                    AfterValidator(lambda v: _exchange(v.split(":")[0]) and v)]
@@ -104,10 +120,10 @@ class Settings(BaseSettings):
     data_dir: NonEmpty = "data"
     # exchange -> symbols -> channels (TOML). Empty: config/subscriptions.toml, or when
     # replaying, the subscriptions recorded with the recordings.
-    subscriptions: str = ""
+    subscriptions: ExistingFile = ""
     # A directory of recordings to stream instead of the live exchanges, or the URL of a replay
     # server already running (http://host:port, `python -m exchanges.replay serve`).
-    replay: str = ""
+    replay: ReplaySource = ""
     # 0 = as fast as possible, 1 = recorded pace, 2 = twice as fast, ...
     replay_speed: Speed = 0.0
     # A directory to record every live WebSocket session and REST call into.
@@ -224,8 +240,6 @@ def load_settings(environ: Mapping[str, str] | None = None,
     """The settings from `environ` (default: os.environ) over the `.env` file `dotenv`
     (default: `.env` in the working directory). Raises SettingsError naming every setting
     refused, its value and what is allowed, and every `KCS_*` name that is no setting."""
-    import os
-
     env = os.environ if environ is None else environ
     path = dotenv if dotenv is not None else Path.cwd() / ".env"
     from_file = {k: v for k, v in dotenv_values(path).items() if k.startswith(PREFIX)} \

@@ -72,6 +72,9 @@ def test_defaults_and_embedded_profile() -> None:
     ("KCS_LARGE_TRADE_NOTIONAL", "KRW", "QUOTE=amount"),
     ("KCS_BROKER", "http://kafka", "kafka://host:port"),
     ("KCS_PREMIUM_RATE_MARKET", "USDT-KRW", "exchange:BASE-QUOTE"),
+    # paths
+    ("KCS_REPLAY", "/nonexistent/recordings", "a directory of recordings that exists"),
+    ("KCS_SUBSCRIPTIONS", "/nonexistent/subscriptions.toml", "a file that exists"),
     # a name that is no setting
     ("KCS_WEBPORT", "6067", "no such setting"),
 ])
