@@ -17,12 +17,16 @@ import faust
 
 from agents import faust_internals, output
 from config.logs import log_format, logging_config
-from config.settings import Settings, load_settings
+from config.settings import Settings, SettingsError, load_settings
 
 __all__ = ["app", "settings", "App", "TANSU_PROFILE", "EMBEDDED_PLACEHOLDER"]
 
 # The one settings object of the process (reading the environment has no side effects).
-settings: Settings = load_settings()
+# Bad settings stop the process here, before anything starts, naming each refused value.
+try:
+    settings: Settings = load_settings()
+except SettingsError as exc:
+    raise SystemExit(f"kor-coin-stream: {exc}") from None
 
 # The broker URL until the embedded broker has started (`.invalid` never resolves).
 EMBEDDED_PLACEHOLDER = "kafka://embedded-broker.invalid:9092"
@@ -53,9 +57,11 @@ class App(faust.App):
             await hook(self)
         await super().on_first_start()
 
-    async def on_stop(self) -> None:
+    async def on_shutdown(self) -> None:
+        # After the agents (children of the app) have stopped: one stopped earlier could
+        # still send, and `output.send` would start a new producer that nobody stops.
+        await super().on_shutdown()
         await output.stop()
-        await super().on_stop()
 
     async def on_started(self) -> None:
         await super().on_started()
@@ -96,5 +102,6 @@ app = App(
     stream_buffer_maxsize=32768,
     # JSON lines or text, written by a listener thread (config/logs.py).
     logging_config=logging_config(log_format(settings.log_format)),
+    Worker=faust_internals.Worker,  # stops in under 5 s (see faust_internals)
     **(TANSU_PROFILE if settings.profile == "tansu" else {}),
 )

@@ -44,7 +44,7 @@ from agents import output, topics
 from agents.application import app, settings
 from agents.batching import BATCH_SIZE, BATCH_WITHIN, in_partition_of, report_batch
 from agents.topics import by_asset_topic
-from agents.views import gather_all, routed_value
+from agents.views import gathered, routed_value
 from compute.bbo import bbo_changed, compute_bbo
 from records.derived import Bbo, Premium
 from compute.premium import (apply_update, compute_premium, is_korean_krw, market_parts,
@@ -220,8 +220,7 @@ def _local(table: Any) -> dict[str, Any]:
 
 @app.page("/premium/")
 async def premium_all(view: View, request: Request) -> Response:
-    values = await gather_all(app, view, request, premium_table, lambda: _local(premium_table))
-    return view.json(dict(sorted(values.items())))
+    return await gathered(app, view, request, premium_table, lambda: _local(premium_table))
 
 
 @app.page("/premium/{asset}/")
@@ -232,8 +231,7 @@ async def premium_one(view: View, request: Request, asset: str) -> Response:
 
 @app.page("/bbo/")
 async def bbo_all(view: View, request: Request) -> Response:
-    values = await gather_all(app, view, request, bbo_table, lambda: _local(bbo_table))
-    return view.json(dict(sorted(values.items())))
+    return await gathered(app, view, request, bbo_table, lambda: _local(bbo_table))
 
 
 @app.page("/bbo/{asset}/")

@@ -28,10 +28,17 @@ Faust's public API and may change in any release. What it changes and why:
   registry.
 - Metrics read at scrape time: the consumer's committed offsets (`consumer_lag`), and the
   bytes an aiokafka producer holds unacknowledged (`producer_buffered_bytes`).
+- The worker's shutdown (`Worker._sentinel_task`, `Worker._gather_all`): mode's worker
+  sleeps a fixed second before closing the loop and polls up to another second for stray
+  tasks; a Ctrl-C must end the whole worker in under 5 s (README "Run, rerun, stop").
+- `faust -A app agents` (`install` patches `faust.cli.agents.agents._maybe_topic`): Faust's
+  command catches only NotImplementedError from `get_topic_name()`, and an agent reading
+  several topics raises ValueError there, so the command crashed.
 
 Re-check all of the above (against the new version's `faust/transport/consumer.py`,
-`faust/transport/drivers/aiokafka.py`, `faust/streams.py`, `faust/tables/base.py` and
-`faust/app/base.py`) before changing `PINNED_FAUST`.
+`faust/transport/drivers/aiokafka.py`, `faust/streams.py`, `faust/tables/base.py`,
+`faust/app/base.py`, `faust/cli/agents.py` and mode's `mode/worker.py`) before changing
+`PINNED_FAUST`.
 """
 
 from __future__ import annotations
@@ -48,12 +55,13 @@ import aiokafka
 import faust
 from faust.exceptions import AlreadyConfiguredWarning
 from faust.streams import _current_event
+from faust.cli import agents as cli_agents
 from faust.transport import drivers
 from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT
 
-__all__ = ["PINNED_FAUST", "check_version", "install", "set_broker_url", "Transport",
+__all__ = ["PINNED_FAUST", "check_version", "install", "set_broker_url", "Transport", "Worker",
            "Consumer", "RawSchema", "RawKeyTable", "in_partition_of", "next_step", "Gaps",
            "dropped", "DELIVER", "SKIP", "GAP", "consumer_lag", "producer_buffered_bytes"]
 
@@ -382,11 +390,45 @@ class Transport(faust_aiokafka.Transport):
     Consumer = Consumer
 
 
+class Worker(faust.Worker):
+    """Faust's worker without mode's fixed waits at shutdown (the app's services have all
+    stopped by then; what is left is closing the loop)."""
+
+    async def _sentinel_task(self) -> None:
+        await asyncio.sleep(0.05)  # mode: 1 s
+
+    def _gather_all(self) -> None:
+        for _ in range(5):  # mode: up to 10 x 0.1 s
+            if not asyncio.all_tasks(loop=self.loop):
+                break
+            self.loop.run_until_complete(asyncio.sleep(0.02))
+        for task in asyncio.all_tasks(loop=self.loop):
+            task.cancel()
+
+
+def _agent_topic(command: Any, agent: Any) -> str | None:
+    """`faust agents`' topic column, also for an agent that reads several topics (shown as
+    `trade-data.* (11)`: one entry per topic family)."""
+    channel = agent.channel
+    names = getattr(channel, "topics", None)
+    if names is not None and len(names) > 1:
+        families: dict[str, int] = {}
+        for name in names:
+            family = name.rsplit(".", 1)[0] + ".*" if "." in name else name
+            families[family] = families.get(family, 0) + 1
+        return ", ".join(f"{f} ({n})" if n > 1 else f for f, n in sorted(families.items()))
+    try:
+        return channel.get_topic_name()
+    except NotImplementedError:
+        return None
+
+
 def install(fetch_max_wait_ms: int) -> None:
     global _fetch_max_wait_ms
     _fetch_max_wait_ms = fetch_max_wait_ms
     drivers.TRANSPORTS.aliases["kafka"] = f"{__name__}:Transport"
     drivers.TRANSPORTS.aliases["aiokafka"] = f"{__name__}:Transport"
+    cli_agents.agents._maybe_topic = _agent_topic  # type: ignore[method-assign]
 
 
 def set_broker_url(app: faust.App, url: str) -> None:

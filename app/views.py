@@ -10,7 +10,8 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from agents.views import gather_all, routed_value
+from agents.views import gathered, routed_value
+from app.health import health_report
 from exchanges.metrics import CONTENT_TYPE, metrics
 
 __all__ = ["register_views", "STATUS_PAGE"]
@@ -18,24 +19,24 @@ __all__ = ["register_views", "STATUS_PAGE"]
 STATUS_PAGE = Path(__file__).resolve().parent / "static" / "status.html"
 
 
+def shard_report(ingest: Any) -> dict[str, Any]:
+    """Which ingest shards this worker runs (KCS_INGEST=auto: the group decides)."""
+    return {"ingest_mode": ingest.settings.ingest,
+            "owned_shards": sorted(n for n, s in ingest.shards.items() if s.state == "running"),
+            "shards": {name: shard.describe() for name, shard in sorted(ingest.shards.items())},
+            "buffered_bytes": ingest.budget.used}
+
+
 def register_views(app: faust.App, market_state: Any, ingest: Any) -> None:
     @app.page("/health/")
     async def health(view: View, request: Request) -> Response:
-        feeds = {}
-        for session in ingest.sessions:
-            feeds[session.connector.name] = {
-                "streams": len(session.connected),
-                "connected": sum(session.connected.values()),
-                "frames": session.frames,
-            }
-        shards = {name: shard.describe() for name, shard in sorted(ingest.shards.items())}
-        return view.json({"status": "ok", "worker": str(app.conf.canonical_url),
-                          "rebalancing": bool(app.rebalancing), "ingest": feeds,
-                          "ingest_mode": ingest.settings.ingest,
-                          "owned_shards": sorted(n for n, s in ingest.shards.items()
-                                                 if s.state == "running"),
-                          "shards": shards,
-                          "buffered_bytes": ingest.budget.used})
+        status, body = health_report(app, ingest)
+        return view.json(body | shard_report(ingest), status=status)
+
+    @app.page("/ready/")
+    async def ready(view: View, request: Request) -> Response:
+        status, body = health_report(app, ingest)
+        return view.json(body | shard_report(ingest), status=status)
 
     async def prometheus(view: View, request: Request) -> Response:
         return view.bytes(metrics.render(), content_type=CONTENT_TYPE)
@@ -55,9 +56,8 @@ def register_views(app: faust.App, market_state: Any, ingest: Any) -> None:
 
     @app.page("/markets/")
     async def markets(view: View, request: Request) -> Response:
-        states = await gather_all(app, view, request, market_state,
-                                  lambda: {k: v for k, v in market_state.items()})
-        return view.json(dict(sorted(states.items())))
+        return await gathered(app, view, request, market_state,
+                              lambda: {k: v for k, v in market_state.items()})
 
     @app.page("/market/{exchange}/{symbol}/")
     async def market(view: View, request: Request, exchange: str, symbol: str) -> Response:

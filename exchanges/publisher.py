@@ -68,7 +68,8 @@ class Publisher:
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
                  "on_ack", "sent", "keys", "trade_ids", "newest_trade", "out_of_order_after",
                  "book_times", "held", "trades", "books", "tickers", "book_ts", "sampler",
-                 "codec", "last_ts_event", "outbox", "resume", "skipped")
+                 "codec", "last_ts_event", "outbox", "resume", "skipped",
+                 "last_event")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
                  on_ack: Callable[[float], None] | None = None,
@@ -109,6 +110,7 @@ class Publisher:
         # before it were published already (by this shard's previous owner); see resume_after.
         self.resume: dict[str, tuple[str, float, frozenset[str]]] = {}
         self.skipped = 0  # trades not published because they were published already
+        self.last_event = 0.0  # ts_event of the newest record drained (the health view)
 
     def key(self, symbol: str) -> bytes:
         key = self.keys.get(symbol)
@@ -290,6 +292,8 @@ class Publisher:
     async def drain(self) -> None:
         """Hand every pending message to the producer (acks arrive later on futures)."""
         pending, self.pending = self.pending, []
+        # ts_event of the newest record drained (the health view's exchange-time age)
+        self.last_event = self.last_ts_event
         if self.outbox is not None:
             # Records queued outside a frame (a task's REST snapshot, a backfill) are encoded
             # here: the outbox takes bytes only, and what cannot be encoded goes to the DLQ.

@@ -90,10 +90,13 @@ class Session:
         self.stale_after = settings.stale_after_for(connector.name, connector.stale_after)
         self.http: aiohttp.ClientSession | None = None
         self.tasks: set[asyncio.Task[Any]] = set()
-        self.connected: dict[str, bool] = {}
+        # The streams being kept up, and whether each is connected now (by id(stream); a
+        # stream not in it has not connected yet). Read by the health view.
         self.streams: list[Stream] = []
+        self.connected: dict[int, bool] = {}
+        self.readers: dict[int, asyncio.Task[Any]] = {}  # id(stream) -> its run_stream
+        self.stopping = False
         self.frames = 0
-        self.streams: list[Stream] = []
         # Called with the stream once a (re)connection has delivered its first frame: the
         # subscriptions were taken (the ingest service announces it on ws.connect_success).
         self.on_connect: Callable[[Stream], None] | None = None
@@ -121,9 +124,25 @@ class Session:
         self.http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30))
         self.streams = list(self.connector.connections())
         for stream in self.streams:
-            self.spawn(self.run_stream(stream))
+            self.readers[id(stream)] = self.spawn(self.run_stream(stream))
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 1.0) -> None:
+        """Stop every stream without dropping what was parsed: connected streams are closed,
+        so each reader ends after the frame in hand has been handed to the producer (a reader
+        cancelled inside `drain()` would lose the rest of that frame's records); whatever
+        is still running after `grace` seconds, and streams not connected, are cancelled."""
+        self.stopping = True
+        closing = []
+        for stream in self.streams:
+            reader = self.readers.get(id(stream))
+            if self.connected.get(id(stream)) and stream.ws is not None:
+                self.spawn(stream.ws.close())
+                if reader is not None:
+                    closing.append(reader)
+            elif reader is not None:
+                reader.cancel()
+        if closing:
+            await asyncio.wait(closing, timeout=grace)
         for task in list(self.tasks):
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
@@ -146,7 +165,7 @@ class Session:
         for index, stream in enumerate(self.streams):
             labels = (name, str(index))
             samples.append(("kcs_connection_up", labels,
-                            1.0 if self.connected.get(stream.url) else 0.0))
+                            1.0 if self.connected.get(id(stream)) else 0.0))
             if stream.last_frame:
                 samples.append(("kcs_last_frame_age_seconds", labels, now - stream.last_frame))
         return samples + self.connector.out.metric_samples(now)
@@ -166,7 +185,7 @@ class Session:
         name = self.connector.name
         settings = self.settings
         delay = settings.backoff_initial
-        while True:
+        while not self.stopping:
             frames_before = self.frames
             try:
                 try:
@@ -180,7 +199,7 @@ class Session:
             except ReplayFinished:
                 log.warning("%s: replay finished for %s: every recorded frame was served",
                             name, stream.url)
-                self.connected[stream.url] = False
+                self.connected[id(stream)] = False
                 stream.ws = None
                 self._closed(stream, "replay finished")
                 return
@@ -190,10 +209,15 @@ class Session:
                 log.exception("%s: the connection task failed; restarting it", name)
                 metrics.inc("kcs_stream_crashes_total", exchange=name)
                 reason = f"{type(exc).__name__}: {exc}"
-            self.connected[stream.url] = False
+            except BaseException:  # cancelled (stop): the stream is down
+                self.connected[id(stream)] = False
+                raise
+            self.connected[id(stream)] = False
             stream.ws = None
             self._closed(stream, reason)
             await self._drain_quietly()
+            if self.stopping:
+                return
             metrics.inc("kcs_reconnects_total", exchange=name)
             if self.frames > frames_before:
                 delay = settings.backoff_initial  # it delivered data: start over
@@ -234,7 +258,7 @@ class Session:
                 await ws.send(message)
                 if recording is not None:
                     recording.sent(message, time.time())
-            self.connected[stream.url] = True
+            self.connected[id(stream)] = True
             stream.ws = ws  # before on_open, which may send (send_soon) on it
             stream.connects += 1
             stream.attempt += 1
@@ -295,10 +319,10 @@ class Session:
     async def _watchdog(self, ws: ClientConnection, stream: Stream) -> None:
         """Close a connection that delivered nothing for `silence_timeout` seconds."""
         timeout = self.settings.silence_timeout
-        stream.last_frame = time.time()
+        connected_at = time.time()  # stream.last_frame stays the last frame's time
         while True:
             await asyncio.sleep(min(timeout / 4.0, 5.0))
-            if time.time() - stream.last_frame > timeout:
+            if time.time() - max(stream.last_frame, connected_at) > timeout:
                 log.warning("%s: no data for %.0f s, reconnecting", self.connector.name, timeout,
                             extra=self.log_fields("silent"))
                 metrics.inc("kcs_silent_feeds_total", exchange=self.connector.name)

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from config.exchanges import EXCHANGES
+
 __all__ = [
     "Trade",
     "OrderBook",
@@ -30,10 +32,8 @@ __all__ = [
     "EXCHANGES",
 ]
 
-# Every exchange kor-coin-stream speaks (the names used in topic names, keys and settings),
-# in the order of the product's promise; each has its connector in exchanges/<name>.py.
-EXCHANGES = ("upbit", "bithumb", "coinone", "korbit", "binance", "bybit", "okx", "htx",
-             "coinbase", "kraken", "bitfinex")
+# EXCHANGES: every exchange kor-coin-stream speaks (config/exchanges.py, where the settings
+# check KCS_INGEST against it).
 
 BUY = 1  # the taker bought (lifted the ask)
 SELL = -1  # the taker sold (hit the bid)

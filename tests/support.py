@@ -144,9 +144,10 @@ class Worker:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, wait: float = 90.0) -> Worker:
-        """Start the worker and wait until it is ready; a worker that is not, is stopped.
-        Starting again (after `kill()`) reuses the port and the data dir."""
+    def start(self, wait: float = 90.0, healthy: bool = True) -> Worker:
+        """Start the worker and wait until it is ready (`/health/` 200; with `healthy` false,
+        until `/health/` answers at all: 503 while a feed is down); a worker that is not, is
+        stopped. Starting again (after `kill()`) reuses the port and the data dir."""
         offset = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
@@ -161,7 +162,8 @@ class Worker:
                 try:
                     # Only this run's log counts: a restart appends to the same file.
                     if "Worker]: Ready" in self.log()[offset:] and \
-                            http_json(self.url + "/health/", timeout=1)[0] == 200:
+                            http_json(self.url + "/health/", timeout=1)[0] in (
+                                (200,) if healthy else (200, 503)):
                         return self
                 except OSError:
                     pass
