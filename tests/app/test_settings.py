@@ -64,7 +64,7 @@ def test_defaults_and_embedded_profile() -> None:
     ("KCS_PRODUCER_ACKS", "2", "'all' or '1'"),
     ("KCS_BROKER_PROFILE", "redpanda", "'tansu' or 'kafka'"),
     # unknown exchange
-    ("KCS_INGEST", "upbti", "unknown exchange 'upbti': use all, none, or a comma list of upbit"),
+    ("KCS_INGEST", "upbti", "unknown exchange 'upbti': use auto, all, none, or a comma list of upbit"),
     ("KCS_INGEST", "upbit,krakken", "unknown exchange 'krakken'"),
     ("KCS_PREMIUM_REFERENCE", "binanse", "unknown exchange 'binanse'"),
     # format
@@ -134,7 +134,7 @@ def test_dotenv_example_lists_every_setting_with_its_default() -> None:
 
 def test_readme_table_lists_every_setting_with_its_default() -> None:
     readme = (REPO / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `(KCS_[A-Z_]+)` \| ([^|]*) \|", readme, re.M))
+    rows = dict(re.findall(r"^\| `(KCS_[A-Z0-9_]+)` \| ([^|]*) \|", readme, re.M))
     assert sorted(rows) == sorted(NAMES), "the README's configuration table must list " \
         "exactly the settings"
     defaults = Settings()
