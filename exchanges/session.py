@@ -214,10 +214,10 @@ class Session:
                 raise
             self.connected[id(stream)] = False
             stream.ws = None
+            if self.stopping:  # closed by stop(): not a lost connection, nothing to report
+                return
             self._closed(stream, reason)
             await self._drain_quietly()
-            if self.stopping:
-                return
             metrics.inc("kcs_reconnects_total", exchange=name)
             if self.frames > frames_before:
                 delay = settings.backoff_initial  # it delivered data: start over
@@ -319,10 +319,10 @@ class Session:
     async def _watchdog(self, ws: ClientConnection, stream: Stream) -> None:
         """Close a connection that delivered nothing for `silence_timeout` seconds."""
         timeout = self.settings.silence_timeout
-        connected_at = time.time()  # stream.last_frame stays the last frame's time
+        stream.last_frame = time.time()  # the silence is counted from the connection
         while True:
             await asyncio.sleep(min(timeout / 4.0, 5.0))
-            if time.time() - max(stream.last_frame, connected_at) > timeout:
+            if time.time() - stream.last_frame > timeout:
                 log.warning("%s: no data for %.0f s, reconnecting", self.connector.name, timeout,
                             extra=self.log_fields("silent"))
                 metrics.inc("kcs_silent_feeds_total", exchange=self.connector.name)

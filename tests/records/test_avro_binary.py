@@ -20,12 +20,12 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from app.subscriptions import RECORDING_NAMES, from_recordings
+from replay.subscriptions import RECORDING_NAMES, from_recordings
 from config.settings import load_settings
 from exchanges import CONNECTORS
 from exchanges.base import Stream
 from exchanges.publisher import Publisher
-from exchanges.replay import Recording, load_recordings
+from replay.recordings import Recording, load_recordings
 from records import OrderBook, Ticker, Trade
 from records.avro_binary import encoder_for, zigzag_varint
 from records.codec import JSON, SCHEMAS_DIR, Codec, load_schema
@@ -63,7 +63,7 @@ def replay_records(name: str, recording: Recording) -> list[Any]:
             if "/depth?" in response.url:
                 symbol = connector.unified.get(response.url.split("symbol=")[1].split("&")[0])
                 if symbol in connector.books:
-                    connector._load(symbol, orjson.loads(response.body), [], 0.0)
+                    connector._load(symbol, orjson.loads(response.body), [], response.ts)
     records = []
     for conn in recording.connections:
         stream = Stream(conn.url, [], [])
