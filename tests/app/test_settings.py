@@ -64,7 +64,8 @@ def test_defaults_and_embedded_profile() -> None:
     ("KCS_PRODUCER_ACKS", "2", "'all' or '1'"),
     ("KCS_BROKER_PROFILE", "redpanda", "'tansu' or 'kafka'"),
     # unknown exchange
-    ("KCS_INGEST", "upbti", "unknown exchange 'upbti': use auto, all, none, or a comma list of upbit"),
+    ("KCS_INGEST", "upbti",
+     "unknown exchange 'upbti': use auto, all, none, or a comma list of upbit"),
     ("KCS_INGEST", "upbit,krakken", "unknown exchange 'krakken'"),
     ("KCS_PREMIUM_REFERENCE", "binanse", "unknown exchange 'binanse'"),
     # format
