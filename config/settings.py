@@ -126,7 +126,7 @@ class Settings(BaseSettings):
     # replaying, the subscriptions recorded with the recordings.
     subscriptions: ExistingFile = ""
     # A directory of recordings to stream instead of the live exchanges, or the URL of a replay
-    # server already running (http://host:port, `python -m exchanges.replay serve`).
+    # server already running (http://host:port, `python -m replay serve`).
     replay: ReplaySource = ""
     # 0 = as fast as possible, 1 = recorded pace, 2 = twice as fast, ...
     replay_speed: Speed = 0.0

@@ -34,7 +34,7 @@ def health(worker: Worker, path: str = "/health/") -> tuple[int, dict]:
 def replay_server(directory: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "exchanges.replay", "serve", str(directory), "--port",
+            [sys.executable, "-m", "replay", "serve", str(directory), "--port",
              str(port)], cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
 
 

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from app.embedded import EmbeddedBroker
-from exchanges.replay import load_recordings
+from replay.recordings import load_recordings
 from tests.support import Worker, copy_recordings, http_json, read_topic, wait_for
 from tests.e2e.test_west_e2e import expected_coinbase
 
