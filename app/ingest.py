@@ -42,6 +42,7 @@ from replay.server import ReplayServer
 from replay.subscriptions import from_recordings
 from records import DLQ_TOPIC, ERROR_TOPIC, book_topic, ticker_topic, trade_topic
 from records.codec import JSON, Codec
+from records.control import ConnectSuccess, WsMetrics
 
 __all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics"]
 
@@ -431,25 +432,25 @@ class IngestService(Service):
 
     def _announce_command(self, shard: Shard, command: Any) -> None:
         self.control.append((topics.connect_success(shard.exchange), shard.exchange.encode(),
-                             orjson.dumps(self._connect_record(shard, None)), None))
+                             self._connect_record(shard, None), None))
 
     # -- ws.connect_success and ws.metrics ----------------------------------------------------
 
-    def _connect_record(self, shard: Shard, stream: Stream | None) -> dict[str, Any]:
+    def _connect_record(self, shard: Shard, stream: Stream | None) -> bytes:
         subs = shard.subscriptions
         symbols = stream.symbols if stream is not None else sorted(subs)
-        return {"exchange": shard.exchange, "region": REGIONS.get(shard.exchange, ""),
-                "url": stream.url if stream is not None else None,
-                "symbols": list(symbols),
-                "channels": sorted({c for s in symbols for c in subs.get(s, ())}),
-                "attempt": stream.attempt if stream is not None else 0,
-                "commands": list(shard.commands), "ts": time.time(),
-                "worker": self.settings.canonical_url}
+        topic = topics.connect_success(shard.exchange)
+        return self.codec.encode(topic, ConnectSuccess(
+            shard.exchange, REGIONS.get(shard.exchange, ""),
+            stream.url if stream is not None else None, list(symbols),
+            sorted({c for s in symbols for c in subs.get(s, ())}),
+            stream.attempt if stream is not None else 0, list(shard.commands),
+            self.settings.canonical_url, time.time()))
 
     def _connected(self, shard: Shard, stream: Stream) -> None:
         """A (re)connection delivers: its subscriptions were taken."""
         self.control.append((topics.connect_success(shard.exchange), shard.exchange.encode(),
-                             orjson.dumps(self._connect_record(shard, stream)), None))
+                             self._connect_record(shard, stream), None))
         shard.commands.clear()
 
     async def _metrics(self) -> None:
@@ -463,22 +464,19 @@ class IngestService(Service):
                     continue
                 exchange = shard.exchange
                 counts, latencies = outbox.take_stats()
-                shared = {
-                    "records": {KIND_NAMES[k]: n for k, n in enumerate(counts) if k != OTHER},
-                    "resyncs": metrics.total("kcs_book_resyncs_total", exchange=exchange),
-                    "dlq_frames": metrics.get("kcs_dlq_frames_total", exchange=exchange),
-                    "latency_p50": percentile(latencies, 0.50),
-                    "latency_p99": percentile(latencies, 0.99),
-                    "interval": self.settings.metrics_interval,
-                }
+                records = {KIND_NAMES[k]: n for k, n in enumerate(counts) if k != OTHER}
+                resyncs = metrics.total("kcs_book_resyncs_total", exchange=exchange)
+                dlq = metrics.get("kcs_dlq_frames_total", exchange=exchange)
+                p50, p99 = percentile(latencies, 0.50), percentile(latencies, 0.99)
+                topic = topics.ws_metrics(exchange)
                 for stream in session.streams:
-                    record = {"exchange": exchange, "url": stream.url, "frames": stream.frames,
-                              "reconnects": max(stream.attempt - 1, 0),
-                              "last_frame_age": (now - stream.last_frame
-                                                 if stream.last_frame else None),
-                              **shared, "ts": now, "worker": self.settings.canonical_url}
-                    self.control.append((topics.ws_metrics(exchange), exchange.encode(),
-                                         orjson.dumps(record), None))
+                    record = WsMetrics(
+                        exchange, stream.url, stream.frames, max(stream.attempt - 1, 0),
+                        now - stream.last_frame if stream.last_frame else None, records,
+                        resyncs, dlq, p50, p99, self.settings.metrics_interval,
+                        self.settings.canonical_url, now)
+                    self.control.append((topic, exchange.encode(),
+                                         self.codec.encode(topic, record), None))
 
     # -- checkpoints and control records ------------------------------------------------------
 

@@ -38,34 +38,37 @@ class ErrorEvent(_FromMapping):
 
 @dataclass(slots=True)
 class ConnectSuccess(_FromMapping):
-    """Topic `ws.connect_success.<exchange>`, key the exchange: a connection subscribed."""
+    """Topic `ws.connect_success.<exchange>`, key the exchange: a (re)connection whose
+    subscriptions were taken (its first frame arrived), or a `ws.command` applied."""
 
     exchange: str
-    stream: str  # the connection's name within the connector
-    url: str
+    region: str  # korea, asia, north-america, europe
+    url: str | None  # the WebSocket URL; null for a command that needed no connection
     symbols: list[str]
     channels: list[str]
-    command_id: str | None  # the `ws.command` this applies; null for a start or reconnect
+    attempt: int  # the stream's connections so far (1 = the first); 0 for a command
+    commands: list[str]  # ids of the `ws.command`s this connection applies
+    worker: str  # the worker's web URL
     ts_recv: float
 
 
 @dataclass(slots=True)
 class WsMetrics(_FromMapping):
-    """Topic `ws.metrics.<exchange>`, key the exchange: one worker's counters for one
-    exchange, every metrics interval."""
+    """Topic `ws.metrics.<exchange>`, key the exchange: one connection's figures, every
+    `KCS_METRICS_INTERVAL` seconds."""
 
     exchange: str
-    worker: str
+    url: str
+    frames: int  # this connection's, since its shard started
+    reconnects: int
+    last_frame_age: float | None  # seconds; null before the first frame
+    records: dict[str, int]  # the exchange's records queued since start: trade, book, ticker
+    resyncs: float  # the exchange's books dropped and resynced since start
+    dlq_frames: float
+    latency_p50: float | None  # ts_recv - ts_event (s) over the last interval; null: none
+    latency_p99: float | None
     interval: float
-    streams: int
-    connected: int
-    frames: int
-    trades: int | None
-    books: int | None
-    tickers: int | None
-    dlq_frames: int | None
-    reconnects: int | None
-    book_resyncs: int | None
+    worker: str
     ts_recv: float
 
 
