@@ -175,8 +175,8 @@ class IngestService(Service):
         super().__init__(**kwargs)
         self.app = app
         self.settings = settings
+        # KCS_BROKER, or the embedded broker's URL once a worker has started it (app/main.py)
         self.broker_url = broker_url
-        self.bootstrap = bootstrap_servers(broker_url)
         self.control_topic = topics.INGEST_SHARDS
         self.shards: dict[str, Shard] = {}
         self.producer: aiokafka.AIOKafkaProducer | None = None
@@ -188,6 +188,10 @@ class IngestService(Service):
         self.ready = False
         self.lock = asyncio.Lock()
         self.control: deque[tuple[str, bytes, bytes, int | None]] = deque(maxlen=100_000)
+
+    @property
+    def bootstrap(self) -> str:
+        return bootstrap_servers(self.broker_url)
 
     @property
     def sessions(self) -> list[Session]:
