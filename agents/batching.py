@@ -13,10 +13,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import orjson
 
 from agents.application import app
 from agents.faust_internals import in_partition_of
+from records.control import BatchPerformance
 
 __all__ = ["in_partition_of", "BATCH_SIZE", "BATCH_WITHIN", "batch_observers",
            "report_batch"]
@@ -41,8 +41,8 @@ async def report_batch(agent: str, records: int, keys: int, started: float,
     if observer is not None:
         observer(duration)
     now = time.time()
-    await output.send(topics.BATCH_PERFORMANCE, agent.encode(), orjson.dumps({
-        "agent": agent, "records": records, "markets": keys, "duration": duration,
-        "records_per_s": records / duration if duration > 0 else None,
-        "oldest_record_age": now - oldest if oldest != float("inf") else None,
-        "worker": str(app.conf.canonical_url), "ts": now}))
+    await output.send(topics.BATCH_PERFORMANCE, agent.encode(), output.codec.encode(
+        topics.BATCH_PERFORMANCE, BatchPerformance(
+            agent, records, keys, duration, records / duration if duration > 0 else None,
+            now - oldest if oldest != float("inf") else None, str(app.conf.canonical_url),
+            now)))

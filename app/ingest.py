@@ -42,7 +42,7 @@ from replay.server import ReplayServer
 from replay.subscriptions import from_recordings
 from records import DLQ_TOPIC, ERROR_TOPIC, book_topic, ticker_topic, trade_topic
 from records.codec import JSON, Codec
-from records.control import ConnectSuccess, WsMetrics
+from records.control import BackpressureEvent, ConnectSuccess, ErrorEvent, WsMetrics
 
 __all__ = ["IngestService", "bootstrap_servers", "new_producer", "market_data_topics"]
 
@@ -395,10 +395,10 @@ class IngestService(Service):
                                                f"worker that read the command ({shard.state})")
         except CommandError as exc:
             log.warning("ws.command refused: %s", exc.reason)
-            self.control.append((topics.ERROR, (key or "command").encode(), orjson.dumps({
-                "kind": "command", "id": exc.command_id, "reason": exc.reason,
-                "command": value.decode("utf-8", "replace"), "ts": time.time(),
-                "worker": self.settings.canonical_url}), None))
+            event = ErrorEvent(key or "", None, "command", exc.reason, exc.command_id,
+                               time.time(), command=value.decode("utf-8", "replace"))
+            self.control.append((topics.ERROR, (key or "command").encode(),
+                                 self.codec.encode(topics.ERROR, event), None))
             return
         async with self.lock:
             new = applied(shard.subscriptions, command)
@@ -516,10 +516,11 @@ class IngestService(Service):
         while True:
             while self.budget.events:
                 event = self.budget.events.popleft()
-                event.update(app_id=self.settings.app_id, worker=self.settings.canonical_url)
+                event.update(app_id=self.settings.app_id, worker=self.settings.canonical_url,
+                             ts_recv=event.pop("ts"))
                 key = event.get("exchange") or self.settings.app_id
-                self.control.append((topics.BACKPRESSURE_EVENTS, key.encode(), orjson.dumps(event),
-                                     None))
+                self.control.append((topics.BACKPRESSURE_EVENTS, key.encode(), self.codec.encode(
+                    topics.BACKPRESSURE_EVENTS, BackpressureEvent.of(event)), None))
             if not self.control:
                 await asyncio.sleep(0.2)
                 continue

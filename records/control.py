@@ -34,6 +34,7 @@ class ErrorEvent(_FromMapping):
     to_id: str | None = None
     from_ts: float | None = None
     to_ts: float | None = None
+    command: str | None = None  # kind `command`: the refused command's text
 
 
 @dataclass(slots=True)
@@ -74,27 +75,35 @@ class WsMetrics(_FromMapping):
 
 @dataclass(slots=True)
 class BackpressureEvent(_FromMapping):
-    """Topic `ws.backpressure.events`, key the exchange: the ingest buffer crossed its high
-    or low water mark, or dropped records."""
+    """Topic `ws.backpressure.events`, key the exchange (drops) or the app id (water marks):
+    the ingest buffer crossed its high or low water mark, or dropped records."""
 
-    exchange: str
-    kind: str  # "high_water", "low_water", "dropped"
-    record_type: str | None  # "trade", "book", "ticker" when kind is "dropped"
-    dropped: int | None
+    event: str  # "high_water", "low_water", "dropped"
+    exchange: str | None  # drops: whose records; null for a water mark (the whole buffer)
+    type: str | None  # drops: "trade", "book", "ticker"
+    count: int | None  # drops: records dropped now
+    total: int | None  # drops: records of this exchange and type dropped since start
+    queued: dict[str, int] | None  # drops: records still waiting, per type
     buffered_bytes: int
-    limit_bytes: int
+    limit: int  # KCS_INGEST_BUFFER_BYTES
+    high: int  # the high water mark (bytes)
+    low: int  # the low water mark (bytes)
+    app_id: str
+    worker: str
     ts_recv: float
 
 
 @dataclass(slots=True)
 class BatchPerformance(_FromMapping):
-    """Topic `monitoring.batch.performance`, key the worker: one agent batch's figures."""
+    """Topic `monitoring.batch.performance`, key the agent: one agent batch's figures."""
 
-    worker: str
-    agent: str
+    agent: str  # "market-data", "cross-exchange"
     records: int
-    seconds: float
+    markets: int  # keys folded: markets, or assets for cross-exchange
+    duration: float  # seconds from the batch's arrival to its tables written
     records_per_s: float | None
+    oldest_record_age: float | None  # seconds: now - the oldest record's time
+    worker: str
     ts_recv: float
 
 

@@ -92,7 +92,7 @@ def test_commands_change_the_live_subscriptions_and_survive_a_restart(
            b'"channels": ["candles"], "id": "bad-channel"}']
     send(fresh_broker, *bad)
     errors = [json.loads(r.value) for r in read_topic(fresh_broker.url, "ws.error", expect=5)]
-    refused = {e["id"]: e["reason"] for e in errors if e.get("kind") == "command"}
+    refused = {e["command_id"]: e["reason"] for e in errors if e.get("kind") == "command"}
     assert set(refused) == {None, "bad-exchange", "bad-symbol", "bad-op", "bad-channel"}
     assert "not JSON" in refused[None] and "nowhere" in refused["bad-exchange"]
     assert "BTCKRW" in refused["bad-symbol"] and "fly" in refused["bad-op"]
@@ -141,8 +141,8 @@ def test_commands_change_the_live_subscriptions_and_survive_a_restart(
         fresh_broker.url, "monitoring.batch.performance", idle=2.0)]
     assert batches and sum(b["records"] for b in batches) >= want
     for batch in batches:
-        assert {"agent", "records", "markets", "duration", "records_per_s",
-                "oldest_record_age", "ts"} <= set(batch)
+        assert set(batch) == {"agent", "records", "markets", "duration", "records_per_s",
+                              "oldest_record_age", "worker", "ts_recv"}  # BatchPerformance
         assert batch["records"] > 0 and batch["duration"] >= 0
 
     # A restart keeps the set the commands left, not the seed.

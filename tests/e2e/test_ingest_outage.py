@@ -73,7 +73,9 @@ def test_a_frozen_broker_costs_no_trade_within_the_bound(fresh_broker: EmbeddedB
     mine = [e for e in events if e.get("app_id") == "kcs-test-outage"]
     assert [e["event"] for e in mine][:2] == ["high_water", "low_water"], mine
     for event in mine:
-        assert {"event", "buffered_bytes", "limit", "high", "low", "ts", "worker"} <= set(event)
+        assert set(event) == {"event", "exchange", "type", "count", "total", "queued",
+                              "buffered_bytes", "limit", "high", "low", "app_id", "worker",
+                              "ts_recv"}  # records.control.BackpressureEvent
 
     tight_events = [e for e in events if e.get("app_id") == "kcs-test-outage-tight"]
     drops = [e for e in tight_events if e["event"] == "dropped"]
