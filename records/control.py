@@ -111,8 +111,8 @@ class BatchPerformance(_FromMapping):
 class WsCommand(_FromMapping):
     """Topic `ws.command`, key the exchange: subscribe or unsubscribe at run time."""
 
-    id: str
+    op: str  # "subscribe" or "unsubscribe"
     exchange: str
-    action: str  # "subscribe" or "unsubscribe"
     symbols: list[str]
-    channels: list[str]  # "trades", "book", "ticker"
+    channels: list[str]  # "trades", "book", "ticker" (the sender may leave it out: all three)
+    id: str
