@@ -316,26 +316,16 @@ class L2Book:
 
     def apply_text_levels(self, bids: list[list[str]], asks: list[list[str]]) -> None:
         """Apply absolute sizes given as text pairs; a zero size removes the level."""
-        side = self.bids
-        for level in bids:
-            p, s = level[0], level[1]
-            price, size = float(p), float(s)
-            if not (0.0 < price < INF and 0.0 <= size < INF):
-                self._drop(price, size)  # BadValue: the book is dropped
-            if size == 0.0:
-                side.pop(price)
-            else:
-                side.set(price, (size, p, s))
-        side = self.asks
-        for level in asks:
-            p, s = level[0], level[1]
-            price, size = float(p), float(s)
-            if not (0.0 < price < INF and 0.0 <= size < INF):
-                self._drop(price, size)  # BadValue: the book is dropped
-            if size == 0.0:
-                side.pop(price)
-            else:
-                side.set(price, (size, p, s))
+        for side, levels in ((self.bids, bids), (self.asks, asks)):
+            for level in levels:
+                p, s = level[0], level[1]
+                price, size = float(p), float(s)
+                if not (0.0 < price < INF and 0.0 <= size < INF):
+                    self._drop(price, size)  # BadValue: the book is dropped
+                if size == 0.0:
+                    side.pop(price)
+                else:
+                    side.set(price, (size, p, s))
 
     def top_changed(self, depth: int) -> bool:
         """True when a change reached the top `depth` levels of either side since the last
