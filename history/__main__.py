@@ -75,6 +75,12 @@ def main(argv: list[str] | None = None) -> int:
 async def _archive_role(settings) -> int:  # type: ignore[no-untyped-def]
     from history.service import HistoryService
 
+    if settings.schema_registry:  # the worker's Avro topics: decode through the registry
+        from history import schema as history_schema
+        from records.registry import reader_codec
+
+        history_schema.codec = await reader_codec(settings.schema_registry)
+
     service = HistoryService(settings)
     service.connect(_bootstrap(settings.broker), "kafka")
     await service.start()

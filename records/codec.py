@@ -155,6 +155,7 @@ class Codec:
         self.avro: dict[str, _AvroTopic] = {}
         self.readers: dict[str, Any] = {}  # topic -> this version's parsed schema
         self.writers: dict[int, Any] = {}  # schema id -> parsed writer schema
+        self.directory = directory
         parsed: dict[str, Any] = {}
         declared: dict[str, Any] = {}
         for topic, schema_id in self.schema_ids.items():
@@ -196,8 +197,12 @@ class Codec:
         if writer is None:
             writer = self.writers[schema_id] = self._fetch(schema_id)
         reader = self.readers.get(topic)
-        if reader is None:
-            reader = writer
+        if reader is None:  # a topic this codec does not write: read it as this version's
+            name = schema_file(topic)  # schema file says (a reader such as the archive role)
+            if name is None or not is_avro(topic):
+                reader = writer
+            else:
+                reader = self.readers[topic] = load_schema(name, self.directory)[1]
         body = io.BytesIO(value)
         body.seek(5)
         return fastavro.schemaless_reader(body, writer, None if reader is writer else reader)

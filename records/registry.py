@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,8 @@ from records.codec import (
     subject,
 )
 
-__all__ = ["preflight", "check_schema_files", "SchemaContractError", "incompatible_fields"]
+__all__ = ["preflight", "reader_codec", "check_schema_files", "SchemaContractError",
+           "incompatible_fields"]
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +155,21 @@ async def preflight(url: str, topics: Iterable[str], directory: Path = SCHEMAS_D
     ids = dict(zip(avro_topics, await asyncio.gather(*map(check, avro_topics)), strict=True))
     log.info("schema registry %s (compatibility %s): %d Avro topics checked", url, level,
              len(ids))
+    return Codec(ids, fetch_schema=_fetcher(url), directory=directory)
+
+
+async def reader_codec(url: str, directory: Path = SCHEMAS_DIR, retry_initial: float = 1.0,
+                       retry_max: float = 30.0) -> Codec:
+    """The codec of a process that only reads the Avro topics (`python -m history archive`):
+    it registers nothing; each writer schema is fetched by its id from the registry at `url`
+    and read into this version's schema for the topic. Waits until the registry answers, as
+    the worker's preflight does, so a reader started first does not decode with JSON."""
+    check_schema_files(directory)
+    await _wait_until_reachable(AsyncSchemaRegistryClient(url), url, retry_initial, retry_max)
+    return Codec(fetch_schema=_fetcher(url), directory=directory)
+
+
+def _fetcher(url: str) -> Callable[[int], str]:
     fetcher = SchemaRegistryClient(url)
 
     def fetch_schema(schema_id: int) -> str:
@@ -162,4 +178,4 @@ async def preflight(url: str, topics: Iterable[str], directory: Path = SCHEMAS_D
             raise LookupError(f"schema id {schema_id} is not in the registry at {url}")
         return json.dumps(found.raw_schema)
 
-    return Codec(ids, fetch_schema=fetch_schema, directory=directory)
+    return fetch_schema
