@@ -2,8 +2,9 @@
 
 Ready means: the worker has joined its consumer group (no rebalance under way), its tables
 are recovered, its ingest service has started, and every stream of every feed it owns is
-connected. Anything else answers 503 with the reasons in `problems`, so a load balancer or an
-orchestrator never sends traffic to, or counts as up, a worker that would answer stale data.
+connected, or, when replaying, has served every recorded frame (`finished`: a replay's end is
+not an outage). Anything else answers 503 with the reasons in `problems`, so a load balancer or
+an orchestrator never sends traffic to, or counts as up, a worker that would answer stale data.
 """
 
 from __future__ import annotations
@@ -21,16 +22,19 @@ def _age(ts: float, now: float) -> float | None:
 
 def feed_report(session: Any, now: float) -> dict[str, Any]:
     """One feed (an exchange's session): each stream's state (`connecting` before its first
-    connection, `connected`, `down` while it reconnects), the age of its last frame, and the
-    age of the newest exchange time (`ts_event`) the feed published."""
+    connection, `connected`, `down` while it reconnects, `finished` once a replay has served
+    all of it), the age of its last frame, and the age of the newest exchange time
+    (`ts_event`) the feed published."""
     streams = []
     for stream in session.streams:
         up = session.connected.get(id(stream))
-        state = "connected" if up else "down" if up is False else "connecting"
+        state = "finished" if id(stream) in session.finished else \
+            "connected" if up else "down" if up is False else "connecting"
         streams.append({"url": stream.url, "state": state, "symbols": len(stream.symbols),
                         "last_frame_age": _age(stream.last_frame, now)})
-    states = {s["state"] for s in streams}
-    state = "connected" if states == {"connected"} else \
+    states = {s["state"] for s in streams} - {"finished"}
+    state = "finished" if not states and streams else \
+        "connected" if states == {"connected"} else \
         "degraded" if "connected" in states else "down" if "down" in states else "connecting"
     last_frame = max((stream.last_frame for stream in session.streams), default=0.0)
     return {
@@ -55,7 +59,7 @@ def health_report(app: Any, ingest: Any, now: float | None = None) -> tuple[int,
         problems.append("ingest has not started")
     feeds = {session.connector.name: feed_report(session, now) for session in ingest.sessions}
     problems += [f"feed {name} is {feed['state']}" for name, feed in sorted(feeds.items())
-                 if feed["state"] != "connected"]
+                 if feed["state"] not in ("connected", "finished")]
     body = {
         "status": "unavailable" if problems else "ok",
         "problems": problems,

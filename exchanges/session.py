@@ -94,6 +94,7 @@ class Session:
         # stream not in it has not connected yet). Read by the health view.
         self.streams: list[Stream] = []
         self.connected: dict[int, bool] = {}
+        self.finished: set[int] = set()  # id(stream) of the streams whose replay has ended
         self.readers: dict[int, asyncio.Task[Any]] = {}  # id(stream) -> its run_stream
         self.stopping = False
         self.frames = 0
@@ -200,6 +201,7 @@ class Session:
                 log.warning("%s: replay finished for %s: every recorded frame was served",
                             name, stream.url)
                 self.connected[id(stream)] = False
+                self.finished.add(id(stream))
                 stream.ws = None
                 self._closed(stream, "replay finished")
                 return

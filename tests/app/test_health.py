@@ -50,3 +50,20 @@ def test_ages_of_the_last_frame_and_the_last_exchange_time() -> None:
                                   "last_frame_age": 10.0}]
     session.connected[id(stream)] = False
     assert feed_report(session, 1_000.0)["state"] == "down"
+
+
+def test_a_replay_that_served_everything_is_finished_not_down() -> None:
+    session = session_of("kraken", ["BTC-USD"])
+    session.streams = streams = session.connector.connections() + session.connector.connections()
+    for stream in streams:
+        session.connected[id(stream)] = True
+    session.connected[id(streams[0])] = False  # the replay server ended this one
+    session.finished.add(id(streams[0]))
+    report = feed_report(session, 1_000.0)
+    assert report["state"] == "connected"
+    assert [s["state"] for s in report["streams"]] == ["finished", "connected"]
+    session.connected[id(streams[1])] = False
+    session.finished.add(id(streams[1]))
+    assert feed_report(session, 1_000.0)["state"] == "finished"
+    session.finished.clear()  # the same streams merely closed: an outage
+    assert feed_report(session, 1_000.0)["state"] == "down"
