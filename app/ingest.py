@@ -341,6 +341,7 @@ class IngestService(Service):
                     shard.outbox.resume()
                     shard.state = "running"
                     log.warning("ingest shard %s assigned again: resumed", shard.name)
+                    self._spawn(self._refresh(shard))  # a set written while it was paused
                 elif owned and shard.state == "stopped":
                     shard.state = "starting"
                     shard.starting = asyncio.get_running_loop().create_task(
@@ -348,6 +349,18 @@ class IngestService(Service):
                 elif not owned and shard.state in ("running", "paused"):
                     await self._stop_shard(shard)
                     log.warning("ingest shard %s is owned by another worker now", shard.name)
+
+    async def _refresh(self, shard: Shard) -> None:
+        """Apply the shard's latest set in Kafka if it is newer than the one it runs."""
+        try:
+            latest = await latest_records(self.bootstrap, self.control_topic, [shard.partition])
+        except Exception as exc:
+            log.error("ingest shard %s: cannot read its set (%r)", shard.name, exc)
+            return
+        subs = latest.get(subscriptions_key(shard.name))
+        if subs is not None:
+            await self._apply_subscriptions(shard, {m: set(c) for m, c in subs[0].items()},
+                                            subs[2], [])
 
     async def _start_owned(self, shard: Shard) -> None:
         """Learn from Kafka where the shard's previous owner stopped, then run it."""
@@ -551,19 +564,18 @@ class IngestService(Service):
 
     async def _apply_subscriptions(self, shard: Shard, subs: Subscriptions, offset: int,
                                    command_ids: list[Any]) -> None:
-        """The shard's new set (control-topic record at `offset`) on its live feed; a record
-        at or before the one applied last changes nothing (the set is read once from
-        Kafka at start and its record may come again through the agent)."""
+        """The shard's new set (control-topic record at `offset`) on its live feed, if it
+        runs here; a record at or before the one applied last changes nothing (the set is
+        read from Kafka at start and its record may come again through the agent). A shard
+        paused by a rebalance leaves it to whoever is given the shard: a resumed session
+        would otherwise keep the old set."""
         deadline = time.monotonic() + 60.0
         while shard.state == "starting" and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
         async with self.lock:
-            if offset <= shard.subs_offset:
-                return
+            if offset <= shard.subs_offset or shard.state != "running":
+                return  # applied already; or its owner applies it (a start reads it)
             shard.subs_offset = offset
-            if shard.state != "running":
-                shard.subscriptions = subs  # the next start reads it from Kafka anyway
-                return
             shard.commands.extend(command_ids)
             if subs == shard.subscriptions:
                 self._announce_command(shard, None)
