@@ -522,7 +522,8 @@ class IngestService(Service):
                 await self._apply_subscriptions(shard, subs, offset, [command.id])
             else:
                 shard.subs_offset = offset
-                shard.commands.append(command.id)
+                if shard.partition in self.assigned or not self.settings.ingest_auto:
+                    shard.commands.append(command.id)  # it starts here: its first ack
                 await self._start_new(shard)
         return touched
 
