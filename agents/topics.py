@@ -57,7 +57,8 @@ def ws_metrics(exchange: str) -> str:
 
 # The ingest shards' control topic: membership (its partitions are assigned like any
 # source's, and the owner of a shard's partition runs the shard), checkpoints and
-# subscription sets (app/shards.py). Compacted on a real Kafka.
+# subscription sets (app/shards.py). Compacted on a real Kafka. KCS_INGEST_PARTITIONS
+# partitions (INGEST_PARTITIONS), not the app's: every shard may get a worker of its own.
 INGEST_SHARDS = f"{app.conf.id}-ingest-shards"
 
 CONTROL_TOPICS = [DLQ, ERROR, COMMAND, BACKPRESSURE_EVENTS, BATCH_PERFORMANCE, INGEST_SHARDS,
@@ -66,8 +67,9 @@ CONTROL_TOPICS = [DLQ, ERROR, COMMAND, BACKPRESSURE_EVENTS, BATCH_PERFORMANCE, I
 # --- internal: the cross-exchange agent's re-keyed input
 CROSS_BY_ASSET = f"{app.conf.id}-cross-by-asset"
 
-# Created (with the app's partition count) before Faust starts: the consumer subscribes to
-# the source topics and records are produced to the others from the first second.
+# Created (with the app's partition count; the control topic with its own) before Faust
+# starts: the consumer subscribes to the source topics and records are produced to the
+# others from the first second.
 CREATED_BEFORE_START = [*CONTROL_TOPICS, *SOURCE_TOPICS, *DERIVED_TOPICS]
 # Checked against the schema registry at start (KCS_SCHEMA_REGISTRY): every topic the app
 # produces to or will (the per-exchange connection topics included); records/codec.py says
@@ -85,7 +87,7 @@ signals_topic = app.topic(SIGNALS, **_RAW)
 candle_topics = {label: app.topic(candle_topic(label), **_RAW) for label in CANDLE_INTERVALS}
 premium_topic = app.topic(PREMIUM, partitions=app.conf.topic_partitions, **_RAW)
 bbo_topic = app.topic(BBO, partitions=app.conf.topic_partitions, **_RAW)
-ingest_shards_topic = app.topic(INGEST_SHARDS, partitions=app.conf.topic_partitions, **_RAW)
+ingest_shards_topic = app.topic(INGEST_SHARDS, partitions=settings.ingest_partitions, **_RAW)
 command_topic = app.topic(COMMAND, partitions=app.conf.topic_partitions, **_RAW)
 by_asset_topic = app.topic(CROSS_BY_ASSET, partitions=app.conf.topic_partitions,
                            internal=True, **_RAW)

@@ -1,7 +1,8 @@
 """The ingest service: runs the ingest shards this worker owns and their Kafka producer.
 
 With `KCS_INGEST=auto` (the default) the consumer group decides which worker runs which shard
-(one per exchange): see app/shards.py and the README's "Ingest ownership". Each shard's
+(at least one per exchange, more where the venue caps a connection): see app/shards.py and
+the README's "Ingest ownership". Each shard's
 records go through its outbox (exchanges/outbox.py), which holds them while Kafka is away.
 Started with the Faust worker. Connectors produce through their own aiokafka producer rather
 than Faust's: ingest wants large batches and a short linger, while Faust's producer (tables'
@@ -26,8 +27,9 @@ from aiokafka.partitioner import DefaultPartitioner, murmur2
 from mode import Service
 
 from agents import topics
-from app.commands import CommandError, applied, parse_command
-from app.shards import latest_by_key, learn_last_trades, shard_partition, subscriptions_key
+from app.commands import Command, CommandError, parse_command
+from app.shards import (Directory, directory_key, latest_records, learn_last_trades, placed,
+                        shard_exchange, shard_name, shard_partition, split, subscriptions_key)
 from config.settings import Settings
 from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES, REGIONS
@@ -61,6 +63,7 @@ def percentile(values: list[float], q: float) -> float | None:
         return None
     ordered = sorted(values)
     return ordered[min(int(q * len(ordered)), len(ordered) - 1)]
+COMMAND_HEADER = "command_id"  # header of a shard's new set: the command's id (JSON)
 CHECKPOINT_INTERVAL = 2.0  # seconds between two checkpoints of a shard that published
 REVOKE_DRAIN = 2.0  # at most this long (s) to drain a revoked shard: the rebalance waits
 STOP_DRAIN = 10.0  # at most this long (s) to drain at shutdown
@@ -150,6 +153,7 @@ class Shard:
         self.started_at: float | None = None
         self.publisher: Publisher | None = None
         self.commands: list[Any] = []  # ids of commands applied, until the next connect
+        self.subs_offset = -1  # control-topic offset of the subscription set applied
 
     def describe(self) -> dict[str, Any]:
         session, outbox = self.session, self.outbox
@@ -178,6 +182,9 @@ class IngestService(Service):
         # KCS_BROKER, or the embedded broker's URL once a worker has started it (app/main.py)
         self.broker_url = broker_url
         self.control_topic = topics.INGEST_SHARDS
+        # its partition count: KCS_INGEST_PARTITIONS, or the existing topic's (app/main.py)
+        self.control_partitions = settings.ingest_partitions
+        self.tasks: set[asyncio.Task[None]] = set()
         self.shards: dict[str, Shard] = {}
         self.producer: aiokafka.AIOKafkaProducer | None = None
         self.replay_server: ReplayServer | None = None
@@ -227,8 +234,10 @@ class IngestService(Service):
             log.info("this worker ingests no exchange (KCS_INGEST=%s)", settings.ingest)
             return
         for name, subs in sorted(chosen.items()):
-            self.shards[name] = Shard(name, name, shard_partition(name, settings.partitions),
-                                      subs)
+            for shard, markets in split(name, subs, settings.shard_markets_for(name)).items():
+                self._add_shard(shard, markets)
+        await self._discover([shard_partition(name, self.control_partitions)
+                              for name in sorted(chosen)])
         self.producer = await self._start_producer()
         self.add_future(self._send_control())
         self.add_future(self._checkpoints())
@@ -241,6 +250,47 @@ class IngestService(Service):
         else:
             for shard in self.shards.values():
                 await self._run_shard(shard, None)
+
+    # -- shards ------------------------------------------------------------------------------
+
+    def _add_shard(self, name: str, subscriptions: Subscriptions) -> Shard:
+        shard = self.shards.get(name)
+        if shard is None:
+            exchange, _ = shard_exchange(name)
+            shard = self.shards[name] = Shard(
+                name, exchange, shard_partition(name, self.control_partitions), subscriptions)
+        return shard
+
+    def _may_run(self, name: str) -> bool:
+        exchange, _ = shard_exchange(name)
+        return exchange in CONNECTORS and self.settings.ingests(exchange)
+
+    async def _discover(self, partitions: list[int]) -> None:
+        """Shards that exist in Kafka only (commands created them, or split the exchange
+        otherwise than this worker's seed): from the directories and subscription sets on
+        these control partitions. The directory's sets win over the seed."""
+        try:
+            latest = await latest_records(self.bootstrap, self.control_topic, sorted(set(
+                partitions)))
+        except Exception as exc:
+            log.error("ingest shards: cannot read the control topic (%r); the seed is used",
+                      exc)
+            return
+        for key, (value, partition, _) in sorted(latest.items()):
+            if key.endswith(":shards") and self._may_run(key[:-7]):
+                for name, subs in value.items():
+                    shard = self._add_shard(name, {})
+                    if shard.state == "stopped":
+                        shard.subscriptions = {m: set(c) for m, c in subs.items()}
+            elif key.endswith(":subscriptions") and self._may_run(key[:-14]):
+                name = key[:-14]
+                if shard_partition(name, self.control_partitions) == partition:
+                    self._add_shard(name, {m: set(c) for m, c in value.items()})
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     # -- ownership ---------------------------------------------------------------------------
 
@@ -270,7 +320,14 @@ class IngestService(Service):
     async def on_partitions_assigned(self, assigned: Any) -> None:
         if not self.settings.ingest_auto:
             return
+        before = self.assigned
         self.assigned = {tp.partition for tp in assigned if tp.topic == self.control_topic}
+        await self._apply_assignment()
+        if self.ready and self.assigned - before:
+            self._spawn(self._discover_and_apply(sorted(self.assigned - before)))
+
+    async def _discover_and_apply(self, partitions: list[int]) -> None:
+        await self._discover(partitions)
         await self._apply_assignment()
 
     async def _apply_assignment(self) -> None:
@@ -284,6 +341,7 @@ class IngestService(Service):
                     shard.outbox.resume()
                     shard.state = "running"
                     log.warning("ingest shard %s assigned again: resumed", shard.name)
+                    self._spawn(self._refresh(shard))  # a set written while it was paused
                 elif owned and shard.state == "stopped":
                     shard.state = "starting"
                     shard.starting = asyncio.get_running_loop().create_task(
@@ -292,19 +350,38 @@ class IngestService(Service):
                     await self._stop_shard(shard)
                     log.warning("ingest shard %s is owned by another worker now", shard.name)
 
+    async def _refresh(self, shard: Shard) -> None:
+        """Apply the shard's latest set in Kafka if it is newer than the one it runs."""
+        try:
+            latest = await latest_records(self.bootstrap, self.control_topic, [shard.partition])
+        except Exception as exc:
+            log.error("ingest shard %s: cannot read its set (%r)", shard.name, exc)
+            return
+        subs = latest.get(subscriptions_key(shard.name))
+        if subs is not None:
+            await self._apply_subscriptions(shard, {m: set(c) for m, c in subs[0].items()},
+                                            subs[2], [])
+
     async def _start_owned(self, shard: Shard) -> None:
         """Learn from Kafka where the shard's previous owner stopped, then run it."""
         delay = 1.0
         while True:
             try:
-                latest = await latest_by_key(self.bootstrap, self.control_topic,
-                                             shard.partition)
+                keys = (shard.name, subscriptions_key(shard.name))
+                latest = await latest_records(self.bootstrap, self.control_topic,
+                                              [shard.partition])
+                if not any(k in latest for k in keys):
+                    # nothing on its partition: new, or the topic's partition count changed
+                    latest = await latest_records(self.bootstrap, self.control_topic,
+                                                  list(range(self.control_partitions)))
                 subs = latest.get(subscriptions_key(shard.name))
-                if subs is not None:
-                    shard.subscriptions = {s: set(c) for s, c in subs.items()}
+                if subs is not None and subs[2] > shard.subs_offset:
+                    shard.subscriptions = {s: set(c) for s, c in subs[0].items()}
+                    shard.subs_offset = subs[2]
                 checkpoint = await learn_last_trades(
                     self.bootstrap, trade_topic(shard.exchange), self.settings.partitions,
-                    latest.get(shard.name), set(shard.subscriptions))
+                    latest[shard.name][0] if shard.name in latest else None,
+                    set(shard.subscriptions))
                 break
             except asyncio.CancelledError:
                 raise
@@ -387,12 +464,6 @@ class IngestService(Service):
             if shard is None:
                 raise CommandError(command.id, f"exchange {command.exchange} is not ingested "
                                                f"by this app (KCS_INGEST={self.settings.ingest})")
-            deadline = time.monotonic() + 60.0
-            while shard.state == "starting" and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-            if shard.state != "running":
-                raise CommandError(command.id, f"shard {shard.name} is not running on the "
-                                               f"worker that read the command ({shard.state})")
         except CommandError as exc:
             log.warning("ws.command refused: %s", exc.reason)
             event = ErrorEvent(key or "", None, "command", exc.reason, exc.command_id,
@@ -400,22 +471,120 @@ class IngestService(Service):
             self.control.append((topics.ERROR, (key or "command").encode(),
                                  self.codec.encode(topics.ERROR, event), None))
             return
+        touched = await self._route_command(command)
+        log.warning("ws.command %s applied: %s %s %s; %s", command.id, command.op,
+                    ",".join(command.symbols), ",".join(command.channels),
+                    ", ".join(f"{name} now has {len(subs)} symbols"
+                              for name, subs in touched.items()))
+
+    async def _route_command(self, command: Command) -> Directory:
+        """Place the command's markets in the exchange's shards (app/shards.py: `placed`),
+        keep the exchange's directory and each touched shard's new set in Kafka, and apply
+        the sets of the shards running here. The owners of the others apply theirs when they
+        read them from their control partitions (`on_control`). Commands of one exchange
+        are read by one worker at a time (ws.command is keyed by exchange): one writer."""
+        exchange = command.exchange
+        first = self.shards[shard_name(exchange, 0)]
+        delay = 0.5
+        while True:
+            try:
+                latest = await latest_records(self.bootstrap, self.control_topic,
+                                              [first.partition])
+                break
+            except Exception as exc:
+                log.warning("ws.command %s waits for the control topic (%r)", command.id, exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2.0, 5.0)
+        if directory_key(exchange) in latest:
+            directory = {n: {m: set(c) for m, c in subs.items()}
+                         for n, subs in latest[directory_key(exchange)][0].items()}
+        else:  # no command yet: this worker's split, and a set an older version kept
+            directory = {n: dict(s.subscriptions) for n, s in self.shards.items()
+                         if s.exchange == exchange}
+            if subscriptions_key(first.name) in latest:
+                directory[first.name] = {m: set(c) for m, c in
+                                         latest[subscriptions_key(first.name)][0].items()}
+        new = placed(directory, command, self.settings.shard_markets_for(exchange))
+        touched = {name: subs for name, subs in sorted(new.items())
+                   if any(m in subs or m in directory.get(name, {}) for m in command.symbols)
+                   } or {first.name: new[first.name]}
+        await self._write_now(self.control_topic, directory_key(exchange).encode(),
+                              orjson.dumps({n: {m: sorted(c) for m, c in sorted(s.items())}
+                                            for n, s in new.items()}), first.partition)
+        for name, subs in touched.items():
+            known = name in self.shards
+            shard = self._add_shard(name, subs)
+            offset = await self._write_now(
+                self.control_topic, subscriptions_key(name).encode(),
+                orjson.dumps({m: sorted(c) for m, c in sorted(subs.items())}), shard.partition,
+                headers=[(COMMAND_HEADER, orjson.dumps(command.id))])
+            if known:
+                await self._apply_subscriptions(shard, subs, offset, [command.id])
+            else:
+                shard.subs_offset = offset
+                if shard.partition in self.assigned or not self.settings.ingest_auto:
+                    shard.commands.append(command.id)  # it starts here: its first ack
+                await self._start_new(shard)
+        return touched
+
+    async def _start_new(self, shard: Shard) -> None:
+        """A shard this worker just learned of: pinned, it runs here; with `auto`, here if
+        the group gave this worker its partition (it reads its set from Kafka)."""
+        if self.settings.ingest_auto:
+            await self._apply_assignment()
+        elif self.ready:
+            async with self.lock:
+                if shard.state == "stopped":
+                    await self._run_shard(shard, None)
+
+    async def on_control(self, key: str | None, value: bytes, partition: int, offset: int,
+                         headers: Any) -> None:
+        """A record of a control partition this worker owns: a shard's new subscription set
+        (written by the worker that read the command) is applied by its owner."""
+        if not self.ready or key is None or not key.endswith(":subscriptions"):
+            return
+        name = key[:-len(":subscriptions")]
+        if not self._may_run(name) or shard_partition(name, self.control_partitions) != partition:
+            return
+        try:
+            subs = {m: set(c) for m, c in orjson.loads(value).items()}
+        except (orjson.JSONDecodeError, AttributeError, TypeError):
+            log.warning("%s[%d]@%d: not a subscription set, ignored", self.control_topic,
+                        partition, offset)
+            return
+        pairs = headers.items() if isinstance(headers, dict) else (headers or ())
+        ids = [orjson.loads(v) for k, v in pairs if k == COMMAND_HEADER]
+        shard = self.shards.get(name)
+        if shard is None:  # a new shard: it reads its set when it starts
+            shard = self._add_shard(name, subs)
+            shard.subs_offset = offset
+            shard.commands.extend(ids)
+            await self._start_new(shard)
+            return
+        await self._apply_subscriptions(shard, subs, offset, ids)
+
+    async def _apply_subscriptions(self, shard: Shard, subs: Subscriptions, offset: int,
+                                   command_ids: list[Any]) -> None:
+        """The shard's new set (control-topic record at `offset`) on its live feed, if it
+        runs here; a record at or before the one applied last changes nothing (the set is
+        read from Kafka at start and its record may come again through the agent). A shard
+        paused by a rebalance leaves it to whoever is given the shard: a resumed session
+        would otherwise keep the old set."""
+        deadline = time.monotonic() + 60.0
+        while shard.state == "starting" and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
         async with self.lock:
-            new = applied(shard.subscriptions, command)
-            shard.commands.append(command.id)
-            self.control.append((self.control_topic, subscriptions_key(shard.name).encode(),
-                                 orjson.dumps({s: sorted(c) for s, c in new.items()}),
-                                 shard.partition))
-            if new == shard.subscriptions:
-                self._announce_command(shard, command)
+            if offset <= shard.subs_offset or shard.state != "running":
+                return  # applied already; or its owner applies it (a start reads it)
+            shard.subs_offset = offset
+            shard.commands.extend(command_ids)
+            if subs == shard.subscriptions:
+                self._announce_command(shard, None)
                 return
-            shard.subscriptions = new
+            shard.subscriptions = subs
             await self._resubscribe(shard)
             if shard.session is None:  # nothing left to connect: say so now
-                self._announce_command(shard, command)
-        log.warning("ws.command %s applied: %s %s %s; %s now has %d symbols", command.id,
-                    command.op, ",".join(command.symbols), ",".join(command.channels),
-                    shard.name, len(shard.subscriptions))
+                self._announce_command(shard, None)
 
     async def _resubscribe(self, shard: Shard) -> None:
         """Run the shard with its new subscription set: a new connection with the new set
@@ -489,13 +658,16 @@ class IngestService(Service):
                              orjson.dumps(outbox.checkpoint()), shard.partition))
         shard.checkpointed = outbox.acked
 
-    async def _write_now(self, topic: str, key: bytes, value: bytes, partition: int) -> None:
+    async def _write_now(self, topic: str, key: bytes, value: bytes, partition: int,
+                         headers: list[tuple[str, bytes]] | None = None) -> int:
+        """Write one record now, retrying until Kafka takes it; its offset."""
         assert self.producer is not None
         delay = 0.5
         while True:
             try:
-                await (await self.producer.send(topic, value, key=key, partition=partition))
-                return
+                sent = await (await self.producer.send(topic, value, key=key,
+                                                       partition=partition, headers=headers))
+                return sent.offset
             except Exception as exc:
                 log.warning("%s not written yet (%r); retrying", topic, exc)
                 await asyncio.sleep(delay)

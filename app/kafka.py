@@ -39,11 +39,14 @@ async def wait_until_reachable(broker_url: str, bootstrap: str) -> None:
 
 
 async def ensure_topics(bootstrap: str, names: list[str], partitions: int,
-                        replication_factor: int, timeout: float = 30.0) -> None:
-    """Create the topics that do not exist yet, then wait until every partition has a leader.
+                        replication_factor: int, timeout: float = 30.0,
+                        partitions_of: dict[str, int] | None = None) -> dict[str, int]:
+    """Create the topics that do not exist yet (`partitions` each, or `partitions_of[name]`),
+    then wait until every partition has a leader; the partition count of each topic.
 
     An existing topic is left as it is (its partition count is the cluster's business).
     """
+    counts = partitions_of or {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -52,8 +55,8 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int,
         if missing:
             log.info("creating %d topics (%d partitions each)", len(missing), partitions)
             try:
-                await admin.create_topics([NewTopic(n, partitions, replication_factor)
-                                           for n in missing])
+                await admin.create_topics([NewTopic(n, counts.get(n, partitions),
+                                                    replication_factor) for n in missing])
             except TopicAlreadyExistsError:
                 pass  # another worker created them first
         deadline = asyncio.get_running_loop().time() + timeout
@@ -62,7 +65,7 @@ async def ensure_topics(bootstrap: str, names: list[str], partitions: int,
             leaderless = [t["topic"] for t in described if t["error_code"] or any(
                 p["leader"] < 0 for p in t["partitions"]) or not t["partitions"]]
             if not leaderless:
-                return
+                return {t["topic"]: len(t["partitions"]) for t in described}
             if asyncio.get_running_loop().time() > deadline:
                 raise RuntimeError(f"topics without a leader after {timeout} s: {leaderless}")
             await asyncio.sleep(0.2)

@@ -64,8 +64,16 @@ async def start_kafka(app: App) -> None:
     ingest.broker_url = broker_url
     bootstrap = bootstrap_servers(broker_url)
     await kafka.wait_until_reachable(broker_url, bootstrap)
-    await kafka.ensure_topics(bootstrap, topics.CREATED_BEFORE_START, settings.partitions,
-                              settings.replication_factor)
+    counts = await kafka.ensure_topics(
+        bootstrap, topics.CREATED_BEFORE_START, settings.partitions,
+        settings.replication_factor,
+        partitions_of={topics.INGEST_SHARDS: settings.ingest_partitions})
+    # an existing control topic keeps its count: the shards' partitions follow it
+    ingest.control_partitions = counts[topics.INGEST_SHARDS]
+    if ingest.control_partitions != settings.ingest_partitions:
+        log.warning("%s has %d partitions, not KCS_INGEST_PARTITIONS=%d: it was created "
+                    "with that count", topics.INGEST_SHARDS, ingest.control_partitions,
+                    settings.ingest_partitions)
     # The embedded broker's offsets restart at 0 with each run: the archive tells its files
     # apart by the run (history/archive.py).
     history_service.connect(bootstrap, f"tansu{int(time.time())}" if embedded_broker else "kafka")
@@ -116,3 +124,4 @@ async def _ingest_assigned(sender: object, assigned: object, **_: object) -> Non
 app.on_partitions_revoked.connect(_ingest_revoked)
 app.on_partitions_assigned.connect(_ingest_assigned)
 ingest_control.on_command(ingest.apply_command)
+ingest_control.on_control(ingest.on_control)

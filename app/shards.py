@@ -1,12 +1,22 @@
-"""Ingest shards and what Kafka says about them: which partition owns a shard, its latest
-checkpoint and subscription set, and the last trade published per market.
+"""Ingest shards and what Kafka says about them: which partition owns a shard, how an
+exchange's markets are split into shards, its latest checkpoint and subscription set, and
+the last trade published per market.
 
-A shard is a unit of ingest owned by exactly one worker: today one per exchange, named after
-it. Its owner is the worker that Faust's group assigns the shard's partition of the control
-topic `<app id>-ingest-shards` (`agents.topics.INGEST_SHARDS`, read by the agent in
-agents/ingest_control.py). The partition is the one
-Kafka's default partitioner gives the shard's name as a key, so a `ws.command` keyed by the
-exchange lands on a partition owned by the same worker (the topics are co-partitioned).
+A shard is a unit of ingest owned by exactly one worker: an exchange's markets, split where
+the venue caps what one connection carries (`KCS_SHARD_MARKETS`, config/exchanges.py) into
+`binance`, `binance#1`, `binance#2`... each with its own connection(s). Its owner is the
+worker that Faust's group assigns the shard's partition of the control topic
+`<app id>-ingest-shards` (`agents.topics.INGEST_SHARDS`, `KCS_INGEST_PARTITIONS` partitions,
+read by the agent in agents/ingest_control.py). Shards are numbered (every exchange's first
+shard, then every second shard...) and the n-th takes partition `n * stride % partitions`,
+the stride coprime with the count and near its golden section: no two shards share a
+partition while there are fewer shards than partitions, and consecutive shards lie far apart,
+so whichever block of partitions a worker keeps in a rebalance holds its share of them.
+
+Markets stay in their shard: the seed (`KCS_SUBSCRIPTIONS`) is split in sorted order, and
+once a command has changed an exchange's shards its split is kept in Kafka (the directory
+`<exchange>:shards` on the first shard's partition); a subscribed market goes to the first
+shard with room, or a new one (`placed`), and never moves another.
 
 The control partition of a shard holds, keyed by `<shard>` and `<shard>:subscriptions`:
 - checkpoints `{"offsets": {partition: next offset}, "last": {symbol: [id, ts, ids]}}`
@@ -25,28 +35,95 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from typing import Any
 
 import aiokafka
 import orjson
-from aiokafka.partitioner import murmur2
 from aiokafka.structs import TopicPartition
 
+from app.commands import Command, applied
+from config.exchanges import EXCHANGES
+from exchanges.base import Subscriptions
 from exchanges.outbox import fold_trade
 
-__all__ = ["shard_partition", "read_partitions", "latest_by_key",
-           "learn_last_trades", "subscriptions_key"]
+__all__ = ["shard_partition", "read_partitions", "latest_by_key", "learn_last_trades",
+           "subscriptions_key", "directory_key", "shard_name", "shard_exchange", "split",
+           "placed", "stride", "latest_records", "Directory"]
 
 log = logging.getLogger(__name__)
+GOLDEN = (5 ** 0.5 - 1) / 2
+
+# An exchange's shards: shard name -> its markets and their channels.
+Directory = dict[str, Subscriptions]
 
 
 def subscriptions_key(shard: str) -> str:
     return f"{shard}:subscriptions"
 
 
+def directory_key(exchange: str) -> str:
+    return f"{exchange}:shards"
+
+
+def shard_name(exchange: str, number: int) -> str:
+    return exchange if number == 0 else f"{exchange}#{number}"
+
+
+def shard_exchange(shard: str) -> tuple[str, int]:
+    """`binance#2` -> ("binance", 2); `binance` -> ("binance", 0)."""
+    exchange, _, number = shard.partition("#")
+    return exchange, int(number or 0)
+
+
+def stride(partitions: int) -> int:
+    """The integer coprime with `partitions` nearest to its golden section (1 for 1 or 2)."""
+    target = partitions * GOLDEN
+    return min((s for s in range(1, max(partitions, 2)) if math.gcd(s, partitions) == 1),
+               key=lambda s: (abs(s - target), s))
+
+
 def shard_partition(shard: str, partitions: int) -> int:
-    """Kafka's default partitioner for the key `shard` (as aiokafka and Java clients do)."""
-    return (murmur2(shard.encode()) & 0x7FFFFFFF) % partitions
+    """The control partition of a shard: the n-th shard (every exchange's first shard in
+    EXCHANGES order, then every second shard...) at `n * stride % partitions`."""
+    exchange, number = shard_exchange(shard)
+    return (number * len(EXCHANGES) + EXCHANGES.index(exchange)) * stride(partitions) \
+        % partitions
+
+
+def split(exchange: str, subscriptions: Subscriptions, cap: int | None) -> Directory:
+    """The seed split: markets in sorted order, `cap` a shard (None: one shard)."""
+    markets = sorted(subscriptions)
+    size = cap or max(len(markets), 1)
+    shards: Directory = {shard_name(exchange, 0): {}}
+    for number, start in enumerate(range(0, len(markets), size)):
+        shards[shard_name(exchange, number)] = {m: set(subscriptions[m])
+                                                for m in markets[start:start + size]}
+    return shards
+
+
+def placed(directory: Directory, command: Command, cap: int | None) -> Directory:
+    """The exchange's shards after the command: a market already in a shard stays there; a
+    new one goes to the first shard (by number) with fewer than `cap` markets, else to a new
+    shard. Nothing else moves. A shard left empty stays (with no connection)."""
+    result = {name: {m: set(c) for m, c in subs.items()} for name, subs in directory.items()}
+    where = {market: name for name, subs in result.items() for market in subs}
+    exchange = command.exchange
+    order = sorted(result, key=lambda name: shard_exchange(name)[1]) or [shard_name(exchange, 0)]
+    for market in command.symbols:
+        name = where.get(market)
+        if name is None and command.op == "subscribe":
+            name = next((n for n in order if cap is None or len(result.get(n, {})) < cap),
+                        None)
+            if name is None:
+                name = shard_name(exchange, max(shard_exchange(n)[1] for n in order) + 1)
+                order.append(name)
+            where[market] = name
+        if name is None:
+            continue  # unsubscribing a market no shard has
+        one = Command(command.op, exchange, (market,), command.channels, command.id)
+        result[name] = applied(result.get(name, {}), one)
+    return result
 
 
 async def read_partitions(bootstrap: str, topic: str, starts: dict[int, int | None],
@@ -90,15 +167,29 @@ async def read_partitions(bootstrap: str, topic: str, starts: dict[int, int | No
 
 async def latest_by_key(bootstrap: str, topic: str, partition: int) -> dict[str, Any]:
     """The latest JSON value of every key of one partition of the control topic."""
-    latest: dict[str, Any] = {}
-    records, _ = await read_partitions(bootstrap, topic, {partition: 0})
+    return {k: v[0] for k, v in (await latest_records(bootstrap, topic, [partition])).items()}
+
+
+async def latest_records(bootstrap: str, topic: str, partitions: list[int]
+                         ) -> dict[str, tuple[Any, int, int]]:
+    """The latest JSON value of every key of these partitions of the control topic, with its
+    partition and offset. A key found on several partitions (the topic's partition count was
+    changed) counts by its latest record's timestamp."""
+    latest: dict[str, tuple[Any, int, int]] = {}
+    stamps: dict[str, int] = {}
+    records, _ = await read_partitions(bootstrap, topic, {p: 0 for p in partitions})
     for record in records:
         if record.key is None:
             continue
+        key = record.key.decode()
+        if key in stamps and latest[key][1] != record.partition and \
+                stamps[key] > record.timestamp:
+            continue
         try:
-            latest[record.key.decode()] = orjson.loads(record.value)
+            latest[key] = (orjson.loads(record.value), record.partition, record.offset)
+            stamps[key] = record.timestamp
         except orjson.JSONDecodeError:
-            log.warning("%s[%d]@%d: not JSON, ignored", topic, partition, record.offset)
+            log.warning("%s[%d]@%d: not JSON, ignored", topic, record.partition, record.offset)
     return latest
 
 

@@ -22,7 +22,7 @@ from dotenv import dotenv_values
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from config.exchanges import EXCHANGES
+from config.exchanges import EXCHANGES, SHARD_MARKETS
 
 __all__ = ["Settings", "SettingsError", "load_settings", "REPO_ROOT", "PREFIX"]
 
@@ -101,6 +101,9 @@ Intervals = Annotated[str, _matching(r"\s*\d*[1-9]\d*[smhd]\s*(,\s*\d*[1-9]\d*[s
 StaleAfter = Annotated[str, _matching(
     r"|\s*\d+(\.\d*)?\s*|\s*[a-z]+\s*=\s*\d+(\.\d*)?\s*(,\s*[a-z]+\s*=\s*\d+(\.\d*)?\s*)*",
     "seconds, or venue=seconds,... (e.g. upbit=120,binance=30), or empty")]
+ShardMarkets = Annotated[str, _matching(
+    r"|\s*\d*[1-9]\d*\s*|\s*[a-z]+\s*=\s*\d*[1-9]\d*\s*(,\s*[a-z]+\s*=\s*\d*[1-9]\d*\s*)*",
+    "markets per shard, or venue=markets,... (e.g. binance=300,bitfinex=8), or empty")]
 RegistryUrl = Annotated[str, _matching(r"|https?://\S+", "http(s)://host:port, or empty")]
 Thresholds = Annotated[str, _matching(
     r"\s*[A-Za-z0-9]+\s*=\s*\d+(\.\d*)?([eE]\d+)?\s*(,\s*[A-Za-z0-9]+\s*=\s*\d+(\.\d*)?"
@@ -135,6 +138,13 @@ class Settings(BaseSettings):
     # Which exchanges this worker ingests: "auto" (the shards whose control partitions the
     # group assigns it: see app/shards.py), or pinned: "all", "none", or a comma list.
     ingest: ExchangeChoice = "auto"
+    # Markets per ingest shard: each shard is its own connection(s) and owner. Empty: each
+    # venue's per-connection cap (config/exchanges.py), one shard where none is published; a
+    # number for every venue, or "binance=300,bitfinex=8" per venue.
+    shard_markets: ShardMarkets = ""
+    # Partitions of the ingest shards' control topic `<app id>-ingest-shards`: at most this
+    # many workers own shards. Read at creation; an existing topic keeps its count.
+    ingest_partitions: Count = 16
     # The ingest buffer: records waiting for Kafka (an outage), over all shards (bytes).
     ingest_buffer_bytes: Bytes = 256 * 1024 * 1024
     # Seconds between two `ws.metrics.<exchange>` records of a connection.
@@ -247,20 +257,17 @@ class Settings(BaseSettings):
     def stale_after_for(self, exchange: str, default: float) -> float:
         """`KCS_STALE_AFTER` for one venue: a number, or `venue=seconds,...` (others keep
         `default`); a bad value is refused with the setting's name."""
-        text = self.stale_after.strip()
         try:
-            if not text:
-                return default
-            if "=" not in text:
-                return float(text)
-            for part in text.split(","):
-                name, _, value = part.partition("=")
-                if name.strip().lower() == exchange:
-                    return float(value)
-            return default
+            value = _for_venue(self.stale_after, exchange)
+            return default if value is None else float(value)
         except ValueError:
             raise ValueError(f"KCS_STALE_AFTER={self.stale_after!r}: use seconds, or "
                              f"venue=seconds,...") from None
+
+    def shard_markets_for(self, exchange: str) -> int | None:
+        """Markets per ingest shard of one venue (None: no cap, one shard)."""
+        value = _for_venue(self.shard_markets, exchange)
+        return SHARD_MARKETS.get(exchange) if value is None else int(value)
 
     @property
     def ingest_auto(self) -> bool:
@@ -275,6 +282,19 @@ class Settings(BaseSettings):
         if choice in ("", "none"):
             return False
         return exchange in {name.strip() for name in choice.split(",")}
+
+
+def _for_venue(text: str, exchange: str) -> str | None:
+    """A per-venue setting's value for one venue: `value` for every venue, or
+    `venue=value,...`; None when empty or the venue is not named."""
+    text = text.strip()
+    if not text or "=" not in text:
+        return text or None
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        if name.strip().lower() == exchange:
+            return value
+    return None
 
 
 def _names() -> dict[str, str]:

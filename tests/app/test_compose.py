@@ -1,8 +1,8 @@
 """docker/compose.yml, checked without a Docker engine: it is valid against the compose
 specification's JSON schema (vendored by check-jsonschema), every KCS_* variable it sets is
 a real setting, every file it mounts or builds from exists, and it has what an operator needs
-(KRaft Kafka, a schema registry, two workers, Prometheus with the rules, Grafana with the
-dashboard, healthchecks, restart policies, a non-root image)."""
+(KRaft Kafka, a schema registry, N identical workers that scale, Prometheus finding them
+all, Grafana with the dashboard, healthchecks, restart policies, a non-root image)."""
 
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def test_valid_against_the_compose_specification(compose: dict[str, Any]) -> Non
 
 def test_the_schema_check_catches_a_mistake(compose: dict[str, Any]) -> None:
     broken = json.loads(json.dumps(compose))
-    broken["services"]["ingest"]["restart_policy"] = "always"  # not a service key
+    broken["services"]["worker"]["restart_policy"] = "always"  # not a service key
     broken["services"]["kafka"]["depends_on"] = 5  # neither a list nor a map
     errors = list(validator_for_compose().iter_errors(broken))
     assert any("restart_policy" in e.message for e in errors)
@@ -84,7 +84,7 @@ def test_every_kcs_variable_is_a_real_setting(compose: dict[str, Any]) -> None:
     assert "KCS_BROKER" in known and len(known) > 20
     used = {name for service in compose["services"].values()
             for name in environment(service) if name.startswith("KCS_")}
-    assert {"KCS_BROKER", "KCS_INGEST", "KCS_WEB_HOST", "KCS_LOG_FORMAT"} <= used
+    assert {"KCS_BROKER", "KCS_LOG_FORMAT"} <= used
     assert used - known == set()
     dockerfile_env = [word.split("=", 1)[0]
                       for line in (DOCKER / "Dockerfile").read_text().splitlines()
@@ -98,8 +98,8 @@ def test_every_mounted_file_and_build_context_exists(compose: dict[str, Any]) ->
     for name, service in compose["services"].items():
         for volume in service.get("volumes", []):
             source = volume.split(":", 1)[0] if isinstance(volume, str) else volume["source"]
-            if source in named:
-                continue
+            if source in named or (isinstance(volume, str) and ":" not in volume):
+                continue  # a named volume, or an anonymous one (a container path only)
             assert (DOCKER / source).exists(), f"{name} mounts {source}, which does not exist"
             checked += 1
         build = service.get("build")
@@ -123,16 +123,22 @@ def test_services_an_operator_needs(compose: dict[str, Any]) -> None:
     services = compose["services"]
     assert "broker,controller" in environment(services["kafka"])["KAFKA_PROCESS_ROLES"]  # KRaft
     assert "schema-registry" in services
-    workers = [s for s in services.values() if "KCS_BROKER" in environment(s)]
-    assert len(workers) == 2
-    assert {environment(w)["KCS_INGEST"] for w in workers} == {"all", "none"}
+    workers = {n: s for n, s in services.items() if "KCS_BROKER" in environment(s)}
+    assert list(workers) == ["worker"]  # one service of identical workers, scaled
+    worker = workers["worker"]
+    env = environment(worker)
+    assert env.get("KCS_INGEST", "auto") == "auto"  # the group decides who ingests what
+    assert "KCS_WEB_HOST" not in env  # each replica's own host name (unique per container)
+    assert worker["deploy"]["replicas"] >= 2
+    low, high = worker["ports"][0].split(":")[0].split("-")  # a host port per replica
+    assert int(high) - int(low) + 1 >= worker["deploy"]["replicas"]
+    assert all(isinstance(v, str) and ":" not in v for v in worker["volumes"])  # anonymous
     for name, service in services.items():
         assert service.get("restart") in ("always", "unless-stopped", "on-failure"), name
         assert "healthcheck" in service, name
     targets = yaml.safe_load((DOCKER / "prometheus" / "prometheus.yml").read_text())
-    scraped = targets["scrape_configs"][0]["static_configs"][0]["targets"]
-    assert {t.split(":")[0] for t in scraped} == {n for n, s in services.items()
-                                                  if "KCS_BROKER" in environment(s)}
+    found = targets["scrape_configs"][0]["dns_sd_configs"][0]
+    assert found["names"] == list(workers) and found["type"] == "A"  # every replica
 
 
 def test_image_runs_as_a_user_and_ignores_local_state() -> None:
