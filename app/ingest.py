@@ -32,6 +32,7 @@ from config.settings import Settings
 from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES, REGIONS
 from exchanges.base import Stream, Subscriptions
+from exchanges.listing import Listings, ListingUnavailable
 from exchanges.metrics import metrics
 from exchanges.outbox import BOOK, KIND_NAMES, OTHER, TICKER, TRADE, Budget, Outbox, fold_trade
 from exchanges.publisher import Publisher
@@ -158,6 +159,8 @@ class Shard:
                 "subscriptions": {s: sorted(c) for s, c in sorted(self.subscriptions.items())},
                 "streams": len(session.connected) if session else 0,
                 "connected": sum(session.connected.values()) if session else 0,
+                # connections opened: a change applied on the open socket leaves it alone
+                "connects": sum(s.connects for s in session.streams) if session else 0,
                 "frames": session.frames if session else 0,
                 "published": outbox.acked if outbox else 0,
                 "skipped_published_before": self.publisher.skipped if self.publisher else 0,
@@ -188,6 +191,7 @@ class IngestService(Service):
         self.ready = False
         self.lock = asyncio.Lock()
         self.control: deque[tuple[str, bytes, bytes, int | None]] = deque(maxlen=100_000)
+        self.listings = Listings()  # the venues' market lists (REST base set in on_start)
 
     @property
     def bootstrap(self) -> str:
@@ -212,6 +216,7 @@ class IngestService(Service):
             log.info("replaying %s (%s) at speed %s from %s", settings.replay,
                      ", ".join(sorted(recordings)), settings.replay_speed or "max",
                      self.replay_base)
+        self.listings.replay_base = self.replay_base
         if recordings is not None and not settings.subscriptions:
             subscriptions = from_recordings(recordings)
         else:
@@ -393,6 +398,8 @@ class IngestService(Service):
             if shard.state != "running":
                 raise CommandError(command.id, f"shard {shard.name} is not running on the "
                                                f"worker that read the command ({shard.state})")
+            if command.op == "subscribe":
+                await self._check_listed(command)
         except CommandError as exc:
             log.warning("ws.command refused: %s", exc.reason)
             event = ErrorEvent(key or "", None, "command", exc.reason, exc.command_id,
@@ -410,16 +417,30 @@ class IngestService(Service):
                 self._announce_command(shard, command)
                 return
             shard.subscriptions = new
-            await self._resubscribe(shard)
-            if shard.session is None:  # nothing left to connect: say so now
-                self._announce_command(shard, command)
+            stream = await shard.session.change(new) if shard.session is not None else None
+            if stream is not None:  # on the open socket: answered now, same connection
+                self._connected(shard, stream)
+            else:
+                await self._resubscribe(shard)
+                if shard.session is None:  # nothing left to connect: say so now
+                    self._announce_command(shard, command)
         log.warning("ws.command %s applied: %s %s %s; %s now has %d symbols", command.id,
                     command.op, ",".join(command.symbols), ",".join(command.channels),
                     shard.name, len(shard.subscriptions))
 
+    async def _check_listed(self, command: Any) -> None:
+        """CommandError unless the venue lists every market of the subscribe."""
+        try:
+            missing = await self.listings.unlisted(command.exchange, command.symbols)
+        except ListingUnavailable as exc:
+            raise CommandError(command.id, f"listing unavailable: {exc}") from None
+        if missing:
+            raise CommandError(command.id, f"{command.exchange} does not list "
+                                           f"{', '.join(missing)}")
+
     async def _resubscribe(self, shard: Shard) -> None:
-        """Run the shard with its new subscription set: a new connection with the new set
-        (every venue here takes its set at connect time). Trades already parsed are not
+        """Run the shard with its new subscription set on a new connection, where the venue
+        or the change cannot be applied on the open one. Trades already parsed are not
         published again: the publisher resumes after the last one of every market."""
         assert shard.publisher is not None and shard.outbox is not None
         if shard.session is not None:

@@ -102,6 +102,18 @@ class _Channel:
 
 class Bitfinex(Connector):
     name = "bitfinex"
+    listing_url = "https://api-pub.bitfinex.com/v2/conf/pub:list:pair:exchange"
+
+    @classmethod
+    def listed(cls, body: list) -> set[str]:
+        """[["BTCUSD","AAVE:USD","ETHBTC",..]] (trading pairs without the `t`)"""
+        symbols = set()
+        for pair in body[0]:
+            try:
+                symbols.add(to_unified("t" + pair))
+            except ValueError:
+                continue  # a pair name we cannot read is no market we subscribe
+        return symbols
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

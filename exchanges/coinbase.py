@@ -48,6 +48,12 @@ def to_unified(product: str) -> str:
 class Coinbase(Connector):
     name = "coinbase"
     to_unified = staticmethod(to_unified)
+    listing_url = "https://api.exchange.coinbase.com/products"
+
+    @classmethod
+    def listed(cls, body: list) -> set[str]:
+        """[{"id":"BTC-USD","base_currency":"BTC","quote_currency":"USD",..},..]"""
+        return {unified(p["base_currency"], p["quote_currency"]) for p in body}
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

@@ -32,7 +32,7 @@ import orjson
 from exchanges.base import Connector, Stream
 from exchanges.book import L2Book, check_levels, crossed
 from exchanges.codecs import inflate_gzip
-from exchanges.symbols import split
+from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
 __all__ = ["Htx", "to_native"]
@@ -49,6 +49,12 @@ def to_native(symbol: str) -> str:
 
 class Htx(Connector):
     name = "htx"
+    listing_url = "https://api.huobi.pro/v1/common/symbols"
+
+    @classmethod
+    def listed(cls, body: dict) -> set[str]:
+        """{"status":"ok","data":[{"base-currency":"btc","quote-currency":"usdt",..},..]}"""
+        return {unified(m["base-currency"], m["quote-currency"]) for m in body["data"]}
     book_channel = "depth.step0"  # or "mbp.150"
 
     def __init__(self, *args: object, **kwargs: object) -> None:

@@ -106,6 +106,13 @@ def _truncate(book: L2Book, depth: int) -> None:
 class Kraken(Connector):
     name = "kraken"
     to_unified = staticmethod(to_unified)
+    listing_url = "https://api.kraken.com/0/public/AssetPairs"
+
+    @classmethod
+    def listed(cls, body: dict) -> set[str]:
+        """{"error":[],"result":{"XXBTZUSD":{"altname":"XBTUSD","wsname":"XBT/USD",..},..}}
+        (`wsname` is the v1 name; dark-pool `.d` pairs have none)"""
+        return {to_unified(p["wsname"]) for p in body["result"].values() if "wsname" in p}
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from config.settings import Settings
 from exchanges import REGIONS
-from exchanges.base import Connector, Stream
+from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.metrics import metrics
 from exchanges.values import BadValue
 
@@ -345,6 +345,48 @@ class Session:
         if stream.ws is not None:
             log.warning("%s: reconnecting: %s", self.connector.name, reason)
             self.spawn(stream.ws.close(code=4002, reason=reason[:100]))
+
+    async def change(self, subscriptions: Subscriptions) -> Stream | None:
+        """Apply a new subscription set on the open connection, where the venue allows it
+        (`Connector.live_changes`) and the set stays on one connection; the stream it was
+        applied on, or None: the caller reconnects with the new set instead.
+
+        Books of markets added start empty (each venue's usual first-snapshot path fills
+        them); books of markets removed are dropped. The stream's URL, subscribe messages and
+        symbols become the new set's, so a later reconnect asks for the new set."""
+        connector = self.connector
+        if connector.live_changes == "reconnect" or len(self.streams) != 1:
+            return None
+        stream = self.streams[0]
+        ws = stream.ws
+        if ws is None or not self.connected.get(id(stream)):
+            return None
+        old, books = connector.subscriptions, connector.books
+        added = {s: set(c) - old.get(s, set()) for s, c in subscriptions.items()}
+        removed = {s: c - subscriptions.get(s, set()) for s, c in old.items()}
+        added = {s: c for s, c in added.items() if c}
+        removed = {s: c for s, c in removed.items() if c}
+        connector.subscriptions, connector.books = subscriptions, {}
+        connector.on_subscriptions(added, removed)
+        planned = connector.connections()
+        if len(planned) != 1:  # the new set needs another number of connections: reconnect
+            connector.subscriptions, connector.books = old, books
+            return None
+        # the books that stay are the live ones; the new ones are the plan's empty books
+        connector.books = {s: books.get(s, book) for s, book in connector.books.items()}
+        plan = planned[0]
+        if connector.live_changes == "replace":
+            messages = list(plan.subscribe)
+        else:
+            messages = connector.change_messages(stream, added, removed)
+        stream.url, stream.subscribe, stream.symbols = plan.url, plan.subscribe, plan.symbols
+        connector.adopt(plan, stream)
+        for message in messages:
+            await ws.send(message)
+        log.warning("%s: subscriptions changed on the open connection (+%s -%s)", connector.name,
+                    ",".join(sorted(added)) or "nothing", ",".join(sorted(removed)) or "nothing",
+                    extra=self.log_fields("subscribe"))
+        return stream
 
     async def _heartbeat(self, ws: ClientConnection, message: str | bytes,
                          interval: float) -> None:
