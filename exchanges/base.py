@@ -73,7 +73,7 @@ class Connector:
     # "delta": `change_messages` subscribes and unsubscribes what changed on the open socket;
     # "replace": each request replaces the socket's whole set, so the full new request is sent;
     # "reconnect": the connection is opened again with the new set (the session's fallback).
-    live_changes: ClassVar[str] = "reconnect"
+    live_changes: str = "reconnect"  # a module may decide per instance (Kraken v1)
     # The venue's public market list (REST), read by `listed()`: a `ws.command` subscribe of a
     # market it does not hold is refused (exchanges/listing.py). None: not checked.
     listing_url: ClassVar[str | None] = None

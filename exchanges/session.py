@@ -381,8 +381,11 @@ class Session:
             messages = connector.change_messages(stream, added, removed)
         stream.url, stream.subscribe, stream.symbols = plan.url, plan.subscribe, plan.symbols
         connector.adopt(plan, stream)
-        for message in messages:
-            await ws.send(message)
+        try:
+            for message in messages:
+                await ws.send(message)
+        except websockets.ConnectionClosed:
+            return None  # lost meanwhile: the caller reconnects with the new set
         log.warning("%s: subscriptions changed on the open connection (+%s -%s)", connector.name,
                     ",".join(sorted(added)) or "nothing", ",".join(sorted(removed)) or "nothing",
                     extra=self.log_fields("subscribe"))

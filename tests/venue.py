@@ -4,7 +4,7 @@ worker pointed at it with `KCS_REPLAY=http://127.0.0.1:<port>` connects there as
 the live venues.
 
 Like the live venues (EXCHANGES.md §1-2), a request on a socket replaces the socket's whole
-set, so a worker may change its markets on the open socket; every 50 ms each socket sends one
+set, so a worker may change its markets on the open socket; every 200 ms each socket sends one
 trade (ids rising per market) and one book for every market it is subscribed to now. The
 venue counts connections per path and keeps every request it received, so a test can tell a
 change applied on the open socket from a reconnect. Runs in its own thread: the worker under
@@ -28,13 +28,14 @@ __all__ = ["LoopbackVenue"]
 UPBIT_WS = "/api.upbit.com/websocket/v1"
 BITHUMB_WS = "/ws-api.bithumb.com/websocket/v1"
 LISTINGS = ("/api.upbit.com/v1/market/all", "/api.bithumb.com/v1/market/all")
-TICK = 0.05  # s between two rounds of frames
+TICK = 0.2  # s between two rounds of frames
 
 
 class LoopbackVenue:
     def __init__(self, markets: list[str]) -> None:
         self.markets = list(markets)  # the market list served (KRW-BTC form)
         self.listing_status = 200  # set to 503 to make the market list unavailable
+        self.listing_requests = 0
         self.connections: Counter[str] = Counter()  # path -> connections opened
         self.requests: dict[str, list[set[str]]] = {}  # path -> trade codes asked, in order
         self.ids = itertools.count(1)
@@ -66,6 +67,7 @@ class LoopbackVenue:
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path
         if path in LISTINGS:
+            self.listing_requests += 1
             if self.listing_status != 200:
                 return web.Response(status=self.listing_status, text="maintenance")
             return web.json_response([{"market": m, "english_name": m} for m in self.markets])

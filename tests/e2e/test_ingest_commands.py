@@ -22,7 +22,9 @@ import aiokafka
 import pytest
 
 from app.embedded import EmbeddedBroker
-from tests.support import Worker, http_json, read_topic, wait_for
+from app.shards import read_partitions
+from config.settings import load_settings
+from tests.support import Worker, http_json, wait_for
 from tests.venue import BITHUMB_WS, UPBIT_WS, LoopbackVenue
 
 APP_ID = "kcs-test-commands"
@@ -62,8 +64,13 @@ def subscriptions(worker: Worker, exchange: str) -> dict[str, list[str]]:
 
 
 def everything(broker: EmbeddedBroker, topic: str) -> list[dict[str, Any]]:
-    """What the topic holds now (read until one record, then a second more)."""
-    return [json.loads(r.value) for r in read_topic(broker.url, topic, expect=1)]
+    """What the topic holds now: every partition up to its high-water mark (a feed that
+    keeps flowing never goes idle, so `read_topic` would wait for its timeout)."""
+    partitions = load_settings({}).partitions  # the worker creates the topics with these
+    records, _ = asyncio.run(read_partitions(broker.url.split("://", 1)[1], topic,
+                                             {p: 0 for p in range(partitions)}))
+    records.sort(key=lambda r: (r.partition, r.offset))
+    return [json.loads(r.value) for r in records]
 
 
 def trades(broker: EmbeddedBroker, exchange: str) -> Counter[str]:
@@ -113,6 +120,8 @@ def test_commands_change_the_live_subscriptions_and_survive_a_restart(
     # Subscribe on the open socket: XRP-KRW's trades flow, on the same connection.
     send(fresh_broker, command("subscribe", "upbit", "XRP-KRW", "sub-xrp"))
     wait_for(lambda: trades(fresh_broker, "upbit")["XRP-KRW"] > 0)
+    wait_for(lambda: any(b["symbol"] == "XRP-KRW"
+                         for b in everything(fresh_broker, "orderbook-data.upbit")))
     assert venue.connections[UPBIT_WS] == 1 and shard(worker, "upbit")["connects"] == 1
     assert venue.requests[UPBIT_WS][-1] == {"KRW-BTC", "KRW-ETH", "KRW-XRP"}
     answer = wait_for(lambda: ack(fresh_broker, "upbit", "sub-xrp"))

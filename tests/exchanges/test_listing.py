@@ -16,6 +16,7 @@ from replay.recordings import load_recordings
 from replay.server import ReplayServer
 from replay.subscriptions import from_recordings
 from tests.support import REPLAYS
+from tests.venue import LoopbackVenue
 
 RECORDED = ("upbit", "binance", "okx", "coinbase", "kraken", "bitfinex", "htx")
 
@@ -63,3 +64,23 @@ def test_a_list_that_cannot_be_fetched_is_named_in_the_error() -> None:
     with pytest.raises(ListingUnavailable, match=r"GET https://api.upbit.com/v1/market/all: "):
         asyncio.run(listings.unlisted("upbit", ["BTC-KRW"]))
     assert listings.cache == {}  # nothing cached: the next command fetches again
+
+
+def test_the_list_is_cached_and_fetched_again_once_on_a_miss() -> None:
+    venue = LoopbackVenue(["KRW-BTC"]).start()
+    try:
+        listings = Listings(replay_base=venue.base_url)
+        unlisted = listings.unlisted
+        assert asyncio.run(unlisted("upbit", ["BTC-KRW"])) == []
+        assert asyncio.run(unlisted("upbit", ["BTC-KRW"])) == []
+        assert venue.listing_requests == 1  # cached
+        venue.markets.append("KRW-ETH")  # listed since
+        assert asyncio.run(unlisted("upbit", ["ETH-KRW", "NOPE-KRW"])) == ["NOPE-KRW"]
+        assert venue.listing_requests == 2  # one fetch for the miss, not one per market
+        listings.ttl = 0.0  # expired: fetched before answering, and not again for the miss
+        venue.listing_status = 503
+        with pytest.raises(ListingUnavailable, match="HTTP 503"):
+            asyncio.run(unlisted("upbit", ["BTC-KRW"]))
+        assert venue.listing_requests == 3
+    finally:
+        venue.stop()

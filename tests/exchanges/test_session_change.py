@@ -17,6 +17,7 @@ from config.settings import load_settings
 from exchanges import CONNECTORS
 from exchanges.base import Stream
 from exchanges.binance import Binance
+from exchanges.bitfinex import Bitfinex, _Channel
 from exchanges.bithumb import Bithumb
 from exchanges.publisher import Publisher
 from exchanges.session import Session
@@ -147,3 +148,46 @@ def test_each_delta_venue_builds_its_documented_messages() -> None:
                                   "topic": topic, "format": "DEFAULT"}
     assert [(m["request_type"], m["channel"]) for m in sent["coinone"][1:]] == [
         ("SUBSCRIBE", "TRADE"), ("SUBSCRIBE", "ORDERBOOK")]
+
+
+def test_the_western_venues_build_their_documented_messages() -> None:
+    added, removed = {"ETH-USD": {"trades", "book"}}, {"BTC-USD": {"trades", "book"}}
+    settings = load_settings({})
+    sent: dict[str, list[Any]] = {}
+    for name in ("coinbase", "htx", "kraken"):
+        connector = CONNECTORS[name]({"ETH-USD": {"trades", "book"}},
+                                     Publisher(name, Collector()), settings)
+        sent[name] = [json.loads(m) for m in connector.change_messages(Stream(""), added,
+                                                                       removed)]
+    assert sent["coinbase"] == [
+        {"type": "unsubscribe", "product_ids": ["BTC-USD"], "channels": ["level2_batch"]},
+        {"type": "unsubscribe", "product_ids": ["BTC-USD"], "channels": ["matches"]},
+        {"type": "unsubscribe", "product_ids": ["BTC-USD"], "channels": ["heartbeat"]},
+        {"type": "subscribe", "product_ids": ["ETH-USD"], "channels": ["level2_batch"]},
+        {"type": "subscribe", "product_ids": ["ETH-USD"], "channels": ["matches"]},
+        {"type": "subscribe", "product_ids": ["ETH-USD"], "channels": ["heartbeat"]}]
+    assert [{k: v for k, v in m.items() if k != "id"} for m in sent["htx"]] == [
+        {"unsub": "market.btcusd.depth.step0"}, {"unsub": "market.btcusd.trade.detail"},
+        {"sub": "market.ethusd.depth.step0"}, {"sub": "market.ethusd.trade.detail"}]
+    assert sent["kraken"] == [
+        {"method": "unsubscribe", "params": {"channel": "trade", "symbol": ["BTC/USD"]}},
+        {"method": "unsubscribe", "params": {"channel": "book", "symbol": ["BTC/USD"],
+                                             "depth": 25}},
+        {"method": "subscribe", "params": {"channel": "trade", "symbol": ["ETH/USD"],
+                                           "snapshot": True}},
+        {"method": "subscribe", "params": {"channel": "book", "symbol": ["ETH/USD"],
+                                           "depth": 25, "snapshot": True}}]
+
+
+def test_bitfinex_unsubscribes_by_channel_id_and_ignores_what_is_still_in_flight() -> None:
+    connector = Bitfinex({"ETH-USD": {"trades"}}, Publisher("bitfinex", Collector()),
+                         load_settings({}))
+    stream = Stream("")
+    connector.channels = {17: _Channel("trades", "BTC-USD", stream),
+                          18: _Channel("book", "BTC-USD", stream)}
+    messages = [json.loads(m) for m in connector.change_messages(
+        stream, {"ETH-USD": {"trades"}}, {"BTC-USD": {"trades", "book"}})]
+    assert messages == [{"event": "unsubscribe", "chanId": 17},
+                        {"event": "unsubscribe", "chanId": 18},
+                        {"event": "subscribe", "channel": "trades", "symbol": "tETHUSD"}]
+    assert connector.leaving == {17, 18}
