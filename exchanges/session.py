@@ -95,6 +95,7 @@ class Session:
         self.streams: list[Stream] = []
         self.connected: dict[int, bool] = {}
         self.readers: dict[int, asyncio.Task[Any]] = {}  # id(stream) -> its run_stream
+        self.recordings: dict[int, WsRecording] = {}  # id(stream) -> its open recording
         self.stopping = False
         self.frames = 0
         # Called with the stream once a (re)connection has delivered its first frame: the
@@ -252,6 +253,8 @@ class Session:
                            compression="deflate" if connector.compression else None,
                            user_agent_header=None) as ws:
             recording = self.recorder.open_ws(stream.url, time.time()) if self.recorder else None
+            if recording is not None:
+                self.recordings[id(stream)] = recording  # a live change is recorded too
             log.info("%s: connected to %s (%d symbols)", connector.name, url, len(stream.symbols),
                      extra=self.log_fields("connected"))
             for message in stream.subscribe:
@@ -279,6 +282,7 @@ class Session:
                 for task in helpers:
                     task.cancel()
                 if recording is not None:
+                    self.recordings.pop(id(stream), None)
                     recording.close()
 
     async def _read(self, ws: ClientConnection, stream: Stream,
@@ -381,9 +385,12 @@ class Session:
             messages = connector.change_messages(stream, added, removed)
         stream.url, stream.subscribe, stream.symbols = plan.url, plan.subscribe, plan.symbols
         connector.adopt(plan, stream)
+        recording = self.recordings.get(id(stream))
         try:
             for message in messages:
                 await ws.send(message)
+                if recording is not None:
+                    recording.sent(message, time.time())
         except websockets.ConnectionClosed:
             return None  # lost meanwhile: the caller reconnects with the new set
         log.warning("%s: subscriptions changed on the open connection (+%s -%s)", connector.name,

@@ -8,6 +8,7 @@ import asyncio
 import itertools
 import json
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,6 +22,8 @@ from exchanges.bitfinex import Bitfinex, _Channel
 from exchanges.bithumb import Bithumb
 from exchanges.publisher import Publisher
 from exchanges.session import Session
+from replay.recorder import Recorder
+from replay.recordings import load_recordings
 from tests.exchanges.test_binance import Collector
 
 
@@ -72,14 +75,14 @@ async def wait_until(predicate: Any, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.02)
 
 
-async def test_markets_are_added_and_removed_on_the_open_connection() -> None:
+async def test_markets_are_added_and_removed_on_the_open_connection(tmp_path: Path) -> None:
     venue = BinanceVenue()
     async with serve(venue.handler, "127.0.0.1", 0) as server:
         base = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         collector = Collector()
         connector = Binance({"BTC-USDT": {"trades"}}, Publisher("binance", collector),
                             load_settings({}))
-        session = Session(connector, load_settings({}), base)
+        session = Session(connector, load_settings({}), base, Recorder(tmp_path, "binance"))
         await session.start()
         try:
             await wait_until(lambda: "BTC-USDT" in traded(collector))
@@ -112,6 +115,9 @@ async def test_markets_are_added_and_removed_on_the_open_connection() -> None:
             assert collector.on("ws.dlq") == []
         finally:
             await session.stop()
+    # the session's recording holds what was sent on the open socket
+    [recorded] = load_recordings(tmp_path)["binance"].connections
+    assert [json.loads(m)["method"] for _, m in recorded.sent] == ["SUBSCRIBE", "UNSUBSCRIBE"]
 
 
 async def test_a_venue_without_live_changes_asks_for_a_reconnect() -> None:
