@@ -399,7 +399,8 @@ class IngestService(Service):
                 raise CommandError(command.id, f"shard {shard.name} is not running on the "
                                                f"worker that read the command ({shard.state})")
             if command.op == "subscribe":
-                await self._check_listed(command)
+                await self._check_listed(command, [s for s in command.symbols
+                                                   if s not in shard.subscriptions])
         except CommandError as exc:
             log.warning("ws.command refused: %s", exc.reason)
             event = ErrorEvent(key or "", None, "command", exc.reason, exc.command_id,
@@ -428,10 +429,13 @@ class IngestService(Service):
                     command.op, ",".join(command.symbols), ",".join(command.channels),
                     shard.name, len(shard.subscriptions))
 
-    async def _check_listed(self, command: Any) -> None:
-        """CommandError unless the venue lists every market of the subscribe."""
+    async def _check_listed(self, command: Any, symbols: list[str]) -> None:
+        """CommandError unless the venue lists every market of the subscribe that is not
+        subscribed already (a channel added to a running market needs no list)."""
+        if not symbols:
+            return
         try:
-            missing = await self.listings.unlisted(command.exchange, command.symbols)
+            missing = await self.listings.unlisted(command.exchange, symbols)
         except ListingUnavailable as exc:
             raise CommandError(command.id, f"listing unavailable: {exc}") from None
         if missing:

@@ -158,6 +158,9 @@ def test_commands_change_the_live_subscriptions_and_survive_a_restart(
     assert reason.startswith("listing unavailable: GET https://api.upbit.com/v1/market/all")
     assert "HTTP 503" in reason
     assert subscriptions(worker, "upbit") == {"BTC-KRW": BOTH, "XRP-KRW": BOTH}
+    send(fresh_broker, command("subscribe", "upbit", "XRP-KRW", "xrp-again"))
+    assert wait_for(lambda: ack(fresh_broker, "upbit", "xrp-again"))  # subscribed: no list
+    assert "xrp-again" not in refusals(fresh_broker)
     venue.listing_status = 200
     send(fresh_broker, command("subscribe", "upbit", "SOL-KRW", "sol-up"))
     wait_for(lambda: trades(fresh_broker, "upbit")["SOL-KRW"] > 0)
