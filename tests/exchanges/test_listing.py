@@ -1,11 +1,12 @@
-"""The venues' market lists: read from the recordings through the replay server (the real
-answers of seven venues), from documented shapes for the four without a recorded list, and
-refused clearly when the list cannot be fetched."""
+"""The venues' market lists: read through the replay server from the recordings (the real
+answers of seven venues) and the fixture recordings (documented shapes for the other four),
+cached, and refused clearly when the list cannot be fetched."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import pytest
 
@@ -15,34 +16,49 @@ from exchanges.listing import Listings, ListingUnavailable
 from replay.recordings import load_recordings
 from replay.server import ReplayServer
 from replay.subscriptions import from_recordings
-from tests.support import REPLAYS
+from tests.support import FIXTURES, REPLAYS
 from tests.venue import LoopbackVenue
 
 RECORDED = ("upbit", "binance", "okx", "coinbase", "kraken", "bitfinex", "htx")
+FIXTURE_LISTS = ("bybit", "bithumb", "coinone", "korbit")  # tests/fixtures/replays
 
 
-def test_every_recorded_market_is_listed_and_an_unknown_one_is_not() -> None:
-    recordings = load_recordings(REPLAYS)
+def listed_through_replay(directory: Path, names: tuple[str, ...]
+                          ) -> dict[str, tuple[list[str], list[str], int]]:
+    """Per exchange: its recorded markets missing from its list, of BTC-KRW and NOPE-XYZ
+    the ones missing, and how many markets it recorded."""
+    recordings = load_recordings(directory)
     subscribed = from_recordings(recordings)
 
-    async def run() -> dict[str, tuple[list[str], list[str]]]:
+    async def run() -> dict[str, tuple[list[str], list[str], int]]:
         server = ReplayServer(recordings)
         await server.start()
         try:
             listings = Listings(replay_base=server.base_url)
             return {name: (await listings.unlisted(name, sorted(subscribed[name])),
-                           await listings.unlisted(name, ["BTC-KRW", "NOPE-XYZ"]))
-                    for name in RECORDED}
+                           await listings.unlisted(name, ["BTC-KRW", "NOPE-XYZ"]),
+                           len(subscribed[name]))
+                    for name in names}
         finally:
             await server.stop()
 
-    found = asyncio.run(run())
-    for name in RECORDED:
-        assert subscribed[name], name
-        recorded_markets, unknown = found[name]
-        assert recorded_markets == [], name  # every market the recording holds is listed
+    return asyncio.run(run())
+
+
+@pytest.mark.parametrize("directory, names", [(REPLAYS, RECORDED),
+                                              (FIXTURES / "replays", FIXTURE_LISTS)])
+def test_every_recorded_market_is_listed_and_an_unknown_one_is_not(
+        directory: Path, names: tuple[str, ...]) -> None:
+    found = listed_through_replay(directory, names)
+    for name in names:
+        recorded_missing, unknown, recorded = found[name]
+        assert recorded > 0, name
+        assert recorded_missing == [], name  # every market the recording holds is listed
         assert "NOPE-XYZ" in unknown, name
-    assert found["upbit"][1] == ["NOPE-XYZ"]  # Upbit lists BTC-KRW
+    if "upbit" in found:
+        assert found["upbit"][1] == ["NOPE-XYZ"]  # Upbit lists BTC-KRW
+    if "korbit" in found:
+        assert found["korbit"][1] == ["NOPE-XYZ"]
 
 
 @pytest.mark.parametrize("exchange, body, market", [
