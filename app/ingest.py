@@ -418,13 +418,9 @@ class IngestService(Service):
                 self._announce_command(shard, command)
                 return
             shard.subscriptions = new
-            stream = await shard.session.change(new) if shard.session is not None else None
-            if stream is not None:  # on the open socket: answered now, same connection
-                self._connected(shard, stream)
-            else:
-                await self._resubscribe(shard)
-                if shard.session is None:  # nothing left to connect: say so now
-                    self._announce_command(shard, command)
+            await self._resubscribe(shard)
+            if shard.session is None:  # nothing left to connect: say so now
+                self._announce_command(shard, command)
         log.warning("ws.command %s applied: %s %s %s; %s now has %d symbols", command.id,
                     command.op, ",".join(command.symbols), ",".join(command.channels),
                     shard.name, len(shard.subscriptions))
@@ -443,11 +439,17 @@ class IngestService(Service):
                                            f"{', '.join(missing)}")
 
     async def _resubscribe(self, shard: Shard) -> None:
-        """Run the shard with its new subscription set on a new connection, where the venue
-        or the change cannot be applied on the open one. Trades already parsed are not
-        published again: the publisher resumes after the last one of every market."""
+        """Run the shard with its new subscription set: on the open connection where the
+        venue allows it (`Session.change`; answered on ws.connect_success at once, the
+        connection's attempt unchanged), else on a new connection with the new set. Trades
+        already parsed are not published again: the publisher resumes after the last one of
+        every market."""
         assert shard.publisher is not None and shard.outbox is not None
         if shard.session is not None:
+            stream = await shard.session.change(shard.subscriptions)
+            if stream is not None:
+                self._connected(shard, stream)
+                return
             await shard.session.stop()
             shard.session = None
         last: dict[str, list[Any]] = {k: [v[0], v[1], list(v[2])]
