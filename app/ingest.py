@@ -34,6 +34,7 @@ from config.settings import Settings
 from app.subscriptions import load_subscriptions
 from exchanges import CONNECTORS, EXCHANGES, REGIONS
 from exchanges.base import Stream, Subscriptions
+from exchanges.listing import Listings, ListingUnavailable
 from exchanges.metrics import metrics
 from exchanges.outbox import BOOK, KIND_NAMES, OTHER, TICKER, TRADE, Budget, Outbox, fold_trade
 from exchanges.publisher import Publisher
@@ -162,6 +163,8 @@ class Shard:
                 "subscriptions": {s: sorted(c) for s, c in sorted(self.subscriptions.items())},
                 "streams": len(session.connected) if session else 0,
                 "connected": sum(session.connected.values()) if session else 0,
+                # connections opened: a change applied on the open socket leaves it alone
+                "connects": sum(s.connects for s in session.streams) if session else 0,
                 "frames": session.frames if session else 0,
                 "published": outbox.acked if outbox else 0,
                 "skipped_published_before": self.publisher.skipped if self.publisher else 0,
@@ -195,6 +198,7 @@ class IngestService(Service):
         self.ready = False
         self.lock = asyncio.Lock()
         self.control: deque[tuple[str, bytes, bytes, int | None]] = deque(maxlen=100_000)
+        self.listings = Listings()  # the venues' market lists (REST base set in on_start)
 
     @property
     def bootstrap(self) -> str:
@@ -219,6 +223,7 @@ class IngestService(Service):
             log.info("replaying %s (%s) at speed %s from %s", settings.replay,
                      ", ".join(sorted(recordings)), settings.replay_speed or "max",
                      self.replay_base)
+        self.listings.replay_base = self.replay_base
         if recordings is not None and not settings.subscriptions:
             subscriptions = from_recordings(recordings)
         else:
@@ -464,6 +469,12 @@ class IngestService(Service):
             if shard is None:
                 raise CommandError(command.id, f"exchange {command.exchange} is not ingested "
                                                f"by this app (KCS_INGEST={self.settings.ingest})")
+            if command.op == "subscribe":  # the markets none of its shards has yet
+                subscribed = {market for other in self.shards.values()
+                              if other.exchange == command.exchange
+                              for market in other.subscriptions}
+                await self._check_listed(command, [s for s in command.symbols
+                                                   if s not in subscribed])
         except CommandError as exc:
             log.warning("ws.command refused: %s", exc.reason)
             event = ErrorEvent(key or "", None, "command", exc.reason, exc.command_id,
@@ -586,12 +597,31 @@ class IngestService(Service):
             if shard.session is None:  # nothing left to connect: say so now
                 self._announce_command(shard, None)
 
+    async def _check_listed(self, command: Any, symbols: list[str]) -> None:
+        """CommandError unless the venue lists every market of the subscribe that is not
+        subscribed already (a channel added to a running market needs no list)."""
+        if not symbols:
+            return
+        try:
+            missing = await self.listings.unlisted(command.exchange, symbols)
+        except ListingUnavailable as exc:
+            raise CommandError(command.id, f"listing unavailable: {exc}") from None
+        if missing:
+            raise CommandError(command.id, f"{command.exchange} does not list "
+                                           f"{', '.join(missing)}")
+
     async def _resubscribe(self, shard: Shard) -> None:
-        """Run the shard with its new subscription set: a new connection with the new set
-        (every venue here takes its set at connect time). Trades already parsed are not
-        published again: the publisher resumes after the last one of every market."""
+        """Run the shard with its new subscription set: on the open connection where the
+        venue allows it (`Session.change`; answered on ws.connect_success at once, the
+        connection's attempt unchanged), else on a new connection with the new set. Trades
+        already parsed are not published again: the publisher resumes after the last one of
+        every market."""
         assert shard.publisher is not None and shard.outbox is not None
         if shard.session is not None:
+            stream = await shard.session.change(shard.subscriptions)
+            if stream is not None:
+                self._connected(shard, stream)
+                return
             await shard.session.stop()
             shard.session = None
         last: dict[str, list[Any]] = {k: [v[0], v[1], list(v[2])]

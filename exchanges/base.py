@@ -69,6 +69,14 @@ class Connector:
     history_reach: ClassVar[str] = "no public trade history: a reconnect's gap is reported"
     # The exchange's market code -> our `BASE-QUOTE` (modules set their `to_unified`).
     to_unified: ClassVar[Callable[[str], str]]
+    # How an open connection takes a `ws.command` change of its markets (README, ws.command):
+    # "delta": `change_messages` subscribes and unsubscribes what changed on the open socket;
+    # "replace": each request replaces the socket's whole set, so the full new request is sent;
+    # "reconnect": the connection is opened again with the new set (the session's fallback).
+    live_changes: str = "reconnect"  # a module may decide per instance (Kraken v1)
+    # The venue's public market list (REST), read by `listed()`: a `ws.command` subscribe of a
+    # market it does not hold is refused (exchanges/listing.py). None: not checked.
+    listing_url: ClassVar[str | None] = None
 
     def __init__(self, subscriptions: Subscriptions, out: Publisher, settings: Settings) -> None:
         self.subscriptions = subscriptions
@@ -93,6 +101,27 @@ class Connector:
 
     async def on_open(self, stream: Stream) -> None:
         """Called after connecting and subscribing; e.g. to request snapshots."""
+
+    @classmethod
+    def listed(cls, body: Any) -> set[str]:
+        """The unified symbols of the venue's market list (`listing_url`'s JSON answer)."""
+        raise NotImplementedError
+
+    def change_messages(self, stream: Stream, added: Subscriptions,
+                        removed: Subscriptions) -> list[str | bytes]:
+        """The messages that subscribe `added` and unsubscribe `removed` (symbol -> channels)
+        on the open `stream` ("delta" venues; `self.subscriptions` is the new set already)."""
+        raise NotImplementedError
+
+    def on_subscriptions(self, added: Subscriptions, removed: Subscriptions) -> None:
+        """The subscription set changed on the open socket (`self.subscriptions` is the new
+        one): learn what the markets added need (e.g. their native codes in `self.unified`)
+        before the new set's `connections()` is planned. A removed market's native code is
+        kept: a frame of it still in flight parses as usual; its book is gone (`books`)."""
+
+    def adopt(self, plan: Stream, stream: Stream) -> None:
+        """`connections()` planned `plan` for the open `stream`, which now carries its set:
+        a module that keeps its planned streams points them at the live one."""
 
     # -- shared helpers --------------------------------------------------------------------
 

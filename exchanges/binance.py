@@ -14,14 +14,15 @@ in ../shared/EXCHANGES.md §5). Trade history:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
 import orjson
 
-from exchanges.base import Connector, Stream
+from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book
-from exchanges.symbols import split
+from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
 __all__ = ["Binance", "to_native"]
@@ -41,6 +42,9 @@ def to_native(symbol: str) -> str:
 
 class Binance(Connector):
     name = "binance"
+    # SUBSCRIBE / UNSUBSCRIBE on an open combined-stream socket (EXCHANGES.md §5, docs)
+    live_changes = "delta"
+    listing_url = "https://api.binance.com/api/v3/exchangeInfo"
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -49,6 +53,32 @@ class Binance(Connector):
         self.unified = {to_native(s): s for s in self.subscriptions}
         self.buffers: dict[str, list[tuple[dict, float]]] = {}  # diff events waiting for a snapshot
         self.loading: set[str] = set()  # symbols with a snapshot request in flight
+        self.request_ids = itertools.count(1)
+
+    @classmethod
+    def listed(cls, body: dict) -> set[str]:
+        """{"symbols":[{"symbol":"ETHBTC","status":"TRADING","baseAsset":"ETH",
+        "quoteAsset":"BTC",..},..]}"""
+        return {unified(m["baseAsset"], m["quoteAsset"]) for m in body["symbols"]}
+
+    def on_subscriptions(self, added: Subscriptions, removed: Subscriptions) -> None:
+        self.unified.update({to_native(s): s for s in added})
+        for symbol, channels in removed.items():
+            if "book" in channels:
+                self.buffers.pop(symbol, None)  # a snapshot load in flight gives up
+
+    def change_messages(self, stream: Stream, added: Subscriptions,
+                        removed: Subscriptions) -> list[str | bytes]:
+        """{"method":"SUBSCRIBE","params":["btcusdt@trade","btcusdt@depth@100ms"],"id":1}"""
+        messages: list[str | bytes] = []
+        for method, change in (("UNSUBSCRIBE", removed), ("SUBSCRIBE", added)):
+            names = [to_native(symbol).lower() + suffix
+                     for symbol, channels in sorted(change.items())
+                     for channel in sorted(channels) for suffix in STREAMS.get(channel, ())]
+            if names:
+                messages.append(orjson.dumps({"method": method, "params": names,
+                                              "id": next(self.request_ids)}).decode())
+        return messages
 
     def connections(self) -> list[Stream]:
         # A symbol's streams stay on one connection: its book is tied to that connection.
@@ -115,6 +145,9 @@ class Binance(Connector):
         symbol = self.subscribed(event["s"])
         book = self.books.get(symbol)
         if book is None:
+            if symbol in self.unified.values() and \
+                    "book" not in self.subscriptions.get(symbol, ()):
+                return  # unsubscribed on the open socket: in flight before the venue took it
             raise ValueError(f"depth update for {symbol}, which has no book subscription")
         if not book.ready:
             self._wait_for_snapshot(symbol, event, ts_recv)

@@ -33,7 +33,7 @@ import zlib
 
 import orjson
 
-from exchanges.base import Connector, Stream
+from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book, crossed
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -102,6 +102,20 @@ class _Channel:
 
 class Bitfinex(Connector):
     name = "bitfinex"
+    listing_url = "https://api-pub.bitfinex.com/v2/conf/pub:list:pair:exchange"
+    # `subscribe` per channel, `unsubscribe` by chanId on the open socket (docs, §11)
+    live_changes = "delta"
+
+    @classmethod
+    def listed(cls, body: list) -> set[str]:
+        """[["BTCUSD","AAVE:USD","ETHBTC",..]] (trading pairs without the `t`)"""
+        symbols = set()
+        for pair in body[0]:
+            try:
+                symbols.add(to_unified("t" + pair))
+            except ValueError:
+                continue  # a pair name we cannot read is no market we subscribe
+        return symbols
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -114,6 +128,22 @@ class Bitfinex(Connector):
         self.natives = {to_native(s): s for s in self.subscriptions}
 
     # -- connections -----------------------------------------------------------------------
+
+    def on_subscriptions(self, added: Subscriptions, removed: Subscriptions) -> None:
+        self.natives.update({to_native(s): s for s in added})
+
+    def change_messages(self, stream: Stream, added: Subscriptions,
+                        removed: Subscriptions) -> list[str | bytes]:
+        """{"event":"unsubscribe","chanId":17470} per channel removed (its frames still in
+        flight are ignored, `leaving`), then {"event":"subscribe",..} per channel added."""
+        messages: list[str | bytes] = []
+        for chan_id, channel in sorted(self.channels.items()):
+            if channel.kind in removed.get(channel.symbol, ()) and chan_id not in self.leaving:
+                self.leaving.add(chan_id)
+                messages.append(orjson.dumps({"event": "unsubscribe", "chanId": chan_id}).decode())
+        messages += [self._subscribe(kind, symbol) for kind in ("ticker", "book", "trades")
+                     for symbol in sorted(added) if kind in added[symbol]]
+        return messages
 
     def _subscribe(self, kind: str, symbol: str) -> str:
         message = {"event": "subscribe", "channel": kind, "symbol": to_native(symbol)}

@@ -62,6 +62,15 @@ class Bithumb(Connector):
     name = "bithumb"
     stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
     to_unified = staticmethod(to_unified)
+    # A new request replaces the socket's set on the wire (probe, ccxt) but no Bithumb doc
+    # says so (EXCHANGES.md §2): a change reconnects with the new set.
+    live_changes = "reconnect"
+    listing_url = "https://api.bithumb.com/v1/market/all"
+
+    @classmethod
+    def listed(cls, body: list) -> set[str]:
+        """[{"market":"KRW-BTC","korean_name":"비트코인","english_name":"Bitcoin"},..]"""
+        return {to_unified(m["market"]) for m in body}
 
     def connections(self) -> list[Stream]:
         request: list[dict] = [{"ticket": str(uuid.uuid4())}]

@@ -26,9 +26,9 @@ from __future__ import annotations
 
 import orjson
 
-from exchanges.base import Connector, Stream
+from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book
-from exchanges.symbols import split
+from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
 __all__ = ["Bybit", "to_native", "book_depth"]
@@ -55,6 +55,9 @@ def book_depth(levels: int) -> int:
 
 class Bybit(Connector):
     name = "bybit"
+    # `op` subscribe / unsubscribe on the open socket (EXCHANGES.md, docs)
+    live_changes = "delta"
+    listing_url = "https://api.bybit.com/v5/market/instruments-info?category=spot"
     ping_interval = 20.0
     ping_message = '{"req_id":"hb","op":"ping"}'
 
@@ -63,6 +66,28 @@ class Bybit(Connector):
         self.unified = {to_native(s): s for s in self.subscriptions}  # BTCUSDT -> BTC-USDT
         self.book_topic = f"orderbook.{book_depth(self.depth)}."
         self.resubscribing: set[str] = set()  # books waiting for the snapshot we asked for
+
+    @classmethod
+    def listed(cls, body: dict) -> set[str]:
+        """{"retCode":0,"result":{"category":"spot","list":[{"symbol":"BTCUSDT",
+        "baseCoin":"BTC","quoteCoin":"USDT","status":"Trading",..}]}} (spot: one page)"""
+        return {unified(m["baseCoin"], m["quoteCoin"]) for m in body["result"]["list"]}
+
+    def on_subscriptions(self, added: Subscriptions, removed: Subscriptions) -> None:
+        self.unified.update({to_native(s): s for s in added})
+        self.resubscribing.difference_update(removed)
+
+    def change_messages(self, stream: Stream, added: Subscriptions,
+                        removed: Subscriptions) -> list[str | bytes]:
+        """{"req_id":"live-1","op":"unsubscribe"|"subscribe","args":[<= 10 topics]}"""
+        messages: list[str | bytes] = []
+        for op, change in (("unsubscribe", removed), ("subscribe", added)):
+            topics = [t for symbol, channels in sorted(change.items())
+                      for t in self._topics(to_native(symbol), channels)]
+            for i in range(0, len(topics), MAX_ARGS):
+                messages.append(orjson.dumps({"req_id": f"live-{op}-{i // MAX_ARGS + 1}",
+                                              "op": op, "args": topics[i:i + MAX_ARGS]}).decode())
+        return messages
 
     def _topics(self, native: str, channels: set[str]) -> list[str]:
         topics = []
@@ -136,6 +161,8 @@ class Bybit(Connector):
         symbol = self.subscribed(data["s"])
         book = self.books.get(symbol)
         if book is None:
+            if "book" not in self.subscriptions.get(symbol, ()):
+                return  # unsubscribed on the open socket: in flight before the venue took it
             raise ValueError(f"book for {symbol}, which has no book subscription")
         u = data["u"]
         if msg["type"] == "snapshot" or u == 1:  # u == 1: the service restarted

@@ -22,7 +22,7 @@ from __future__ import annotations
 import orjson
 
 from exchanges.codecs import rfc3339_epoch
-from exchanges.base import Connector, Stream
+from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book, crossed
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -48,6 +48,14 @@ def to_unified(product: str) -> str:
 class Coinbase(Connector):
     name = "coinbase"
     to_unified = staticmethod(to_unified)
+    listing_url = "https://api.exchange.coinbase.com/products"
+    # `subscribe` / `unsubscribe` with product ids and channels on the open socket (docs)
+    live_changes = "delta"
+
+    @classmethod
+    def listed(cls, body: list) -> set[str]:
+        """[{"id":"BTC-USD","base_currency":"BTC","quote_currency":"USD",..},..]"""
+        return {unified(p["base_currency"], p["quote_currency"]) for p in body}
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -77,6 +85,34 @@ class Coinbase(Connector):
             for symbol in chunk:
                 self.book_streams[symbol] = streams[-1]
         return streams
+
+    def on_subscriptions(self, added: Subscriptions, removed: Subscriptions) -> None:
+        for symbol in (*added, *removed):  # a market subscribed anew starts a new id chain
+            self.last_trade.pop(to_native(symbol), None)
+
+    def change_messages(self, stream: Stream, added: Subscriptions,
+                        removed: Subscriptions) -> list[str | bytes]:
+        """{"type":"unsubscribe"|"subscribe","product_ids":["BTC-USD"],"channels":["matches"]}
+        per channel; a market added or removed whole also joins or leaves `heartbeat`."""
+        messages: list[str | bytes] = []
+        whole = {"unsubscribe": sorted(s for s in removed if s not in self.subscriptions),
+                 "subscribe": sorted(s for s, c in added.items()
+                                     if c == self.subscriptions.get(s))}
+        for kind, change in (("unsubscribe", removed), ("subscribe", added)):
+            for channel, name in (("book", BOOK_CHANNEL), ("trades", "matches"),
+                                  ("ticker", "ticker")):
+                products = [to_native(s) for s in sorted(change) if channel in change[s]]
+                if products:
+                    messages.append(orjson.dumps({"type": kind, "product_ids": products,
+                                                  "channels": [name]}).decode())
+            if whole[kind]:
+                messages.append(orjson.dumps({"type": kind, "product_ids": [
+                    to_native(s) for s in whole[kind]], "channels": ["heartbeat"]}).decode())
+        return messages
+
+    def adopt(self, plan: Stream, stream: Stream) -> None:
+        for symbol in plan.symbols:
+            self.book_streams[symbol] = stream
 
     def on_close(self, stream: Stream) -> None:
         super().on_close(stream)
@@ -111,6 +147,8 @@ class Coinbase(Connector):
         symbol = self.symbol(msg["product_id"])
         book = self.books.get(symbol)
         if book is None:
+            if "book" not in self.subscriptions.get(symbol, ()):
+                return  # unsubscribed on the open socket: in flight before the venue took it
             raise ValueError(f"snapshot for {symbol}, which has no book subscription")
         book.load_text_levels(msg["bids"], msg["asks"])
         book.ready = True
@@ -123,6 +161,8 @@ class Coinbase(Connector):
         symbol = self.symbol(msg["product_id"])
         book = self.books.get(symbol)
         if book is None:
+            if "book" not in self.subscriptions.get(symbol, ()):
+                return  # unsubscribed on the open socket: in flight before the venue took it
             raise ValueError(f"l2update for {symbol}, which has no book subscription")
         if not book.ready:
             return  # updates before the snapshot that answers a renewed subscription

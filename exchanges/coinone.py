@@ -27,7 +27,7 @@ from __future__ import annotations
 import orjson
 
 from exchanges.book import first_levels, snapshot_fault
-from exchanges.base import Connector, Stream
+from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.metrics import metrics
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -57,6 +57,10 @@ def to_unified(topic: dict[str, str]) -> str:
 class Coinone(Connector):
     name = "coinone"
     stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
+    # SUBSCRIBE / UNSUBSCRIBE per channel and topic on the open socket (EXCHANGES.md §3:
+    # on the wire, UNSUBSCRIBE in the official docs unconfirmed)
+    live_changes = "delta"
+    listing_url = "https://api.coinone.co.kr/public/v2/markets/KRW"
     ping_interval = 20.0
     ping_message = '{"request_type":"PING"}'
 
@@ -77,6 +81,21 @@ class Coinone(Connector):
         if not symbols:
             return []
         return [Stream(URL, messages, sorted(symbols))]
+
+    @classmethod
+    def listed(cls, body: dict) -> set[str]:
+        """{"result":"success","markets":[{"quote_currency":"KRW","target_currency":"BTC",
+        ..}]}"""
+        return {to_unified(m) for m in body["markets"]}
+
+    def change_messages(self, stream: Stream, added: Subscriptions,
+                        removed: Subscriptions) -> list[str | bytes]:
+        """{"request_type":"UNSUBSCRIBE"|"SUBSCRIBE","channel":"TRADE","topic":{..}}"""
+        return [orjson.dumps({"request_type": request, "channel": native,
+                              "topic": to_native(symbol), "format": "DEFAULT"}).decode()
+                for request, change in (("UNSUBSCRIBE", removed), ("SUBSCRIBE", added))
+                for channel, native in CHANNELS
+                for symbol in sorted(change) if channel in change[symbol]]
 
     def _symbol(self, data: dict) -> str:
         key = (data["target_currency"], data["quote_currency"])

@@ -29,10 +29,10 @@ import itertools
 
 import orjson
 
-from exchanges.base import Connector, Stream
+from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book, check_levels, crossed
 from exchanges.codecs import inflate_gzip
-from exchanges.symbols import split
+from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
 __all__ = ["Htx", "to_native"]
@@ -49,7 +49,34 @@ def to_native(symbol: str) -> str:
 
 class Htx(Connector):
     name = "htx"
+    listing_url = "https://api.huobi.pro/v1/common/symbols"
+    # `sub` / `unsub` per topic on the open socket (docs, EXCHANGES.md §8); an incremental
+    # book added asks its snapshot (`req`) on its first update, as after any gap
+    live_changes = "delta"
+
+    @classmethod
+    def listed(cls, body: dict) -> set[str]:
+        """{"status":"ok","data":[{"base-currency":"btc","quote-currency":"usdt",..},..]}"""
+        return {unified(m["base-currency"], m["quote-currency"]) for m in body["data"]}
     book_channel = "depth.step0"  # or "mbp.150"
+
+    def on_subscriptions(self, added: Subscriptions, removed: Subscriptions) -> None:
+        self.unified.update({to_native(s): s for s in added})
+        for symbol in removed:
+            self.buffers.pop(symbol, None)
+            self.requested.discard(symbol)
+
+    def change_messages(self, stream: Stream, added: Subscriptions,
+                        removed: Subscriptions) -> list[str | bytes]:
+        """{"unsub": "market.btcusdt.trade.detail", "id": 7}, {"sub": .., "id": 8}"""
+        messages: list[str | bytes] = []
+        for op, change in (("unsub", removed), ("sub", added)):
+            for channel in ("book", "trades", "ticker"):
+                name = self.book_channel if channel == "book" else CHANNELS[channel]
+                messages += [orjson.dumps({op: f"market.{to_native(s)}.{name}",
+                                           "id": next(self.ids)}).decode()
+                             for s in sorted(change) if channel in change[s]]
+        return messages
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
@@ -171,6 +198,8 @@ class Htx(Connector):
         Sizes are absolute, 0 deletes; a side without changes may be missing."""
         book = self.books.get(symbol)
         if book is None:
+            if "book" not in self.subscriptions.get(symbol, ()):
+                return  # unsubscribed on the open socket: in flight before the venue took it
             raise ValueError(f"book for {symbol}, which has no book subscription")
         tick["ts"] = ts_event
         if not book.ready:
@@ -212,6 +241,8 @@ class Htx(Connector):
         "data":{"seqNum":100020142010,"bids":[[618.37,71.594]],"asks":[[618.38,1.2]]}}"""
         book = self.books.get(symbol)
         if book is None:
+            if "book" not in self.subscriptions.get(symbol, ()):
+                return  # unsubscribed on the open socket: in flight before the venue took it
             raise ValueError(f"snapshot for {symbol}, which has no book subscription")
         self.requested.discard(symbol)
         if book.ready:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import orjson
 
 from exchanges.book import first_levels, snapshot_fault
-from exchanges.base import Connector, Stream
+from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -58,6 +58,29 @@ class Korbit(Connector):
     name = "korbit"
     stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
     to_unified = staticmethod(to_unified)
+    # `method` subscribe / unsubscribe on the open socket (EXCHANGES.md §4, docs)
+    live_changes = "delta"
+    listing_url = "https://api.korbit.co.kr/v2/currencyPairs"
+
+    @classmethod
+    def listed(cls, body: dict | list) -> set[str]:
+        """{"success":true,"data":[{"symbol":"btc_krw","status":"launched",..}]} (the
+        fields past `symbol` unconfirmed)."""
+        pairs = body["data"] if isinstance(body, dict) else body
+        return {to_unified(p["symbol"]) for p in pairs}
+
+    def change_messages(self, stream: Stream, added: Subscriptions,
+                        removed: Subscriptions) -> list[str | bytes]:
+        """[{"method":"unsubscribe"|"subscribe","type":"trade","symbols":["btc_krw"]},..]"""
+        request: list[dict] = []
+        for method, change in (("unsubscribe", removed), ("subscribe", added)):
+            for channel, kind in KINDS:
+                wanted = sorted(s for s, channels in change.items() if channel in channels)
+                if wanted:
+                    request.append({"method": method, "type": kind,
+                                    "symbols": [to_native(s) for s in wanted],
+                                    "requestId": len(request) + 1})
+        return [orjson.dumps(request).decode()] if request else []
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]

@@ -35,7 +35,7 @@ from pathlib import Path
 import orjson
 
 from exchanges.codecs import rfc3339_epoch
-from exchanges.base import Connector, Stream
+from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book, crossed
 from exchanges.symbols import ASSET_ALIASES, split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -106,11 +106,23 @@ def _truncate(book: L2Book, depth: int) -> None:
 class Kraken(Connector):
     name = "kraken"
     to_unified = staticmethod(to_unified)
+    listing_url = "https://api.kraken.com/0/public/AssetPairs"
+    # v2: `method` subscribe / unsubscribe on the open socket (docs, §10). v1 (replays of v1
+    # recordings) runs a socket per channel, so a change there reconnects.
+    live_changes = "delta"
+
+    @classmethod
+    def listed(cls, body: dict) -> set[str]:
+        """{"error":[],"result":{"XXBTZUSD":{"altname":"XBTUSD","wsname":"XBT/USD",..},..}}
+        (`wsname` is the v1 name; dark-pool `.d` pairs have none)"""
+        return {to_unified(p["wsname"]) for p in body["result"].values() if "wsname" in p}
 
     def __init__(self, *args: object, **kwargs: object) -> None:
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         replay = self.settings.replay
         self.v1 = bool(replay) and recorded_api(replay) == "v1"
+        if self.v1:
+            self.live_changes = "reconnect"
         # Subscribe to the smallest accepted depth that covers what we publish and the
         # checksum; truncate to the depth the server confirmed (`book_depths`).
         wanted = max(self.depth, CHECKSUM_LEVELS)
@@ -131,6 +143,28 @@ class Kraken(Connector):
         for symbol in self.symbols_with("book"):
             self.books.setdefault(symbol, L2Book())
         return self._v1_streams() if self.v1 else self._v2_streams()
+
+    def on_subscriptions(self, added: Subscriptions, removed: Subscriptions) -> None:
+        for symbol, channels in removed.items():
+            if "book" in channels:
+                self.book_depths.pop(symbol, None)
+
+    def change_messages(self, stream: Stream, added: Subscriptions,
+                        removed: Subscriptions) -> list[str | bytes]:
+        """{"method":"unsubscribe"|"subscribe","params":{"channel":"book","symbol":
+        ["BTC/USD"],"depth":25,"snapshot":true}} per channel (v2)."""
+        messages: list[str | bytes] = []
+        for method, change in (("unsubscribe", removed), ("subscribe", added)):
+            for channel, name in (("trades", "trade"), ("ticker", "ticker"), ("book", "book")):
+                pairs = [to_native(s) for s in sorted(change) if channel in change[s]]
+                if pairs:
+                    params: dict = {"channel": name, "symbol": pairs}
+                    if name == "book":
+                        params["depth"] = self.book_depth
+                    if name != "ticker" and method == "subscribe":
+                        params["snapshot"] = True
+                    messages.append(orjson.dumps({"method": method, "params": params}).decode())
+        return messages
 
     def _v2_streams(self) -> list[Stream]:
         streams = []
@@ -227,6 +261,10 @@ class Kraken(Connector):
             symbol = self.symbol(item["symbol"])
             book = self.books.get(symbol)
             if book is None:
+                if "book" not in self.subscriptions.get(symbol, ()):
+                    # unsubscribed on the open socket: in flight before the venue took it
+                    used += len(item.get("bids", ())) + len(item.get("asks", ()))
+                    continue
                 raise ValueError(f"book data for {symbol}, which has no book subscription")
             if snapshot:
                 book.clear()

@@ -38,7 +38,7 @@ import zlib
 
 import orjson
 
-from exchanges.base import Connector, Stream
+from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -88,6 +88,9 @@ def _number(text: str) -> float | None:
 
 class Okx(Connector):
     name = "okx"
+    # `op` subscribe / unsubscribe on the open socket (EXCHANGES.md §7, docs)
+    live_changes = "delta"
+    listing_url = "https://www.okx.com/api/v5/public/instruments?instType=SPOT"
     ping_interval = 20.0
     ping_message = "ping"
 
@@ -107,6 +110,37 @@ class Okx(Connector):
         self.bridging: set[str] = set()
         self.snapshot_in_feed = False  # the feed sent a snapshot with levels: 2022 protocol
         self.streams: list[Stream] = []
+
+    @classmethod
+    def listed(cls, body: dict) -> set[str]:
+        """{"code":"0","data":[{"instId":"BTC-USDT","instType":"SPOT","state":"live",..}]}"""
+        return {to_unified(m["instId"]) for m in body["data"]}
+
+    def on_subscriptions(self, added: Subscriptions, removed: Subscriptions) -> None:
+        for symbol in added:
+            try:
+                self.unified[to_native(symbol)] = to_unified(to_native(symbol))
+            except ValueError:
+                log.warning("okx: %s is not a spot BASE-QUOTE market; not subscribed", symbol)
+        for symbol in removed:
+            self.buffers.pop(symbol, None)
+            self.bridging.discard(symbol)
+            self.resubscribing.discard(symbol)
+
+    def change_messages(self, stream: Stream, added: Subscriptions,
+                        removed: Subscriptions) -> list[str | bytes]:
+        """{"op":"unsubscribe"|"subscribe","args":[{"channel":"trades","instId":"BTC-USDT"}]}"""
+        messages: list[str | bytes] = []
+        for op, change in (("unsubscribe", removed), ("subscribe", added)):
+            args = [{"channel": CHANNELS[channel], "instId": to_native(symbol)}
+                    for symbol, channels in sorted(change.items())
+                    for channel in sorted(channels) if channel in CHANNELS]
+            messages += [orjson.dumps({"op": op, "args": args[i:i + MAX_ARGS]}).decode()
+                         for i in range(0, len(args), MAX_ARGS)]
+        return messages
+
+    def adopt(self, plan: Stream, stream: Stream) -> None:
+        self.streams = [stream]
 
     def connections(self) -> list[Stream]:
         args = []
@@ -176,6 +210,8 @@ class Okx(Connector):
         Levels are [price, size, deprecated "0", order count], all text."""
         book = self.books.get(symbol)
         if book is None:
+            if "book" not in self.subscriptions.get(symbol, ()):
+                return  # unsubscribed on the open socket: in flight before the venue took it
             raise ValueError(f"book for {symbol}, which has no book subscription")
         if msg.get("action") == "snapshot":
             if not data["bids"] and not data["asks"]:

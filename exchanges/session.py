@@ -33,7 +33,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from config.settings import Settings
 from exchanges import REGIONS
-from exchanges.base import Connector, Stream
+from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.metrics import metrics
 from exchanges.values import BadValue
 
@@ -96,6 +96,7 @@ class Session:
         self.connected: dict[int, bool] = {}
         self.finished: set[int] = set()  # id(stream) of the streams whose replay has ended
         self.readers: dict[int, asyncio.Task[Any]] = {}  # id(stream) -> its run_stream
+        self.recordings: dict[int, WsRecording] = {}  # id(stream) -> its open recording
         self.stopping = False
         self.frames = 0
         # Called with the stream once a (re)connection has delivered its first frame: the
@@ -254,6 +255,8 @@ class Session:
                            compression="deflate" if connector.compression else None,
                            user_agent_header=None) as ws:
             recording = self.recorder.open_ws(stream.url, time.time()) if self.recorder else None
+            if recording is not None:
+                self.recordings[id(stream)] = recording  # a live change is recorded too
             log.info("%s: connected to %s (%d symbols)", connector.name, url, len(stream.symbols),
                      extra=self.log_fields("connected"))
             for message in stream.subscribe:
@@ -281,6 +284,7 @@ class Session:
                 for task in helpers:
                     task.cancel()
                 if recording is not None:
+                    self.recordings.pop(id(stream), None)
                     recording.close()
 
     async def _read(self, ws: ClientConnection, stream: Stream,
@@ -347,6 +351,54 @@ class Session:
         if stream.ws is not None:
             log.warning("%s: reconnecting: %s", self.connector.name, reason)
             self.spawn(stream.ws.close(code=4002, reason=reason[:100]))
+
+    async def change(self, subscriptions: Subscriptions) -> Stream | None:
+        """Apply a new subscription set on the open connection, where the venue allows it
+        (`Connector.live_changes`) and the set stays on one connection; the stream it was
+        applied on, or None: the caller reconnects with the new set instead.
+
+        Books of markets added start empty (each venue's usual first-snapshot path fills
+        them); books of markets removed are dropped. The stream's URL, subscribe messages and
+        symbols become the new set's, so a later reconnect asks for the new set."""
+        connector = self.connector
+        if connector.live_changes == "reconnect" or len(self.streams) != 1:
+            return None
+        stream = self.streams[0]
+        ws = stream.ws
+        if ws is None or not self.connected.get(id(stream)):
+            return None
+        old, books = connector.subscriptions, connector.books
+        added = {s: set(c) - old.get(s, set()) for s, c in subscriptions.items()}
+        removed = {s: c - subscriptions.get(s, set()) for s, c in old.items()}
+        added = {s: c for s, c in added.items() if c}
+        removed = {s: c for s, c in removed.items() if c}
+        connector.subscriptions, connector.books = subscriptions, {}
+        connector.on_subscriptions(added, removed)
+        planned = connector.connections()
+        if len(planned) != 1:  # the new set needs another number of connections: reconnect
+            connector.subscriptions, connector.books = old, books
+            return None
+        # the books that stay are the live ones; the new ones are the plan's empty books
+        connector.books = {s: books.get(s, book) for s, book in connector.books.items()}
+        plan = planned[0]
+        if connector.live_changes == "replace":
+            messages = list(plan.subscribe)
+        else:
+            messages = connector.change_messages(stream, added, removed)
+        stream.url, stream.subscribe, stream.symbols = plan.url, plan.subscribe, plan.symbols
+        connector.adopt(plan, stream)
+        recording = self.recordings.get(id(stream))
+        try:
+            for message in messages:
+                await ws.send(message)
+                if recording is not None:
+                    recording.sent(message, time.time())
+        except websockets.ConnectionClosed:
+            return None  # lost meanwhile: the caller reconnects with the new set
+        log.warning("%s: subscriptions changed on the open connection (+%s -%s)", connector.name,
+                    ",".join(sorted(added)) or "nothing", ",".join(sorted(removed)) or "nothing",
+                    extra=self.log_fields("subscribe"))
+        return stream
 
     async def _heartbeat(self, ws: ClientConnection, message: str | bytes,
                          interval: float) -> None:

@@ -57,8 +57,17 @@ def _simple(message: dict) -> dict:
 
 class Upbit(Connector):
     name = "upbit"
+    # "There is no unsubscribe": each request replaces the socket's whole set (docs.upbit.com
+    # WebSocket best practice, EXCHANGES.md §1): the full new request is sent on the socket.
+    live_changes = "replace"
+    listing_url = "https://api.upbit.com/v1/market/all"
     stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
     to_unified = staticmethod(to_unified)
+
+    @classmethod
+    def listed(cls, body: list) -> set[str]:
+        """[{"market":"KRW-BTC","korean_name":"비트코인","english_name":"Bitcoin"},..]"""
+        return {to_unified(m["market"]) for m in body}
 
     def connections(self) -> list[Stream]:
         request: list[dict] = [{"ticket": str(uuid.uuid4())}, {"format": "SIMPLE"}]

@@ -42,6 +42,7 @@ _HttpKey = tuple[str, str, tuple[tuple[str, str], ...]]
 HOST_ALIASES = {
     "ws-feed.exchange.coinbase.com": "ws-feed.pro.coinbase.com",  # Coinbase Pro -> Exchange
     "api-pub.bitfinex.com": "api.bitfinex.com",  # Bitfinex's public-only host, same protocol
+    "api.exchange.coinbase.com": "api.pro.coinbase.com",  # REST, renamed with the feed
 }
 
 
