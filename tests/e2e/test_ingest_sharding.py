@@ -83,11 +83,17 @@ class UpbitVenue:
         asyncio.set_event_loop(self.loop)
         app = web.Application()
         app.router.add_route("GET", "/api.upbit.com/websocket/v1", self._socket)
+        app.router.add_route("GET", "/api.upbit.com/v1/market/all", self._market_list)
         self.runner = runner = web.AppRunner(app, shutdown_timeout=1.0)
         self.loop.run_until_complete(runner.setup())
         self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
         self.ready.set()
         self.loop.run_forever()
+
+    async def _market_list(self, request: web.Request) -> web.Response:
+        """Upbit's market list: the recorded markets and KRW-NEW, which the test subscribes
+        (a market the venue does not list is refused)."""
+        return web.json_response([{"market": code} for code in [*self.frames, "KRW-NEW"]])
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
