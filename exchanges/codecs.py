@@ -19,15 +19,23 @@ into the error the frame is refused with.
 from __future__ import annotations
 
 import calendar
+import sys
 import zlib
+from typing import Annotated
 
 import msgspec
 
 from exchanges.values import BadValue
 
-__all__ = ["inflate_gzip", "rfc3339_epoch", "refused", "ValidationError"]
+__all__ = ["inflate_gzip", "rfc3339_epoch", "refused", "ValidationError", "Amount"]
 
 ValidationError = msgspec.ValidationError
+
+# A full book's price or size as the decoder returns it: a finite float, 0 or more (0 is a
+# padding or empty level, left out by the venue's parser). JSON numbers, or text where the
+# venue's decoder is lax (`strict=False`: msgspec's parser is correctly rounded, as float()
+# is, so the float is the one the exchange's text names).
+Amount = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
 
 
 def refused(exc: msgspec.ValidationError) -> ValueError:
@@ -36,8 +44,10 @@ def refused(exc: msgspec.ValidationError) -> ValueError:
     when the field-by-field checks find it), anything else (a field missing) the msgspec
     error itself. Both send the frame to the DLQ with the field's path in the reason."""
     text = str(exc)
-    if text.startswith("Expected `float` >= 0.0"):  # a `Meta(ge=0)` bound
+    if text.startswith("Expected `float` >= 0.0"):  # `Amount`'s bound (text "nan" too)
         return BadValue("field", text, "negative")
+    if text.startswith("Expected `float` <= "):  # `Amount`'s bound: text "inf"
+        return BadValue("field", text, "infinite")
     if text.startswith("Expected `"):
         return BadValue("field", text, "type")
     if text.startswith("Number out of range"):

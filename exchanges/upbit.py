@@ -17,14 +17,13 @@ but not contiguous).
 from __future__ import annotations
 
 import uuid
-from typing import Annotated
 
 import msgspec
 import orjson
 
 from exchanges.base import Connector, Stream
 from exchanges.book import crossed
-from exchanges.codecs import ValidationError, refused
+from exchanges.codecs import Amount, ValidationError, refused
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -43,7 +42,6 @@ SIMPLE_KEYS = {"type": "ty", "code": "cd", "timestamp": "tms", "trade_timestamp"
 # Typed SIMPLE-format messages (exchanges.codecs), tagged by `ty`, with only the fields read.
 # Book units are bounded in the decoder: a price or size is a float (an int becomes one;
 # a bool, text, or a number beyond a float's range does not fit), 0 or more; 0 is padding.
-Unit0 = Annotated[float, msgspec.Meta(ge=0.0)]
 
 
 class TradeMessage(msgspec.Struct, tag_field="ty", tag="trade", gc=False):
@@ -56,10 +54,10 @@ class TradeMessage(msgspec.Struct, tag_field="ty", tag="trade", gc=False):
 
 
 class BookUnit(msgspec.Struct, gc=False):
-    ap: Unit0
-    bp: Unit0
-    as_: Unit0 = msgspec.field(name="as")
-    bs: Unit0
+    ap: Amount
+    bp: Amount
+    as_: Amount = msgspec.field(name="as")
+    bs: Amount
 
 
 class BookMessage(msgspec.Struct, tag_field="ty", tag="orderbook"):
