@@ -127,21 +127,13 @@ class Korbit(Connector):
             return []
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
 
-    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
-        try:
-            msg = decode_message(frame)
-        except ValidationError as exc:
-            self._other(orjson.loads(frame), exc)
-            return
-        cls = type(msg)
-        if cls is TradeMessage:
-            self._trades(msg, ts_recv)
-        elif cls is BookMessage:
-            self._book(msg, ts_recv)
-        else:
-            self._ticker(msg, ts_recv)
+    on_frame = Connector.typed_frame
+    decode_message = decode_message
+    message_handlers = {TradeMessage: "_trades", BookMessage: "_book",
+                        TickerMessage: "_ticker"}
 
-    def _other(self, msg: object, exc: ValidationError) -> None:
+    def on_untyped(self, msg: object, exc: ValidationError, ts_recv: float,
+                   stream: Stream) -> None:
         """A frame that is not a data message as typed: an answer, or a data message with a
         value that does not fit (refused, to the DLQ)."""
         if type(msg) is not dict:

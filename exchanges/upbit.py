@@ -114,26 +114,23 @@ class Upbit(Connector):
             return []
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
 
-    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
-        try:
-            msg = decode_message(frame)
-        except ValidationError as exc:
-            # not a SIMPLE data message: a DEFAULT-format one, a heartbeat answer, an error,
-            # or a data message with a value that does not fit
-            self._other(orjson.loads(frame), exc, ts_recv, stream)
-            return
-        cls = type(msg)
-        if cls is TradeMessage:
-            self.out.trade(Trade("upbit", self.symbol(msg.cd), msg.ttms / 1000.0, ts_recv,
-                                 msg.tp, msg.tv, TAKER_SIDE[msg.ab], str(msg.sid)))
-        elif cls is BookMessage:
-            self._book(msg, ts_recv)
-        else:
-            self.out.ticker(Ticker("upbit", self.symbol(msg.cd), msg.tms / 1000.0, ts_recv,
-                                   msg.tp, None, None, None, None, msg.atv24h, msg.atp24h))
+    on_frame = Connector.typed_frame
+    decode_message = decode_message
+    message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
+                        TickerMessage: "_ticker"}
 
-    def _other(self, msg: object, exc: ValidationError, ts_recv: float,
-               stream: Stream) -> None:
+    def _trade(self, msg: TradeMessage, ts_recv: float) -> None:
+        self.out.trade(Trade("upbit", self.symbol(msg.cd), msg.ttms / 1000.0, ts_recv, msg.tp,
+                             msg.tv, TAKER_SIDE[msg.ab], str(msg.sid)))
+
+    def _ticker(self, msg: TickerMessage, ts_recv: float) -> None:
+        self.out.ticker(Ticker("upbit", self.symbol(msg.cd), msg.tms / 1000.0, ts_recv,
+                               msg.tp, None, None, None, None, msg.atv24h, msg.atp24h))
+
+    def on_untyped(self, msg: object, exc: ValidationError, ts_recv: float,
+                   stream: Stream) -> None:
+        """Not a SIMPLE data message: a DEFAULT-format one, a heartbeat answer, an error, or
+        a data message with a value that does not fit (refused)."""
         if type(msg) is not dict:
             raise ValueError(f"unexpected message: {msg!r}")
         kind = msg.get("ty")
