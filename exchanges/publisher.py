@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from exchanges.metrics import SAMPLE_EVERY, Sampler, metrics
-from exchanges.values import INF, finite_time, optional_non_negative, optional_positive, positive
+from exchanges.values import INF, finite_time, non_negative, positive
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
 from records import ticker_topic, trade_topic
 from records.codec import JSON, Codec
@@ -241,18 +241,35 @@ class Publisher:
 
     def ticker(self, ticker: Ticker) -> None:
         """Prices must be real where sent (a ticker without a bid has a null bid, never 0);
-        sizes and volumes may be 0."""
-        ticker.ts_event = finite_time(ticker.ts_event)
-        ticker.last = optional_positive(ticker.last, "ticker last")
-        ticker.bid = optional_positive(ticker.bid, "ticker bid")
-        ticker.ask = optional_positive(ticker.ask, "ticker ask")
-        ticker.bid_size = optional_non_negative(ticker.bid_size, "ticker bid size")
-        ticker.ask_size = optional_non_negative(ticker.ask_size, "ticker ask size")
-        ticker.volume_24h = optional_non_negative(ticker.volume_24h, "ticker volume")
-        ticker.quote_volume_24h = optional_non_negative(ticker.quote_volume_24h,
-                                                        "ticker quote volume")
+        sizes and volumes may be 0. Hot path: a float in range costs one type test and one
+        chained comparison, as in `trade()`; anything else is converted or refused by the
+        checks of `exchanges.values`."""
+        ts = ticker.ts_event
+        if type(ts) is not float or not 0.0 < ts < INF:
+            ts = ticker.ts_event = finite_time(ts)
+        x = ticker.last
+        if x is not None and (type(x) is not float or not 0.0 < x < INF):
+            ticker.last = positive(x, "ticker last")
+        x = ticker.bid
+        if x is not None and (type(x) is not float or not 0.0 < x < INF):
+            ticker.bid = positive(x, "ticker bid")
+        x = ticker.ask
+        if x is not None and (type(x) is not float or not 0.0 < x < INF):
+            ticker.ask = positive(x, "ticker ask")
+        x = ticker.bid_size
+        if x is not None and (type(x) is not float or not 0.0 <= x < INF):
+            ticker.bid_size = non_negative(x, "ticker bid size")
+        x = ticker.ask_size
+        if x is not None and (type(x) is not float or not 0.0 <= x < INF):
+            ticker.ask_size = non_negative(x, "ticker ask size")
+        x = ticker.volume_24h
+        if x is not None and (type(x) is not float or not 0.0 <= x < INF):
+            ticker.volume_24h = non_negative(x, "ticker volume")
+        x = ticker.quote_volume_24h
+        if x is not None and (type(x) is not float or not 0.0 <= x < INF):
+            ticker.quote_volume_24h = non_negative(x, "ticker quote volume")
         self.tickers += 1
-        self.last_ts_event = ticker.ts_event
+        self.last_ts_event = ts
         self.pending.append((self.ticker_topic, self.key(ticker.symbol), ticker, None,
                              ticker.ts_recv))
 
