@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from exchanges.book import L2Book
-from exchanges.codecs import ValidationError
+from exchanges.codecs import DecodeError, ValidationError
 from exchanges.history import backfill
 from exchanges.publisher import Publisher
 from records import Trade
@@ -108,6 +108,9 @@ class Connector:
         except ValidationError as exc:
             self.on_untyped(orjson.loads(frame), exc, ts_recv, stream)
             return
+        except DecodeError:
+            orjson.loads(frame)  # not JSON: refused with orjson's error, as on every venue
+            raise
         self.handle[type(message)](message, ts_recv)
 
     def on_untyped(self, message: Any, exc: ValidationError, ts_recv: float,

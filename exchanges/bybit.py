@@ -29,7 +29,7 @@ import orjson
 
 from exchanges.base import Connector, Stream
 from exchanges.book import L2Book
-from exchanges.codecs import ValidationError, refused
+from exchanges.codecs import DecodeError, ValidationError, refused
 from exchanges.symbols import split
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -142,6 +142,9 @@ class Bybit(Connector):
             msg = decode_message(frame)
         except ValidationError as exc:
             raise refused(exc) from None
+        except DecodeError:
+            orjson.loads(frame)  # not JSON: refused with orjson's error, as on every venue
+            raise
         topic = msg.topic
         if topic is None:
             # acks and pongs: {"success":true,"ret_msg":"pong","conn_id":"..","op":"ping"}

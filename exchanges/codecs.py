@@ -27,9 +27,11 @@ import msgspec
 
 from exchanges.values import BadValue
 
-__all__ = ["inflate_gzip", "rfc3339_epoch", "refused", "ValidationError", "Amount"]
+__all__ = ["inflate_gzip", "rfc3339_epoch", "refused", "ValidationError", "DecodeError",
+           "Amount"]
 
-ValidationError = msgspec.ValidationError
+ValidationError = msgspec.ValidationError  # JSON, not of the type
+DecodeError = msgspec.DecodeError  # not JSON (ValidationError is one too: catch it first)
 
 # A full book's price or size as the decoder returns it: a finite float, 0 or more (0 is a
 # padding or empty level, left out by the venue's parser). JSON numbers, or text where the
