@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 from exchanges.book import L2Book
+from exchanges.codecs import DecodeError, ValidationError
 from exchanges.history import backfill
 from exchanges.publisher import Publisher
 from records import Trade
@@ -77,6 +78,10 @@ class Connector:
     # The venue's public market list (REST), read by `listed()`: a `ws.command` subscribe of a
     # market it does not hold is refused (exchanges/listing.py). None: not checked.
     listing_url: ClassVar[str | None] = None
+    # Venues with typed messages (exchanges.codecs) set `on_frame = Connector.typed_frame`,
+    # their decoder, and the name of each message type's handler: `(message, ts_recv)`.
+    decode_message: ClassVar[Callable[[bytes | str], Any]]
+    message_handlers: ClassVar[dict[type, str]] = {}
 
     def __init__(self, subscriptions: Subscriptions, out: Publisher, settings: Settings) -> None:
         self.subscriptions = subscriptions
@@ -89,6 +94,9 @@ class Connector:
         # Native code -> unified symbol of the markets subscribed, filled by modules whose
         # codes (`BTCUSDT`) cannot be split without the market list; read by `subscribed()`.
         self.unified: dict[str, str] = {}
+        # message type -> bound handler, built once (typed_frame's dispatch)
+        self.handle: dict[type, Callable[[Any, float], None]] = {
+            cls: getattr(self, name) for cls, name in self.message_handlers.items()}
 
     # -- to implement per exchange -------------------------------------------------------
 
@@ -98,6 +106,25 @@ class Connector:
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
         """Parse one frame and append its records to `self.out`; raise on a bad frame."""
         raise NotImplementedError
+
+    def typed_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        """`on_frame` of a venue with typed messages: decoded by `decode_message`, handed to
+        its type's handler. A frame that is not one of them (an answer, an error, a data
+        message whose value does not fit) goes to `on_untyped`, decoded by orjson."""
+        try:
+            message = self.decode_message(frame)
+        except ValidationError as exc:
+            self.on_untyped(orjson.loads(frame), exc, ts_recv, stream)
+            return
+        except DecodeError:
+            orjson.loads(frame)  # not JSON: refused with orjson's error, as on every venue
+            raise
+        self.handle[type(message)](message, ts_recv)
+
+    def on_untyped(self, message: Any, exc: ValidationError, ts_recv: float,
+                   stream: Stream) -> None:
+        """A frame `typed_frame` could not decode as a data message; raise to refuse it."""
+        raise exc
 
     async def on_open(self, stream: Stream) -> None:
         """Called after connecting and subscribing; e.g. to request snapshots."""

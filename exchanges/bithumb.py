@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
 import orjson
 
-from exchanges.book import check_levels, snapshot_fault
+from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream
+from exchanges.codecs import Amount, ValidationError, refused
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -42,6 +44,44 @@ URL = "wss://ws-api.bithumb.com/websocket/v1"
 TAKER_SIDE = {"BID": BUY, "ASK": SELL}
 # Our channel -> Bithumb's request type.
 KINDS = (("trades", "trade"), ("book", "orderbook"), ("ticker", "ticker"))
+
+
+# Typed DEFAULT-format messages (exchanges.codecs), tagged by `type`, only the fields read.
+# Prices and sizes are JSON numbers (an int becomes a float); book units are bounded >= 0 in
+# the decoder (0 is padding), so a unit is a finite float pair once decoded.
+
+
+class TradeMessage(msgspec.Struct, tag_field="type", tag="trade", gc=False):
+    code: str
+    trade_timestamp: float
+    trade_price: float
+    trade_volume: float
+    ask_bid: str
+    sequential_id: int | str
+
+
+class BookUnit(msgspec.Struct, gc=False):
+    ask_price: Amount
+    bid_price: Amount
+    ask_size: Amount
+    bid_size: Amount
+
+
+class BookMessage(msgspec.Struct, tag_field="type", tag="orderbook"):
+    code: str
+    timestamp: float  # MICROseconds
+    orderbook_units: list[BookUnit]
+
+
+class TickerMessage(msgspec.Struct, tag_field="type", tag="ticker", gc=False):
+    code: str
+    timestamp: float
+    trade_price: float
+    acc_trade_volume_24h: float | None = None
+    acc_trade_price_24h: float | None = None
+
+
+decode_message = msgspec.json.Decoder(TradeMessage | BookMessage | TickerMessage).decode
 
 
 def to_native(symbol: str) -> str:
@@ -89,21 +129,25 @@ class Bithumb(Connector):
         request.append({"format": "DEFAULT"})
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
 
-    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
-        msg = orjson.loads(frame)
-        kind = msg.get("type")
-        if kind == "trade":
-            self._trade(msg, ts_recv)
-        elif kind == "orderbook":
-            self._book(msg, ts_recv)
-        elif kind == "ticker":
-            self._ticker(msg, ts_recv)
-        elif "error" in msg:
+    on_frame = Connector.typed_frame
+    decode_message = decode_message
+    message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
+                        TickerMessage: "_ticker"}
+
+    def on_untyped(self, msg: object, exc: ValidationError, ts_recv: float,
+                   stream: Stream) -> None:
+        """A frame that is not a data message as typed: an error, a control message, or a
+        data message with a value that does not fit (refused, to the DLQ)."""
+        if type(msg) is not dict:
+            raise ValueError(f"unexpected message: {msg!r}")
+        if msg.get("type") in ("trade", "orderbook", "ticker"):
+            raise refused(exc) from None
+        if "error" in msg:
             # {"error":{"name":"WRONG_FORMAT","message":...}}; the server closes the socket next
             raise ValueError(f"bithumb error: {msg['error']}")
         # anything else ({"status":"UP"} after a text PING, new message types) carries no data
 
-    def _trade(self, msg: dict, ts_recv: float) -> None:
+    def _trade(self, msg: TradeMessage, ts_recv: float) -> None:
         """{"type":"trade","code":"KRW-BTC","trade_price":116208000,"trade_volume":0.0009,
         "ask_bid":"BID","trade_date":"2026-09-23","trade_time":"12:18:33",
         "trade_timestamp":1790133513739,"sequential_id":1079953210371761700,
@@ -112,12 +156,11 @@ class Bithumb(Connector):
         `trade_date`/`trade_time` are KST strings; `trade_timestamp` (ms) is the same instant.
         `sequential_id` may come as a number or a string: str() gives the same text for both.
         """
-        self.out.trade(Trade("bithumb", self.symbol(msg["code"]),
-                             msg["trade_timestamp"] / 1000.0, ts_recv,
-                             float(msg["trade_price"]), float(msg["trade_volume"]),
-                             TAKER_SIDE[msg["ask_bid"]], str(msg["sequential_id"])))
+        self.out.trade(Trade("bithumb", self.symbol(msg.code), msg.trade_timestamp / 1000.0,
+                             ts_recv, msg.trade_price, msg.trade_volume,
+                             TAKER_SIDE[msg.ask_bid], str(msg.sequential_id)))
 
-    def _book(self, msg: dict, ts_recv: float) -> None:
+    def _book(self, msg: BookMessage, ts_recv: float) -> None:
         """{"type":"orderbook","code":"KRW-ETH","total_ask_size":369.9832,
         "total_bid_size":287.0216,"orderbook_units":[{"ask_price":3715000,"bid_price":3714000,
         "ask_size":8.4592,"bid_size":3.012}, ...],"level":1,"timestamp":1790133505546514,
@@ -126,32 +169,26 @@ class Bithumb(Connector):
         Units pair the i-th ask with the i-th bid, best first. `timestamp` is in MICROseconds.
         """
         depth = self.depth
-        units = msg["orderbook_units"]
+        units = msg.orderbook_units
         # A size under 0.0001 prints as 0, and short sides are padded with price-0 units.
-        bids = [(float(u["bid_price"]), float(u["bid_size"])) for u in units
-                if u["bid_price"] and u["bid_size"]][:depth]
-        asks = [(float(u["ask_price"]), float(u["ask_size"])) for u in units
-                if u["ask_price"] and u["ask_size"]][:depth]
-        symbol = self.symbol(msg["code"])
-        check_levels(bids, asks)
+        bids = [(u.bid_price, u.bid_size) for u in units if u.bid_price and u.bid_size][:depth]
+        asks = [(u.ask_price, u.ask_size) for u in units if u.ask_price and u.ask_size][:depth]
+        symbol = self.symbol(msg.code)
         fault = snapshot_fault(bids, asks)
         if fault is not None:
             self.resync(symbol, fault)
             return
-        self.out.book(OrderBook("bithumb", symbol, msg["timestamp"] / 1_000_000.0, ts_recv,
+        self.out.book(OrderBook("bithumb", symbol, msg.timestamp / 1_000_000.0, ts_recv,
                                 bids, asks, None))
 
-    def _ticker(self, msg: dict, ts_recv: float) -> None:
+    def _ticker(self, msg: TickerMessage, ts_recv: float) -> None:
         """{"type":"ticker","code":"KRW-BTC","trade_price":116380000,
         "acc_trade_volume_24h":267.27,"acc_trade_price_24h":30947007404.59,...,
         "timestamp":1790133796484,"stream_type":"REALTIME"} (fields as Upbit's; no best bid/ask)
         """
-        volume = msg.get("acc_trade_volume_24h")
-        quote_volume = msg.get("acc_trade_price_24h")
-        self.out.ticker(Ticker("bithumb", self.symbol(msg["code"]), msg["timestamp"] / 1000.0,
-                               ts_recv, float(msg["trade_price"]), None, None, None, None,
-                               None if volume is None else float(volume),
-                               None if quote_volume is None else float(quote_volume)))
+        self.out.ticker(Ticker("bithumb", self.symbol(msg.code), msg.timestamp / 1000.0,
+                               ts_recv, msg.trade_price, None, None, None, None,
+                               msg.acc_trade_volume_24h, msg.acc_trade_price_24h))
 
     # -- trade history (exchanges.history) ------------------------------------------------
 

@@ -24,10 +24,12 @@ continuous". Spot depths 1/50/200/1000. Trade history: `/v5/market/recent-trade`
 
 from __future__ import annotations
 
+import msgspec
 import orjson
 
 from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book
+from exchanges.codecs import DecodeError, ValidationError, refused
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -38,6 +40,46 @@ MAX_ARGS = 10  # topics per subscribe request (spot, docs)
 MAX_TOPICS = 300  # per connection: keeps the args well under the 21,000-character cap
 BOOK_DEPTHS = (50, 200, 1000)  # spot depths with deltas (depth 1 is snapshots only)
 TAKER_SIDE = {"Buy": BUY, "Sell": SELL}  # `S` is the taker's side
+
+
+# Typed messages (exchanges.codecs), only the fields read. One `Message` type holds data and
+# control messages alike (no exception per ack); `data` is a list for trades, an object for
+# books and tickers. Lax (`strict=False`): trade and ticker figures are text, read as floats
+# by the decoder; book levels stay text (the book keeps them).
+class TradeItem(msgspec.Struct, gc=False):
+    T: float  # noqa: N815 - Bybit's names
+    s: str
+    S: str  # noqa: N815
+    v: float
+    p: float
+    i: str
+
+
+class Data(msgspec.Struct):
+    # orderbook
+    s: str | None = None
+    b: list[tuple[str, str]] | None = None
+    a: list[tuple[str, str]] | None = None
+    u: int | None = None
+    # tickers
+    symbol: str | None = None
+    lastPrice: float | None = None  # noqa: N815
+    volume24h: float | None = None
+    turnover24h: float | None = None
+
+
+class Message(msgspec.Struct):
+    topic: str | None = None
+    type: str | None = None
+    ts: float | None = None
+    cts: float | None = None
+    data: list[TradeItem] | Data | None = None
+    success: bool | None = None
+    op: str | None = None
+    ret_msg: str | None = None
+
+
+decode_message = msgspec.json.Decoder(Message, strict=False).decode
 
 
 def to_native(symbol: str) -> str:
@@ -121,70 +163,86 @@ class Bybit(Connector):
         self.resubscribing.difference_update(stream.symbols)  # the new socket subscribes anew
 
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
-        msg = orjson.loads(frame)
-        topic = msg.get("topic")
+        try:
+            msg = decode_message(frame)
+        except ValidationError as exc:
+            raise refused(exc) from None
+        except DecodeError:
+            orjson.loads(frame)  # not JSON: refused with orjson's error, as on every venue
+            raise
+        topic = msg.topic
         if topic is None:
             # acks and pongs: {"success":true,"ret_msg":"pong","conn_id":"..","op":"ping"}
-            if msg.get("success") is False:
-                raise ValueError(f"request failed: {msg.get('ret_msg')} ({msg})")
-            if "op" in msg:
+            if msg.success is False:
+                raise ValueError(f"request failed: {msg.ret_msg} ({msg})")
+            if msg.op is not None:
                 return
-            raise ValueError(f"unexpected message: {msg}")
+            raise ValueError(f"unexpected message: {orjson.loads(frame)}")
+        data = msg.data
+        if data is None:
+            raise ValueError(f"no data on {topic}")
         if topic.startswith("orderbook."):
-            self._book(msg, ts_recv, stream)
+            if type(data) is not Data or data.s is None or data.u is None or data.b is None \
+                    or data.a is None or msg.type is None or msg.ts is None:
+                raise ValueError(f"not a book message on {topic}")
+            self._book(msg, data, ts_recv, stream)
         elif topic.startswith("publicTrade."):
             # {"T":1672304486865,"s":"BTCUSDT","S":"Buy","v":"0.001","p":"16578.50",
             #  "i":"2100000000007764263","BT":false,"seq":7961638750}
             # T: fill time (ms), S: taker side, v: size (base), p: price, i: trade id
+            if type(data) is not list:
+                raise ValueError(f"not a trade list on {topic}")
             out = self.out
-            for t in msg["data"]:
-                out.trade(Trade("bybit", self.subscribed(t["s"]), t["T"] / 1000.0, ts_recv,
-                                float(t["p"]), float(t["v"]), TAKER_SIDE[t["S"]], t["i"]))
+            for t in data:
+                out.trade(Trade("bybit", self.subscribed(t.s), t.T / 1000.0, ts_recv, t.p, t.v,
+                                TAKER_SIDE[t.S], t.i))
         elif topic.startswith("tickers."):
             # {"symbol":"BTCUSDT","lastPrice":"21109.77","volume24h":"6780.866843",
             #  "turnover24h":"141946527.22907118",...}  spot tickers carry no best bid/ask;
             # volume24h is base volume, turnover24h quote volume
-            t = msg["data"]
-            self.out.ticker(Ticker("bybit", self.subscribed(t["symbol"]), msg["ts"] / 1000.0,
-                                   ts_recv, float(t["lastPrice"]), None, None, None, None,
-                                   float(t["volume24h"]), float(t["turnover24h"])))
+            if type(data) is not Data or data.symbol is None or msg.ts is None or \
+                    None in (data.lastPrice, data.volume24h, data.turnover24h):
+                raise ValueError(f"not a ticker on {topic}")
+            self.out.ticker(Ticker("bybit", self.subscribed(data.symbol), msg.ts / 1000.0,
+                                   ts_recv, data.lastPrice, None, None, None, None,
+                                   data.volume24h, data.turnover24h))
         else:
             raise ValueError(f"unknown topic {topic!r}")
 
-    def _book(self, msg: dict, ts_recv: float, stream: Stream) -> None:
+    def _book(self, msg: Message, data: Data, ts_recv: float, stream: Stream) -> None:
         """{"topic":"orderbook.50.BTCUSDT","type":"delta","ts":1672304484978,
         "data":{"s":"BTCUSDT","b":[["16493.50","0.006"]],"a":[["16611.00","0"]],
         "u":18521289,"seq":7961638724},"cts":1672304484976}
         b: bids, a: asks ([price, size] text); u: update id; ts: system time, cts: matching
         engine time (ms)."""
-        data = msg["data"]
-        symbol = self.subscribed(data["s"])
+        symbol = self.subscribed(data.s)  # type: ignore[arg-type]
         book = self.books.get(symbol)
+        topic: str = msg.topic  # type: ignore[assignment]
         if book is None:
             if "book" not in self.subscriptions.get(symbol, ()):
                 return  # unsubscribed on the open socket: in flight before the venue took it
             raise ValueError(f"book for {symbol}, which has no book subscription")
-        u = data["u"]
-        if msg["type"] == "snapshot" or u == 1:  # u == 1: the service restarted
-            book.load_text_levels(data["b"], data["a"])
+        u = data.u
+        if msg.type == "snapshot" or u == 1:  # u == 1: the service restarted
+            book.load_text_levels(data.b, data.a)  # type: ignore[arg-type]
             book.ready = True
             self.resubscribing.discard(symbol)
         elif not book.ready:
             if symbol not in self.resubscribing:  # else: in flight before our resubscription
-                self._resubscribe(symbol, msg["topic"], stream, "delta before any snapshot")
+                self._resubscribe(symbol, topic, stream, "delta before any snapshot")
             return
         elif u != book.sequence + 1:  # type: ignore[operator]
-            self._resubscribe(symbol, msg["topic"], stream,
+            self._resubscribe(symbol, topic, stream,
                               f"gap: book at u={book.sequence}, delta has u={u}")
             return
         else:
-            book.apply_text_levels(data["b"], data["a"])
+            book.apply_text_levels(data.b, data.a)  # type: ignore[arg-type]
         book.sequence = u
         if book.is_crossed():
-            self._resubscribe(symbol, msg["topic"], stream,
+            self._resubscribe(symbol, topic, stream,
                               f"crossed book: bid {book.best_bid()} >= ask {book.best_ask()}")
             return
-        book.ts_event = msg.get("cts", msg["ts"]) / 1000.0
+        book.ts_event = (msg.ts if msg.cts is None else msg.cts) / 1000.0  # type: ignore[operator]
         depth = self.depth
         if book.top_changed(depth):
             self.out.book(OrderBook("bybit", symbol, book.ts_event, ts_recv, book.top_bids(depth),

@@ -1,17 +1,60 @@
-"""Decoding helpers shared by connectors: capped gzip inflation, RFC 3339 timestamps.
+"""Decoding helpers shared by connectors: typed JSON decoding, capped gzip inflation, RFC 3339
+timestamps.
 
 A compressed frame is untrusted input: a few kilobytes of gzip can inflate to gigabytes.
 Every inflate here stops at a hard cap (`settings.max_inflated_bytes`) instead of trusting
 the sender, and raises `ValueError` so the session puts the frame on the DLQ.
+
+Typed decoding: a venue whose data messages are JSON objects of many fields declares them as
+msgspec Structs holding only the fields it reads, and decodes frames with one
+`msgspec.json.Decoder` built at import. msgspec skips the other fields without building them
+and checks every declared type (and `Meta` bound) in C while it parses, so a typed decode
+costs less than `orjson.loads` of the same frame: Upbit's recorded frames decode in 0.45-0.7
+of orjson's time (one process, interleaved). Not where a message is mostly arrays of numbers:
+HTX's 150-level books decode in 1.2-1.5x orjson's time typed, so HTX keeps orjson.
+A frame that does not fit its type raises `msgspec.ValidationError`; `refused()` turns that
+into the error the frame is refused with.
 """
 
 from __future__ import annotations
 
 import calendar
-
+import sys
 import zlib
+from typing import Annotated
 
-__all__ = ["inflate_gzip", "rfc3339_epoch"]
+import msgspec
+
+from exchanges.values import BadValue
+
+__all__ = ["inflate_gzip", "rfc3339_epoch", "refused", "ValidationError", "DecodeError",
+           "Amount"]
+
+ValidationError = msgspec.ValidationError  # JSON, not of the type
+DecodeError = msgspec.DecodeError  # not JSON (ValidationError is one too: catch it first)
+
+# A full book's price or size as the decoder returns it: a finite float, 0 or more (0 is a
+# padding or empty level, left out by the venue's parser). JSON numbers, or text where the
+# venue's decoder is lax (`strict=False`: msgspec's parser is correctly rounded, as float()
+# is, so the float is the one the exchange's text names).
+Amount = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
+
+
+def refused(exc: msgspec.ValidationError) -> ValueError:
+    """What a frame that does not fit its venue's typed message is refused with: a value of
+    the wrong type or a number beyond a float's range is a `BadValue` (counted by reason, as
+    when the field-by-field checks find it), anything else (a field missing) the msgspec
+    error itself. Both send the frame to the DLQ with the field's path in the reason."""
+    text = str(exc)
+    if text.startswith("Expected `float` >= 0.0"):  # `Amount`'s bound (text "nan" too)
+        return BadValue("field", text, "negative")
+    if text.startswith("Expected `float` <= "):  # `Amount`'s bound: text "inf"
+        return BadValue("field", text, "infinite")
+    if text.startswith("Expected `"):
+        return BadValue("field", text, "type")
+    if text.startswith("Number out of range"):
+        return BadValue("field", text, "infinite")
+    return exc
 
 _GZIP = 16 + zlib.MAX_WBITS  # wbits for a gzip header and trailer (not raw deflate, not zlib)
 

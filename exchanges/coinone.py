@@ -23,11 +23,14 @@ module; no stored page documents a change since the fixtures were written. Trade
 
 from __future__ import annotations
 
+from typing import Literal
 
+import msgspec
 import orjson
 
-from exchanges.book import first_levels, snapshot_fault
+from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream, Subscriptions
+from exchanges.codecs import Amount, ValidationError, refused
 from exchanges.metrics import metrics
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -41,6 +44,64 @@ CHANNELS = (("trades", "TRADE"), ("book", "ORDERBOOK"), ("ticker", "TICKER"))
 # so the buyer took liquidity. Unconfirmed: ccxt and other clients map true to "sell"
 # (docs/normalization.md, "Taker side").
 TAKER_SIDE = {True: BUY, False: SELL}
+
+
+# Typed DATA messages (exchanges.codecs), tagged by `channel`, only the fields read. Prices
+# and sizes are text: the decoder is lax (`strict=False`), so it reads them as floats itself.
+class TradeData(msgspec.Struct, gc=False):
+    quote_currency: str
+    target_currency: str
+    id: str | int
+    timestamp: float
+    price: float
+    qty: float
+    is_seller_maker: bool
+
+
+class Level(msgspec.Struct, gc=False):
+    price: Amount
+    qty: Amount
+
+
+class BookData(msgspec.Struct):
+    quote_currency: str
+    target_currency: str
+    id: int  # text on the wire
+    timestamp: float
+    asks: list[Level]
+    bids: list[Level]
+
+
+class TickerData(msgspec.Struct, gc=False):
+    quote_currency: str
+    target_currency: str
+    timestamp: float
+    last: float
+    bid_best_price: float
+    bid_best_qty: float
+    ask_best_price: float
+    ask_best_qty: float
+    target_volume: float
+    quote_volume: float
+
+
+class TradeMessage(msgspec.Struct, tag_field="channel", tag="TRADE"):
+    response_type: Literal["DATA"]
+    data: TradeData
+
+
+class BookMessage(msgspec.Struct, tag_field="channel", tag="ORDERBOOK"):
+    response_type: Literal["DATA"]
+    data: BookData
+
+
+class TickerMessage(msgspec.Struct, tag_field="channel", tag="TICKER"):
+    response_type: Literal["DATA"]
+    data: TickerData
+
+
+decode_message = msgspec.json.Decoder(TradeMessage | BookMessage | TickerMessage,
+                                      strict=False).decode
 
 
 def to_native(symbol: str) -> dict[str, str]:
@@ -97,47 +158,52 @@ class Coinone(Connector):
                 for channel, native in CHANNELS
                 for symbol in sorted(change) if channel in change[symbol]]
 
-    def _symbol(self, data: dict) -> str:
-        key = (data["target_currency"], data["quote_currency"])
+    def _symbol(self, data: TradeData | BookData | TickerData) -> str:
+        key = (data.target_currency, data.quote_currency)
         symbol = self._symbols.get(key)
         if symbol is None:
-            symbol = self._symbols[key] = to_unified(data)
+            symbol = self._symbols[key] = unified(*key)
         return symbol
 
-    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
-        msg = orjson.loads(frame)
+    on_frame = Connector.typed_frame
+    decode_message = decode_message
+    message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
+                        TickerMessage: "_ticker"}
+
+    def on_untyped(self, msg: object, exc: ValidationError, ts_recv: float,
+                   stream: Stream) -> None:
+        """Acks (CONNECTED, SUBSCRIBED, PONG...), errors, channels not subscribed (CHART), or
+        a DATA message with a value that does not fit (refused, to the DLQ)."""
+        if type(msg) is not dict:
+            raise ValueError(f"unexpected message: {msg!r}")
         response = msg.get("response_type")
-        if response == "DATA":
-            channel = msg["channel"]
-            if channel == "TRADE":
-                self._trade(msg["data"], ts_recv)
-            elif channel == "ORDERBOOK":
-                self._book(msg["data"], ts_recv)
-            elif channel == "TICKER":
-                self._ticker(msg["data"], ts_recv)
-            # other channels (CHART) are not subscribed; nothing to do
-        elif response == "ERROR":
+        if response == "DATA" and msg.get("channel") in ("TRADE", "ORDERBOOK", "TICKER"):
+            raise refused(exc) from None
+        if response == "ERROR":
             # {"response_type":"ERROR","error_code":160012,"message":"Invalid Topic"}
             raise ValueError(f"coinone error {msg.get('error_code')}: {msg.get('message')}")
         # anything else (CONNECTED, SUBSCRIBED, PONG, unknown control messages) has no data
 
-    def _trade(self, data: dict, ts_recv: float) -> None:
+    def _trade(self, msg: TradeMessage, ts_recv: float) -> None:
         """{"quote_currency":"KRW","target_currency":"BTC","id":"1790134177835001",
         "timestamp":1790134177835,"price":"116460000","qty":"0.00483595","is_seller_maker":true}
         """
-        self.out.trade(Trade("coinone", self._symbol(data), data["timestamp"] / 1000.0, ts_recv,
-                             float(data["price"]), float(data["qty"]),
-                             TAKER_SIDE[data["is_seller_maker"]], str(data["id"])))
+        data = msg.data
+        self.out.trade(Trade("coinone", self._symbol(data), data.timestamp / 1000.0, ts_recv,
+                             data.price, data.qty, TAKER_SIDE[data.is_seller_maker],
+                             str(data.id)))
 
-    def _book(self, data: dict, ts_recv: float) -> None:
+    def _book(self, msg: BookMessage, ts_recv: float) -> None:
         """{"quote_currency":"KRW","target_currency":"BTC","timestamp":1790134177753,
         "id":"1790134177753001","asks":[{"price":"116650000","qty":"0.01198956"}, ...,
         {"price":"116460000","qty":"0.0232"}],"bids":[{"price":"116450000","qty":"0.0118"}, ...]}
 
-        asks are worst-first (the best ask is last), bids best-first.
+        asks are worst-first (the best ask is last), bids best-first. Levels are checked by
+        the decoder (finite, 0 or more); zero levels are left out.
         """
+        data = msg.data
         symbol = self._symbol(data)
-        book_id = int(data["id"])
+        book_id = data.id
         # Every message is a whole book, so only the newest one matters. Messages can still
         # arrive out of order (and the `id`s are not contiguous, so a gap is invisible):
         # publishing an older book after a newer one would roll the top of book back to a
@@ -149,8 +215,9 @@ class Coinone(Connector):
             metrics.inc("kcs_validation_rejections_total", exchange="coinone", reason="stale")
             return
         depth = self.depth
-        bids = first_levels(data["bids"], depth)
-        asks = first_levels(reversed(data["asks"]), depth)  # worst-first on the wire
+        bids = [(lv.price, lv.qty) for lv in data.bids if lv.price and lv.qty][:depth]
+        # worst-first on the wire
+        asks = [(lv.price, lv.qty) for lv in reversed(data.asks) if lv.price and lv.qty][:depth]
         # An order check also catches asks arriving best-first one day: reversing them would
         # publish the worst ask as the best; refuse rather than guess.
         fault = snapshot_fault(bids, asks)
@@ -158,10 +225,10 @@ class Coinone(Connector):
             self.resync(symbol, fault)
             return
         self.last_book_id[symbol] = book_id
-        self.out.book(OrderBook("coinone", symbol, data["timestamp"] / 1000.0, ts_recv, bids,
+        self.out.book(OrderBook("coinone", symbol, data.timestamp / 1000.0, ts_recv, bids,
                                 asks, book_id))
 
-    def _ticker(self, data: dict, ts_recv: float) -> None:
+    def _ticker(self, msg: TickerMessage, ts_recv: float) -> None:
         """{"quote_currency":"KRW","target_currency":"BTC","timestamp":1790133796484,
         "quote_volume":"30947007404.5912","target_volume":"267.27610034","last":"116380000",
         "ask_best_price":"116400000","ask_best_qty":"0.00562817",
@@ -169,11 +236,11 @@ class Coinone(Connector):
 
         `target_volume` is in base currency, `quote_volume` in KRW.
         """
-        self.out.ticker(Ticker("coinone", self._symbol(data), data["timestamp"] / 1000.0,
-                               ts_recv, float(data["last"]), float(data["bid_best_price"]),
-                               float(data["bid_best_qty"]), float(data["ask_best_price"]),
-                               float(data["ask_best_qty"]), float(data["target_volume"]),
-                               float(data["quote_volume"])))
+        data = msg.data
+        self.out.ticker(Ticker("coinone", self._symbol(data), data.timestamp / 1000.0,
+                               ts_recv, data.last, data.bid_best_price, data.bid_best_qty,
+                               data.ask_best_price, data.ask_best_qty, data.target_volume,
+                               data.quote_volume))
 
     # -- trade history (exchanges.history) ------------------------------------------------
 

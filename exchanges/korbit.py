@@ -25,11 +25,12 @@ the Digital X host serves the same protocol); unconfirmed against the live docs.
 
 from __future__ import annotations
 
-
+import msgspec
 import orjson
 
-from exchanges.book import first_levels, snapshot_fault
+from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream, Subscriptions
+from exchanges.codecs import Amount, ValidationError, refused
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -38,6 +39,55 @@ __all__ = ["Korbit", "to_native", "to_unified"]
 URL = "wss://ws-api.korbit.co.kr/v2/public"
 # Our channel -> Korbit's request type.
 KINDS = (("trades", "trade"), ("book", "orderbook"), ("ticker", "ticker"))
+
+
+# Typed messages (exchanges.codecs), tagged by `type`, only the fields read. Prices and sizes
+# are text: the decoder is lax (`strict=False`), so it reads them as floats itself.
+class TradeItem(msgspec.Struct, gc=False):
+    timestamp: float
+    price: float
+    qty: float
+    isBuyerTaker: bool  # noqa: N815 - Korbit's names
+    tradeId: int  # noqa: N815
+
+
+class TradeMessage(msgspec.Struct, tag_field="type", tag="trade"):
+    symbol: str
+    data: list[TradeItem]
+
+
+class Level(msgspec.Struct, gc=False):
+    price: Amount
+    qty: Amount
+
+
+class BookData(msgspec.Struct):
+    timestamp: float
+    asks: list[Level]
+    bids: list[Level]
+
+
+class BookMessage(msgspec.Struct, tag_field="type", tag="orderbook"):
+    symbol: str
+    data: BookData
+
+
+class TickerData(msgspec.Struct, gc=False):
+    close: float
+    bestBidPrice: float  # noqa: N815
+    bestAskPrice: float  # noqa: N815
+    volume: float
+    quoteVolume: float  # noqa: N815
+
+
+class TickerMessage(msgspec.Struct, tag_field="type", tag="ticker"):
+    symbol: str
+    timestamp: float
+    data: TickerData
+
+
+decode_message = msgspec.json.Decoder(TradeMessage | BookMessage | TickerMessage,
+                                      strict=False).decode
 
 
 def to_native(symbol: str) -> str:
@@ -100,21 +150,25 @@ class Korbit(Connector):
             return []
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
 
-    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
-        msg = orjson.loads(frame)
-        kind = msg.get("type")
-        if kind == "trade":
-            self._trades(msg, ts_recv)
-        elif kind == "orderbook":
-            self._book(msg, ts_recv)
-        elif kind == "ticker":
-            self._ticker(msg, ts_recv)
-        elif msg.get("status") == "fail":
+    on_frame = Connector.typed_frame
+    decode_message = decode_message
+    message_handlers = {TradeMessage: "_trades", BookMessage: "_book",
+                        TickerMessage: "_ticker"}
+
+    def on_untyped(self, msg: object, exc: ValidationError, ts_recv: float,
+                   stream: Stream) -> None:
+        """A frame that is not a data message as typed: an answer, or a data message with a
+        value that does not fit (refused, to the DLQ)."""
+        if type(msg) is not dict:
+            raise ValueError(f"unexpected message: {msg!r}")
+        if msg.get("type") in ("trade", "orderbook", "ticker"):
+            raise refused(exc) from None
+        if msg.get("status") == "fail":
             # {"status":"fail","code":"INVALID_SYMBOL","message":"...","requestId":2}
             raise ValueError(f"korbit error {msg.get('code')}: {msg.get('message')}")
         # anything else ({"requestId":1,"status":"success"}, new types) carries no data
 
-    def _trades(self, msg: dict, ts_recv: float) -> None:
+    def _trades(self, msg: TradeMessage, ts_recv: float) -> None:
         """{"symbol":"btc_krw","timestamp":1790134328085,"type":"trade","snapshot":true,
         "data":[{"timestamp":1790134317520,"price":"116439000","qty":"0.0067",
         "isBuyerTaker":false,"tradeId":25441720}]}
@@ -123,7 +177,7 @@ class Korbit(Connector):
         time; each trade's own `timestamp` is when it happened (the snapshot above is a trade
         from 10 s before it was sent).
         """
-        symbol = self.symbol(msg["symbol"])
+        symbol = self.symbol(msg.symbol)
         # The first message after every (re)subscribe is a snapshot of recent trades, which
         # may have been published already. `tradeId` grows per pair (not contiguously), so a
         # trade at or below the highest id published is a repeat. Compare with the id from
@@ -131,36 +185,37 @@ class Korbit(Connector):
         last = self.last_trade_id.get(symbol, -1)
         newest = last
         trade = self.out.trade
-        for t in msg["data"]:
-            trade_id = int(t["tradeId"])
+        for t in msg.data:
+            trade_id = t.tradeId
             if trade_id <= last:
                 continue
             if trade_id > newest:
                 newest = trade_id
-            trade(Trade("korbit", symbol, t["timestamp"] / 1000.0, ts_recv, float(t["price"]),
-                        float(t["qty"]), BUY if t["isBuyerTaker"] else SELL, str(trade_id)))
+            trade(Trade("korbit", symbol, t.timestamp / 1000.0, ts_recv, t.price, t.qty,
+                        BUY if t.isBuyerTaker else SELL, str(trade_id)))
         self.last_trade_id[symbol] = newest
 
-    def _book(self, msg: dict, ts_recv: float) -> None:
+    def _book(self, msg: BookMessage, ts_recv: float) -> None:
         """{"symbol":"btc_krw","timestamp":1790134242857,"type":"orderbook","snapshot":true,
         "data":{"timestamp":1790134242563,"asks":[{"price":"116506000","qty":"0.27522"}, ...],
         "bids":[{"price":"116455000","qty":"0.00499"}, ...]}}
 
-        `data.timestamp` is the book's time, the envelope's is the send time.
+        `data.timestamp` is the book's time, the envelope's is the send time. Levels are
+        checked by the decoder (finite, 0 or more); zero levels are left out.
         """
-        symbol = self.symbol(msg["symbol"])
-        data = msg["data"]
+        symbol = self.symbol(msg.symbol)
+        data = msg.data
         depth = self.depth
-        bids = first_levels(data["bids"], depth)
-        asks = first_levels(data["asks"], depth)
+        bids = [(lv.price, lv.qty) for lv in data.bids if lv.price and lv.qty][:depth]
+        asks = [(lv.price, lv.qty) for lv in data.asks if lv.price and lv.qty][:depth]
         fault = snapshot_fault(bids, asks)
         if fault is not None:
             self.resync(symbol, fault)
             return
-        self.out.book(OrderBook("korbit", symbol, data["timestamp"] / 1000.0, ts_recv, bids,
+        self.out.book(OrderBook("korbit", symbol, data.timestamp / 1000.0, ts_recv, bids,
                                 asks, None))
 
-    def _ticker(self, msg: dict, ts_recv: float) -> None:
+    def _ticker(self, msg: TickerMessage, ts_recv: float) -> None:
         """{"symbol":"btc_krw","timestamp":1790134313071,"type":"ticker","snapshot":true,
         "data":{"open":"115370000","high":"116765000","low":"114412000","close":"116463000",
         "volume":"39.25266763","quoteVolume":"4549864965.49708","bestAskPrice":"116477000",
@@ -168,11 +223,10 @@ class Korbit(Connector):
 
         No best bid/ask sizes; `data` has no time of its own, so the envelope's is used.
         """
-        data = msg["data"]
-        self.out.ticker(Ticker("korbit", self.symbol(msg["symbol"]), msg["timestamp"] / 1000.0,
-                               ts_recv, float(data["close"]), float(data["bestBidPrice"]), None,
-                               float(data["bestAskPrice"]), None, float(data["volume"]),
-                               float(data["quoteVolume"])))
+        data = msg.data
+        self.out.ticker(Ticker("korbit", self.symbol(msg.symbol), msg.timestamp / 1000.0,
+                               ts_recv, data.close, data.bestBidPrice, None, data.bestAskPrice,
+                               None, data.volume, data.quoteVolume))
 
     # -- trade history (exchanges.history) ------------------------------------------------
 

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from exchanges.metrics import SAMPLE_EVERY, Sampler, metrics
-from exchanges.values import INF, finite_time, optional_non_negative, optional_positive, positive
+from exchanges.values import INF, finite_time, non_negative, positive
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
 from records import ticker_topic, trade_topic
 from records.codec import JSON, Codec
@@ -57,6 +57,19 @@ def reason_class(reason: str) -> str:
     return "other"
 
 
+class TradeMarket:
+    """One market's trade state in a Publisher, found with one lookup per trade."""
+
+    __slots__ = ("key", "ids", "order", "newest_ts", "newest_id")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key  # the Kafka key
+        self.ids: set[str] = set()  # ids published recently
+        self.order: deque[str] = deque()  # the same ids in order, for eviction
+        self.newest_ts = -INF  # ts_event and id of the newest trade published
+        self.newest_id: str | None = None
+
+
 class Producer(Protocol):
     async def send(self, topic: str, value: bytes, key: bytes, headers: Headers = None) -> Any:
         ...
@@ -66,7 +79,7 @@ class Publisher:
     """Collects one exchange's output and sends it to Kafka; one per connector."""
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
-                 "on_ack", "sent", "keys", "trade_ids", "newest_trade", "out_of_order_after",
+                 "on_ack", "sent", "keys", "markets", "out_of_order_after",
                  "book_times", "held", "trades", "books", "tickers", "book_ts", "sampler",
                  "codec", "last_ts_event", "outbox", "resume", "skipped",
                  "last_event")
@@ -84,10 +97,7 @@ class Publisher:
         self.on_ack = on_ack  # called with ts_recv of each acknowledged record (benchmark)
         self.sent = 0
         self.keys: dict[str, bytes] = {}  # symbol -> Kafka key, built once per market
-        # symbol -> (ids published recently, the same ids in order for eviction)
-        self.trade_ids: dict[str, tuple[set[str], deque[str]]] = {}
-        # symbol -> (ts_event, trade_id) of the newest trade published: where a backfill starts
-        self.newest_trade: dict[str, tuple[float, str]] = {}
+        self.markets: dict[str, TradeMarket] = {}  # symbol -> its trades' state
         self.out_of_order_after = out_of_order_after
         # symbol -> (the book's newest ts_event, our time when it last advanced): stale books
         self.book_times: dict[str, tuple[float, float]] = {}
@@ -118,6 +128,17 @@ class Publisher:
             key = self.keys[symbol] = market_key(self.exchange, symbol)
         return key
 
+    @property
+    def newest_trade(self) -> dict[str, tuple[float, str]]:
+        """symbol -> (ts_event, trade_id) of the newest trade published: where a backfill
+        starts (read on a reconnect, not per trade)."""
+        return {symbol: (m.newest_ts, m.newest_id) for symbol, m in self.markets.items()
+                if m.newest_id is not None}
+
+    def _market(self, symbol: str) -> TradeMarket:
+        market = self.markets[symbol] = TradeMarket(self.key(symbol))
+        return market
+
     def trade(self, trade: Trade) -> bool:
         """Check and queue a trade; False (and nothing queued) for a repeat. Hot path: the
         usual trade costs one lookup, three type-and-range tests and a set insert."""
@@ -125,10 +146,10 @@ class Publisher:
         if self.resume and symbol in self.resume and self._published_before(trade):
             self.skipped += 1  # published by this shard's previous owner
             return False
-        seen = self.trade_ids.get(symbol)
-        if seen is None:
-            seen = self.trade_ids[symbol] = (set(), deque())
-        ids, order = seen
+        market = self.markets.get(symbol)
+        if market is None:
+            market = self._market(symbol)
+        ids = market.ids
         trade_id = trade.trade_id
         if trade_id in ids:
             metrics.inc("kcs_duplicate_trades_total", exchange=self.exchange)
@@ -143,17 +164,18 @@ class Publisher:
         if type(trade_id) is not str or (trade.side != 1 and trade.side != -1):
             raise ValueError(f"bad trade id {trade_id!r} or side {trade.side!r}")
         ids.add(trade_id)
+        order = market.order
         order.append(trade_id)
         if len(order) > TRADE_IDS_KEPT:
             ids.discard(order.popleft())
-        newest = self.newest_trade.get(symbol)
-        if newest is None or ts >= newest[0]:
-            self.newest_trade[symbol] = (ts, trade_id)
-        elif ts < newest[0] - self.out_of_order_after:
+        if ts >= market.newest_ts:
+            market.newest_ts = ts
+            market.newest_id = trade_id
+        elif ts < market.newest_ts - self.out_of_order_after:
             metrics.inc("kcs_out_of_order_trades_total", exchange=self.exchange)
         self.trades += 1
         self.last_ts_event = ts
-        entry = (self.trade_topic, self.key(symbol), trade, None, trade.ts_recv)
+        entry = (self.trade_topic, market.key, trade, None, trade.ts_recv)
         if self.held and symbol in self.held:
             self.held[symbol].append(entry)  # after the backfilled ones
         else:
@@ -219,18 +241,35 @@ class Publisher:
 
     def ticker(self, ticker: Ticker) -> None:
         """Prices must be real where sent (a ticker without a bid has a null bid, never 0);
-        sizes and volumes may be 0."""
-        ticker.ts_event = finite_time(ticker.ts_event)
-        ticker.last = optional_positive(ticker.last, "ticker last")
-        ticker.bid = optional_positive(ticker.bid, "ticker bid")
-        ticker.ask = optional_positive(ticker.ask, "ticker ask")
-        ticker.bid_size = optional_non_negative(ticker.bid_size, "ticker bid size")
-        ticker.ask_size = optional_non_negative(ticker.ask_size, "ticker ask size")
-        ticker.volume_24h = optional_non_negative(ticker.volume_24h, "ticker volume")
-        ticker.quote_volume_24h = optional_non_negative(ticker.quote_volume_24h,
-                                                        "ticker quote volume")
+        sizes and volumes may be 0. Hot path: a float in range costs one type test and one
+        chained comparison, as in `trade()`; anything else is converted or refused by the
+        checks of `exchanges.values`."""
+        ts = ticker.ts_event
+        if type(ts) is not float or not 0.0 < ts < INF:
+            ts = ticker.ts_event = finite_time(ts)
+        x = ticker.last
+        if x is not None and (type(x) is not float or not 0.0 < x < INF):
+            ticker.last = positive(x, "ticker last")
+        x = ticker.bid
+        if x is not None and (type(x) is not float or not 0.0 < x < INF):
+            ticker.bid = positive(x, "ticker bid")
+        x = ticker.ask
+        if x is not None and (type(x) is not float or not 0.0 < x < INF):
+            ticker.ask = positive(x, "ticker ask")
+        x = ticker.bid_size
+        if x is not None and (type(x) is not float or not 0.0 <= x < INF):
+            ticker.bid_size = non_negative(x, "ticker bid size")
+        x = ticker.ask_size
+        if x is not None and (type(x) is not float or not 0.0 <= x < INF):
+            ticker.ask_size = non_negative(x, "ticker ask size")
+        x = ticker.volume_24h
+        if x is not None and (type(x) is not float or not 0.0 <= x < INF):
+            ticker.volume_24h = non_negative(x, "ticker volume")
+        x = ticker.quote_volume_24h
+        if x is not None and (type(x) is not float or not 0.0 <= x < INF):
+            ticker.quote_volume_24h = non_negative(x, "ticker quote volume")
         self.tickers += 1
-        self.last_ts_event = ticker.ts_event
+        self.last_ts_event = ts
         self.pending.append((self.ticker_topic, self.key(ticker.symbol), ticker, None,
                              ticker.ts_recv))
 

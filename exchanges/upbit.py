@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import uuid
 
+import msgspec
 import orjson
 
 from exchanges.base import Connector, Stream
-from exchanges.book import check_levels, crossed
+from exchanges.book import crossed
+from exchanges.codecs import Amount, ValidationError, refused
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -35,6 +37,44 @@ SIMPLE_KEYS = {"type": "ty", "code": "cd", "timestamp": "tms", "trade_timestamp"
                "orderbook_units": "obu", "ask_price": "ap", "bid_price": "bp", "ask_size": "as",
                "bid_size": "bs", "acc_trade_volume_24h": "atv24h",
                "acc_trade_price_24h": "atp24h"}
+
+
+# Typed SIMPLE-format messages (exchanges.codecs), tagged by `ty`, with only the fields read.
+# Book units are bounded in the decoder: a price or size is a float (an int becomes one;
+# a bool, text, or a number beyond a float's range does not fit), 0 or more; 0 is padding.
+
+
+class TradeMessage(msgspec.Struct, tag_field="ty", tag="trade", gc=False):
+    cd: str
+    ttms: float
+    tp: float
+    tv: float
+    ab: str
+    sid: int | str
+
+
+class BookUnit(msgspec.Struct, gc=False):
+    ap: Amount
+    bp: Amount
+    as_: Amount = msgspec.field(name="as")
+    bs: Amount
+
+
+class BookMessage(msgspec.Struct, tag_field="ty", tag="orderbook"):
+    cd: str
+    tms: float
+    obu: list[BookUnit]
+
+
+class TickerMessage(msgspec.Struct, tag_field="ty", tag="ticker", gc=False):
+    cd: str
+    tms: float
+    tp: float
+    atv24h: float | None = None
+    atp24h: float | None = None
+
+
+decode_message = msgspec.json.Decoder(TradeMessage | BookMessage | TickerMessage).decode
 
 
 def to_native(symbol: str) -> str:
@@ -83,44 +123,53 @@ class Upbit(Connector):
             return []
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
 
-    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
-        msg = orjson.loads(frame)
+    on_frame = Connector.typed_frame
+    decode_message = decode_message
+    message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
+                        TickerMessage: "_ticker"}
+
+    def _trade(self, msg: TradeMessage, ts_recv: float) -> None:
+        self.out.trade(Trade("upbit", self.symbol(msg.cd), msg.ttms / 1000.0, ts_recv, msg.tp,
+                             msg.tv, TAKER_SIDE[msg.ab], str(msg.sid)))
+
+    def _ticker(self, msg: TickerMessage, ts_recv: float) -> None:
+        self.out.ticker(Ticker("upbit", self.symbol(msg.cd), msg.tms / 1000.0, ts_recv,
+                               msg.tp, None, None, None, None, msg.atv24h, msg.atp24h))
+
+    def on_untyped(self, msg: object, exc: ValidationError, ts_recv: float,
+                   stream: Stream) -> None:
+        """Not a SIMPLE data message: a DEFAULT-format one, a heartbeat answer, an error, or
+        a data message with a value that does not fit (refused)."""
+        if type(msg) is not dict:
+            raise ValueError(f"unexpected message: {msg!r}")
         kind = msg.get("ty")
-        if kind is None:
-            if "type" in msg:
-                msg = _simple(msg)
-                kind = msg["ty"]
-            elif msg.get("status") == "UP":
-                return  # heartbeat answer
-            else:
-                raise ValueError(f"unexpected message: {msg.get('error') or msg}")
-        if kind == "trade":
-            self.out.trade(Trade("upbit", self.symbol(msg["cd"]), msg["ttms"] / 1000.0, ts_recv,
-                                 msg["tp"], msg["tv"], TAKER_SIDE[msg["ab"]], str(msg["sid"])))
-        elif kind == "orderbook":
-            self._book(msg, ts_recv)
-        elif kind == "ticker":
-            self.out.ticker(Ticker("upbit", self.symbol(msg["cd"]), msg["tms"] / 1000.0, ts_recv,
-                                   msg["tp"], None, None, None, None, msg.get("atv24h"),
-                                   msg.get("atp24h")))
+        if kind in ("trade", "orderbook", "ticker"):
+            raise refused(exc) from None
+        if kind is None and "type" in msg:
+            # DEFAULT format (long keys): re-keyed to SIMPLE, decoded typed
+            self.on_frame(orjson.dumps(_simple(msg)), ts_recv, stream)
+        elif kind is None and msg.get("status") == "UP":
+            return  # heartbeat answer
+        elif kind is None:
+            raise ValueError(f"unexpected message: {msg.get('error') or msg}")
         else:
             raise ValueError(f"unknown message type {kind!r}")
 
-    def _book(self, msg: dict, ts_recv: float) -> None:
+    def _book(self, msg: BookMessage, ts_recv: float) -> None:
         """Sample (SIMPLE): {"ty":"orderbook","cd":"KRW-BTC","tms":1790134742106,
-        "obu":[{"ap":1.16539E8,"bp":1.16538E8,"as":0.02054761,"bs":0.08120946}, ...]}"""
+        "obu":[{"ap":1.16539E8,"bp":1.16538E8,"as":0.02054761,"bs":0.08120946}, ...]}
+        Units are checked by the decoder (finite floats, 0 or more)."""
         depth = self.depth
-        units = msg["obu"]
+        units = msg.obu
         # Sides shorter than the book are padded with zero units: drop those.
-        bids = [(u["bp"], u["bs"]) for u in units if u["bs"] and u["bp"]][:depth]
-        asks = [(u["ap"], u["as"]) for u in units if u["as"] and u["ap"]][:depth]
-        symbol = self.symbol(msg["cd"])
-        check_levels(bids, asks)
+        bids = [(u.bp, u.bs) for u in units if u.bs and u.bp][:depth]
+        asks = [(u.ap, u.as_) for u in units if u.as_ and u.ap][:depth]
+        symbol = self.symbol(msg.cd)
         fault = crossed(bids, asks)
         if fault is not None:
             self.resync(symbol, fault)
             return
-        self.out.book(OrderBook("upbit", symbol, msg["tms"] / 1000.0, ts_recv, bids, asks, None))
+        self.out.book(OrderBook("upbit", symbol, msg.tms / 1000.0, ts_recv, bids, asks, None))
 
     # -- trade history (exchanges.history) ------------------------------------------------
 
