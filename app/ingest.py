@@ -429,7 +429,7 @@ class IngestService(Service):
                                       for k, v in shard.outbox.last_trades.items()}
         for entry in shard.outbox.queue:
             if entry[6] is not None:
-                fold_trade(last, entry[6].symbol, str(entry[6].trade_id), entry[6].ts_event)
+                fold_trade(last, entry[8], entry[6], entry[9])  # symbol, trade id, ts_event
         for symbol, (trade_id, ts, ids) in last.items():
             shard.publisher.resume_after(symbol, trade_id, ts, ids)
         await self._start_session(shard)

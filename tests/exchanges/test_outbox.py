@@ -4,6 +4,7 @@ them (no broker needed: nothing here sends)."""
 from __future__ import annotations
 
 import asyncio
+import gc
 
 from exchanges.outbox import BOOK, TICKER, TRADE, Budget, Outbox, fold_trade
 from exchanges.publisher import Publisher
@@ -60,7 +61,7 @@ def test_past_the_bound_books_go_first_then_tickers_and_trades_last() -> None:
         assert dropped[("upbit", "book")] == 40 and dropped[("upbit", "ticker")] == 40
         assert 0 < dropped[("upbit", "trade")] < 240
         # The trades kept are the newest, in order.
-        kept = [entry[6].trade_id for entry in box.queue]
+        kept = [entry[6] for entry in box.queue]
         assert kept == [str(n) for n in range(240 - len(kept), 240)]
         assert sorted(set(resynced)) == ["BTC-KRW", "ETH-KRW"]
         events = list(budget.events)
@@ -108,3 +109,24 @@ def test_the_last_trade_per_market_keeps_every_id_of_its_time() -> None:
     for trade_id, ts in (("a", 1.0), ("b", 2.0), ("c", 2.0), ("z", 1.5)):
         fold_trade(last, "X", trade_id, ts)
     assert last == {"X": ["c", 2.0, ["b", "c"]]}
+
+
+def test_a_queued_record_is_a_tuple_the_collector_stops_tracking() -> None:
+    """A backlog (a Kafka outage, a burst) is not walked by every collection until sent:
+    the queued entry holds atomic values only (the trade's id, symbol and ts_event for the
+    checkpoint, not the Trade), so the collector untracks it the first time it sees it."""
+    async def run() -> None:
+        budget, box, out = outbox(10**9)
+        out.trade(trade(7))
+        out.book(book(7))
+        out.encode(0)  # as the session does: the trade's bytes beside its record
+        await out.drain()
+        gc.collect()
+        assert len(box.queue) == 2
+        for entry in box.queue:
+            assert not gc.is_tracked(entry), entry
+        queued_trade = box.queue[0]
+        assert queued_trade[6:] == ("7", 1007.0, "BTC-KRW", 1007.0)
+        await box.stop()
+
+    asyncio.run(run())
