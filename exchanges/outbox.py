@@ -323,8 +323,11 @@ class Outbox:
                 try:
                     await future
                 except asyncio.CancelledError:
-                    if not future.cancelled():
-                        raise  # this task was cancelled (stop()), not the record's future
+                    # stop() cancels this task, and with it the future it waits on: that
+                    # is not a record's failure.
+                    task = asyncio.current_task()
+                    if not future.cancelled() or (task is not None and task.cancelling()):
+                        raise
                 except Exception:
                     pass  # read below, like any other record's
             failed = asyncio.CancelledError() if future.cancelled() else future.exception()

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
+import signal
 
+from app.embedded import EmbeddedBroker
+from app.ingest import new_producer
+from config.settings import load_settings
 from exchanges.outbox import BOOK, TICKER, TRADE, Budget, Outbox, fold_trade
 from exchanges.publisher import Publisher
 from records import OrderBook, Ticker, Trade, book_topic, ticker_topic, trade_topic
@@ -130,3 +135,44 @@ def test_a_queued_record_is_a_tuple_the_collector_stops_tracking() -> None:
         await box.stop()
 
     asyncio.run(run())
+
+
+def test_stop_ends_the_sender_while_it_waits_for_an_acknowledgement(
+        fresh_broker: EmbeddedBroker) -> None:
+    """The sender awaits its records' futures one by one: stop() cancelling it while it
+    waits on one (a frozen broker) must end it, not pass for that record's failure."""
+    async def run() -> None:
+        producer = new_producer(load_settings({}), fresh_broker.url)
+        await producer.start()
+        budget = Budget(10**9)
+        box = Outbox("upbit", producer, budget, KINDS)
+        publisher = Publisher("upbit")
+        publisher.outbox = box
+        box.start()
+        publisher.trade(trade(1))
+        await publisher.drain()
+        assert await box.drain(30.0) and box.acked == 1  # the topic and its metadata exist
+        assert fresh_broker.process is not None
+        os.kill(fresh_broker.process.pid, signal.SIGSTOP)
+        try:
+            publisher.trade(trade(2))
+            await publisher.drain()
+            for _ in range(100):  # until the sender waits on the record's future
+                if box.inflight:
+                    break
+                await asyncio.sleep(0.01)
+            assert box.inflight == 1
+            stopping = asyncio.ensure_future(box.stop())
+            await asyncio.wait({stopping}, timeout=5.0)  # not cancelled: a failure, not a hang
+            assert stopping.done() and box.task is None and budget.used == 0
+        finally:
+            os.kill(fresh_broker.process.pid, signal.SIGCONT)
+        await producer.stop()
+
+    # Not asyncio.run: a sender that swallowed its cancellation would make its final
+    # cancellation of every task hang instead of this test failing.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()
