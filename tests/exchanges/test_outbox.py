@@ -4,7 +4,13 @@ them (no broker needed: nothing here sends)."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import os
+import signal
 
+from app.embedded import EmbeddedBroker
+from app.ingest import new_producer
+from config.settings import load_settings
 from exchanges.outbox import BOOK, TICKER, TRADE, Budget, Outbox, fold_trade
 from exchanges.publisher import Publisher
 from records import OrderBook, Ticker, Trade, book_topic, ticker_topic, trade_topic
@@ -60,7 +66,7 @@ def test_past_the_bound_books_go_first_then_tickers_and_trades_last() -> None:
         assert dropped[("upbit", "book")] == 40 and dropped[("upbit", "ticker")] == 40
         assert 0 < dropped[("upbit", "trade")] < 240
         # The trades kept are the newest, in order.
-        kept = [entry[6].trade_id for entry in box.queue]
+        kept = [entry[6] for entry in box.queue]
         assert kept == [str(n) for n in range(240 - len(kept), 240)]
         assert sorted(set(resynced)) == ["BTC-KRW", "ETH-KRW"]
         events = list(budget.events)
@@ -108,3 +114,65 @@ def test_the_last_trade_per_market_keeps_every_id_of_its_time() -> None:
     for trade_id, ts in (("a", 1.0), ("b", 2.0), ("c", 2.0), ("z", 1.5)):
         fold_trade(last, "X", trade_id, ts)
     assert last == {"X": ["c", 2.0, ["b", "c"]]}
+
+
+def test_a_queued_record_is_a_tuple_the_collector_stops_tracking() -> None:
+    """A backlog (a Kafka outage, a burst) is not walked by every collection until sent:
+    the queued entry holds atomic values only (the trade's id, symbol and ts_event for the
+    checkpoint, not the Trade), so the collector untracks it the first time it sees it."""
+    async def run() -> None:
+        budget, box, out = outbox(10**9)
+        out.trade(trade(7))
+        out.book(book(7))
+        out.encode(0)  # as the session does: the trade's bytes beside its record
+        await out.drain()
+        gc.collect()
+        assert len(box.queue) == 2
+        for entry in box.queue:
+            assert not gc.is_tracked(entry), entry
+        queued_trade = box.queue[0]
+        assert queued_trade[6:] == ("7", 1007.0, "BTC-KRW", 1007.0)
+        await box.stop()
+
+    asyncio.run(run())
+
+
+def test_stop_ends_the_sender_while_it_waits_for_an_acknowledgement(
+        fresh_broker: EmbeddedBroker) -> None:
+    """The sender awaits its records' futures one by one: stop() cancelling it while it
+    waits on one (a frozen broker) must end it, not pass for that record's failure."""
+    async def run() -> None:
+        producer = new_producer(load_settings({}), fresh_broker.url)
+        await producer.start()
+        budget = Budget(10**9)
+        box = Outbox("upbit", producer, budget, KINDS)
+        publisher = Publisher("upbit")
+        publisher.outbox = box
+        box.start()
+        publisher.trade(trade(1))
+        await publisher.drain()
+        assert await box.drain(30.0) and box.acked == 1  # the topic and its metadata exist
+        assert fresh_broker.process is not None
+        os.kill(fresh_broker.process.pid, signal.SIGSTOP)
+        try:
+            publisher.trade(trade(2))
+            await publisher.drain()
+            for _ in range(100):  # until the sender waits on the record's future
+                if box.inflight:
+                    break
+                await asyncio.sleep(0.01)
+            assert box.inflight == 1
+            stopping = asyncio.ensure_future(box.stop())
+            await asyncio.wait({stopping}, timeout=5.0)  # not cancelled: a failure, not a hang
+            assert stopping.done() and box.task is None and budget.used == 0
+        finally:
+            os.kill(fresh_broker.process.pid, signal.SIGCONT)
+        await producer.stop()
+
+    # Not asyncio.run: a sender that swallowed its cancellation would make its final
+    # cancellation of every task hang instead of this test failing.
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(run())
+    finally:
+        loop.close()
