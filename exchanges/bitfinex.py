@@ -73,6 +73,20 @@ def to_unified(native: str) -> str:
     return unified(ASSETS.get(base, base), ASSETS.get(quote, quote))
 
 
+def _update_tokens(text: str, payload: list) -> tuple[str, str, str]:
+    """The number tokens of an update `[CHAN_ID,[PRICE,COUNT,AMOUNT],SEQ]` as written: the
+    text between its first inner `[` and the first `]`, split at commas (about 3x faster
+    than the regex that reads snapshots, and updates are nearly every book message). Each
+    token must be the number orjson read (the count to the letter: "0" deletes), so a frame
+    of any other shape is refused."""
+    start = text.find("[", 1) + 1
+    tokens = text[start:text.find("]", start)].split(",")
+    if len(tokens) != 3 or float(tokens[0]) != payload[0] or \
+            tokens[1] != str(payload[1]) or float(tokens[2]) != payload[2]:
+        raise ValueError(f"book update tokens {tokens} do not match {payload}")
+    return tokens[0], tokens[1], tokens[2]
+
+
 def book_checksum(book: L2Book) -> int:
     """Signed CRC32 of `bidPrice:bidAmount:askPrice:askAmount:...` over the top 25 levels
     (ask amounts negative, as sent); a side that runs out is skipped."""
@@ -236,10 +250,13 @@ class Bitfinex(Connector):
                 channel.dirty = False
                 self._publish(chan_id, channel, book, ts_recv)
             return
-        levels = LEVEL_TOKENS.findall(text)
         snapshot = not payload or type(payload[0]) is list
-        if len(levels) != (len(payload) if snapshot else 1):
-            raise ValueError(f"{len(levels)} level tokens in a book message")
+        if snapshot:
+            levels = LEVEL_TOKENS.findall(text)
+            if len(levels) != len(payload):
+                raise ValueError(f"{len(levels)} level tokens in a book message")
+        else:
+            levels = [_update_tokens(text, payload)]
         if snapshot:
             book.clear()
             book.ready = True
@@ -265,9 +282,9 @@ class Bitfinex(Connector):
         if not book.top_changed(depth):
             self.out.book_seen(channel.symbol, ts_recv, ts_recv)
             return  # the last record published still holds
-        bids, asks = book.top_bids(depth), book.top_asks(depth)  # cached until they change
-        fault = crossed(bids, asks)
-        if fault is not None:
+        bids, asks = book.bids.best(depth), book.asks.best(depth)  # cached until they change
+        if bids and asks and bids[0][0] >= asks[0][0]:  # crossed (inline: the common path)
+            fault = crossed(bids, asks)
             self._resubscribe(chan_id, channel, fault)
             return
         self.out.book(OrderBook("bitfinex", channel.symbol, ts_recv, ts_recv, bids, asks, None))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 
 from exchanges.book import L2Book
+from exchanges.values import BadValue
 
 
 def brute_top(levels: dict[float, float], depth: int, descending: bool) -> list[tuple]:
@@ -92,3 +93,36 @@ def test_crossed_and_text_levels() -> None:
     book.apply_text_levels([["101.5", "0"]], [])
     assert not book.is_crossed() and book.top_bids(1) == [(100.5, 1.0)]
     assert book.best_ask() == 101.0 and L2Book().best_bid() is None
+
+
+def test_snapshot_load_equals_level_by_level() -> None:
+    """`load_text_levels` checks a usual snapshot side in C loops and any other level by
+    level: both give the book that setting the levels one by one gives, and the same error."""
+    rng = random.Random(11)
+    for case in range(200):
+        sides = []
+        for _ in range(2):
+            levels = [[f"{rng.uniform(1, 500):.2f}", f"{rng.choice([0, 0.5, 1, 2.25]):g}"]
+                      for _ in range(rng.randint(0, 40))]
+            if case % 4 == 1 and levels:  # a bad value somewhere
+                levels[rng.randrange(len(levels))][rng.randint(0, 1)] = rng.choice(
+                    ["nan", "inf", "-1", "0" if case % 8 == 1 else "-inf"])
+            sides.append(levels)
+        loaded, built = L2Book(), L2Book()
+        error = None
+        try:
+            loaded.load_text_levels(*sides)
+        except BadValue as exc:
+            error = exc.reason
+        try:
+            for levels, setter in zip(sides, (built.set_bid, built.set_ask), strict=True):
+                for p, s in levels:
+                    if float(s) != 0.0 or not 0.0 < float(p) < float("inf"):
+                        setter(float(p), float(s), p, s)
+        except BadValue as exc:
+            assert error == exc.reason, case
+            continue
+        assert error is None, case
+        assert loaded.bids.items() == built.bids.items(), case
+        assert loaded.asks.items() == built.asks.items(), case
+
