@@ -331,6 +331,21 @@ class L2Book:
                 else:
                     side.set(price, (size, p, s))
 
+    def apply_sided_levels(self, changes: list[list[str]], bid: str) -> None:
+        """Apply `[[side, price_text, size_text], ...]` in order (Coinbase's `changes`), where
+        a side equal to `bid` names the bids and any other the asks; a zero size removes the
+        level. One call per message instead of two per level: Coinbase's l2update path is
+        mostly this loop and the record."""
+        bids, asks = self.bids, self.asks
+        for side, p, s in changes:
+            price, size = float(p), float(s)
+            if not (0.0 < price < INF and 0.0 <= size < INF):
+                self._drop(price, size)  # BadValue: the book is dropped
+            if size == 0.0:
+                (bids if side == bid else asks).pop(price)
+            else:
+                (bids if side == bid else asks).set(price, (size, p, s))
+
     def top_changed(self, depth: int) -> bool:
         """True when a change reached the top `depth` levels of either side since the last
         call (or since the book was cleared or loaded): only then is a new top-N record worth

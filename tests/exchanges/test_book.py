@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from exchanges.book import L2Book
 from exchanges.values import BadValue
 
@@ -126,3 +128,13 @@ def test_snapshot_load_equals_level_by_level() -> None:
         assert loaded.bids.items() == built.bids.items(), case
         assert loaded.asks.items() == built.asks.items(), case
 
+
+def test_sided_levels_apply_in_order() -> None:
+    book = L2Book()
+    book.apply_sided_levels([["buy", "100.0", "1"], ["sell", "101.0", "2"],
+                             ["buy", "100.0", "0"], ["buy", "99.5", "3"]], "buy")
+    assert book.bids.items() == [(99.5, (3.0, "99.5", "3"))]
+    assert book.asks.items() == [(101.0, (2.0, "101.0", "2"))]
+    with pytest.raises(BadValue):
+        book.apply_sided_levels([["sell", "nan", "1"]], "buy")
+    assert not book.bids and not book.asks  # a bad level drops the book
