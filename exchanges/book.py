@@ -318,6 +318,17 @@ class L2Book:
         self.bids.load(new_bids)
         self.asks.load(new_asks)
 
+    def load_levels(self, bids: dict[float, Level], asks: dict[float, Level]) -> None:
+        """Replace both sides from price -> Level dicts a connector built from a snapshot in
+        its own format (one sort per side instead of a sorted insert per level). A level
+        whose price or size is not finite and above 0 raises BadValue and drops the book."""
+        for side in (bids, asks):
+            for price, level in side.items():
+                if not (0.0 < price < INF and 0.0 < level[0] < INF):
+                    self._drop(price, level[0])
+        self.bids.load(bids)
+        self.asks.load(asks)
+
     def apply_text_levels(self, bids: list[list[str]], asks: list[list[str]]) -> None:
         """Apply absolute sizes given as text pairs; a zero size removes the level."""
         for side, levels in ((self.bids, bids), (self.asks, asks)):

@@ -138,3 +138,15 @@ def test_sided_levels_apply_in_order() -> None:
     with pytest.raises(BadValue):
         book.apply_sided_levels([["sell", "nan", "1"]], "buy")
     assert not book.bids and not book.asks  # a bad level drops the book
+
+
+@pytest.mark.parametrize("bad", [(float("nan"), 1.0), (1.0, float("inf")), (-1.0, 1.0),
+                                 (1.0, 0.0)])
+def test_load_levels_refuses_a_bad_level_and_drops_the_book(bad: tuple[float, float]) -> None:
+    book = L2Book()
+    book.load_levels({100.0: (1.0, "100", "1")}, {101.0: (2.0, "101", "2")})
+    assert book.top_bids(5) == [(100.0, 1.0)] and book.top_asks(5) == [(101.0, 2.0)]
+    price, size = bad
+    with pytest.raises(BadValue):
+        book.load_levels({100.0: (1.0, "100", "1")}, {price: (size, "x", "y")})
+    assert not book.bids and not book.asks
