@@ -34,7 +34,7 @@ import zlib
 import orjson
 
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.book import L2Book, crossed
+from exchanges.book import L2Book, Level, crossed
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -71,6 +71,20 @@ def to_unified(native: str) -> str:
             raise ValueError(f"not a Bitfinex trading pair: {native!r}")
         base, quote = pair[:3], pair[3:]
     return unified(ASSETS.get(base, base), ASSETS.get(quote, quote))
+
+
+def _update_tokens(text: str, payload: list) -> tuple[str, str, str]:
+    """The number tokens of an update `[CHAN_ID,[PRICE,COUNT,AMOUNT],SEQ]` as written: the
+    text between its first inner `[` and the first `]`, split at commas (about 3x faster
+    than the regex that reads snapshots, and updates are nearly every book message). Each
+    token must be the number orjson read (the count to the letter: "0" deletes), so a frame
+    of any other shape is refused."""
+    start = text.find("[", 1) + 1
+    tokens = text[start:text.find("]", start)].split(",")
+    if len(tokens) != 3 or float(tokens[0]) != payload[0] or \
+            tokens[1] != str(payload[1]) or float(tokens[2]) != payload[2]:
+        raise ValueError(f"book update tokens {tokens} do not match {payload}")
+    return tokens[0], tokens[1], tokens[2]
 
 
 def book_checksum(book: L2Book) -> int:
@@ -266,38 +280,54 @@ class Bitfinex(Connector):
                 channel.dirty = False
                 self._publish(chan_id, channel, book, ts_recv)
             return
-        levels = LEVEL_TOKENS.findall(text)
-        snapshot = not payload or type(payload[0]) is list
-        if len(levels) != (len(payload) if snapshot else 1):
-            raise ValueError(f"{len(levels)} level tokens in a book message")
-        if snapshot:
-            book.clear()
-            book.ready = True
-        elif not book.ready:
+        if not payload or type(payload[0]) is list:  # a snapshot
+            self._snapshot(book, LEVEL_TOKENS.findall(text), len(payload))
+            self._publish(chan_id, channel, book, ts_recv)
             return
-        for price, count, amount in levels:
-            if count == "0":
-                if amount[0] == "-":
-                    book.asks.pop(float(price), None)
-                else:
-                    book.bids.pop(float(price), None)
-            elif amount[0] == "-":
-                book.set_ask(float(price), -float(amount), price, amount)
+        if not book.ready:
+            return
+        price, count, amount = _update_tokens(text, payload)
+        if count == "0":
+            if amount[0] == "-":
+                book.asks.pop(float(price), None)
             else:
-                book.set_bid(float(price), float(amount), price, amount)
-        if snapshot or not self.checksums.get(key, False):
+                book.bids.pop(float(price), None)
+        elif amount[0] == "-":
+            book.set_ask(float(price), -float(amount), price, amount)
+        else:
+            book.set_bid(float(price), float(amount), price, amount)
+        if not self.checksums.get(key, False):
             self._publish(chan_id, channel, book, ts_recv)
         else:
             channel.dirty = True  # published once the next checksum proves it
+
+    @staticmethod
+    def _snapshot(book: L2Book, levels: list[tuple[str, str, str]], count: int) -> None:
+        """Load a snapshot's level tokens (COUNT 0 deletes, as in an update): built as two
+        dicts and loaded with one sort per side, instead of a sorted insert per level."""
+        if len(levels) != count:
+            raise ValueError(f"{len(levels)} level tokens in a book message")
+        book.clear()
+        bids: dict[float, Level] = {}
+        asks: dict[float, Level] = {}
+        for price, count_text, amount in levels:
+            size = float(amount)
+            side = asks if amount[0] == "-" else bids
+            if count_text == "0" or size == 0.0:
+                side.pop(float(price), None)
+            else:
+                side[float(price)] = (-size if side is asks else size, price, amount)
+        book.load_levels(bids, asks)
+        book.ready = True
 
     def _publish(self, chan_id: int, channel: _Channel, book: L2Book, ts_recv: float) -> None:
         depth = self.depth
         if not book.top_changed(depth):
             self.out.book_seen(channel.symbol, ts_recv, ts_recv)
             return  # the last record published still holds
-        bids, asks = book.top_bids(depth), book.top_asks(depth)  # cached until they change
-        fault = crossed(bids, asks)
-        if fault is not None:
+        bids, asks = book.bids.best(depth), book.asks.best(depth)  # cached until they change
+        if bids and asks and bids[0][0] >= asks[0][0]:  # crossed (inline: the common path)
+            fault = crossed(bids, asks)
             self._resubscribe(chan_id, channel, fault)
             return
         self.out.book(OrderBook("bitfinex", channel.symbol, ts_recv, ts_recv, bids, asks, None))

@@ -166,11 +166,7 @@ class Coinbase(Connector):
             raise ValueError(f"l2update for {symbol}, which has no book subscription")
         if not book.ready:
             return  # updates before the snapshot that answers a renewed subscription
-        for side, price, size in msg["changes"]:
-            if side == "buy":
-                book.set_bid(float(price), float(size), price, size)
-            else:
-                book.set_ask(float(price), float(size), price, size)
+        book.apply_sided_levels(msg["changes"], "buy")
         self._publish(symbol, book, rfc3339_epoch(msg["time"]), ts_recv, stream)
 
     def _publish(self, symbol: str, book: L2Book, ts_event: float, ts_recv: float,
@@ -179,9 +175,9 @@ class Coinbase(Connector):
         if not book.top_changed(depth):
             self.out.book_seen(symbol, ts_event, ts_recv)
             return  # the last record published still holds
-        bids, asks = book.top_bids(depth), book.top_asks(depth)  # cached until they change
-        fault = crossed(bids, asks)
-        if fault is not None:
+        bids, asks = book.bids.best(depth), book.asks.best(depth)  # cached until they change
+        if bids and asks and bids[0][0] >= asks[0][0]:  # crossed (inline: the common path)
+            fault = crossed(bids, asks)
             self._resync(symbol, fault, stream)
             return
         book.ts_event = ts_event

@@ -36,7 +36,7 @@ import orjson
 
 from exchanges.codecs import rfc3339_epoch
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.book import L2Book, crossed
+from exchanges.book import L2Book, Level, crossed
 from exchanges.symbols import ASSET_ALIASES, split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -79,16 +79,21 @@ def recorded_api(replay_dir: str) -> str:
     return "v2"
 
 
-@lru_cache(maxsize=1 << 16)
 def _digits(text: str) -> str:
-    # cached: the same level texts come back in the top 10 message after message
     return text.replace(".", "").lstrip("0")
 
 
-def _side_text(levels: list) -> str:
-    """One side's part of the checksum input: price then quantity text of each level, with
-    the decimal point and leading zeros removed."""
-    return "".join([_digits(price) + _digits(qty) for _, price, qty in levels])
+@lru_cache(maxsize=1 << 16)
+def _level_text(level: Level) -> str:
+    """A level's part of the checksum input: its price then quantity text, each with the
+    decimal point and leading zeros removed. Cached by level: the same levels come back in
+    the top 10 message after message, so most are a dict hit instead of four string ops."""
+    return _digits(level[1]) + _digits(level[2])  # type: ignore[arg-type]
+
+
+def _side_text(levels: list[Level]) -> str:
+    """One side's part of the checksum input (levels best first)."""
+    return "".join(map(_level_text, levels))
 
 
 def book_checksum(book: L2Book) -> int:
@@ -98,9 +103,13 @@ def book_checksum(book: L2Book) -> int:
 
 
 def _truncate(book: L2Book, depth: int) -> None:
-    """Keep the best `depth` levels per side, as the server's own book does."""
-    book.bids.truncate(depth)
-    book.asks.truncate(depth)
+    """Keep the best `depth` levels per side, as the server's own book does (on most
+    messages neither side is longer: only the lengths are compared)."""
+    bids, asks = book.bids, book.asks
+    if len(bids.keys) > depth:
+        bids.truncate(depth)
+    if len(asks.keys) > depth:
+        asks.truncate(depth)
 
 
 class Kraken(Connector):
@@ -298,7 +307,7 @@ class Kraken(Connector):
     def _checksum(self, symbol: str, book: L2Book) -> int:
         """`book_checksum(book)`, rebuilding only the text of a side whose top changed."""
         n = self.top_levels
-        asks, bids = book.top_asks(n), book.top_bids(n)
+        asks, bids = book.asks.best(n), book.bids.best(n)
         cached = self.side_texts.get(symbol)
         if cached is not None and cached[0] is asks:
             ask_text = cached[1]
@@ -309,7 +318,7 @@ class Kraken(Connector):
         else:
             bid_text = _side_text(book.text_bids(CHECKSUM_LEVELS))
         self.side_texts[symbol] = (asks, ask_text, bids, bid_text)
-        return zlib.crc32((ask_text + bid_text).encode())
+        return zlib.crc32(bid_text.encode(), zlib.crc32(ask_text.encode()))
 
     def _publish(self, symbol: str, book: L2Book, ts_event: float, ts_recv: float,
                  stream: Stream) -> None:
@@ -317,9 +326,9 @@ class Kraken(Connector):
         if not book.top_changed(depth):
             self.out.book_seen(symbol, ts_event, ts_recv)
             return  # the last record published still holds
-        bids, asks = book.top_bids(n), book.top_asks(n)  # cached until they change
-        fault = crossed(bids, asks)
-        if fault is not None:
+        bids, asks = book.bids.best(n), book.asks.best(n)  # cached until they change
+        if bids and asks and bids[0][0] >= asks[0][0]:  # crossed (inline: the common path)
+            fault = crossed(bids, asks)
             self.resync(symbol, fault)
             self._resubscribe(symbol, stream)
             return

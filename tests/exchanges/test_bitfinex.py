@@ -18,7 +18,7 @@ import pytest
 
 from config.settings import load_settings
 from replay.subscriptions import from_recordings
-from exchanges.bitfinex import URL, Bitfinex, to_native, to_unified
+from exchanges.bitfinex import URL, Bitfinex, _update_tokens, to_native, to_unified
 from exchanges.publisher import Publisher
 from replay.recordings import load_recordings
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -413,3 +413,13 @@ def test_dropped_message_in_checksummed_session_is_detected() -> None:
     assert error["symbol"] == "BTC-USDT" and "sequence gap: 4 then 6" in error["reason"]
     assert published(connector, "orderbook-data.bitfinex", start) == []  # nothing unproven
     assert len(published(connector, "trade-data.bitfinex", start)) == 2  # trades go on
+
+
+@pytest.mark.parametrize("text", ["[17082,[7254.5, 0,1],5]", "[17082,[7254.5,0,1,2],5]",
+                                  "[17082,[7254.6,0,1],5]", "[17082,[7254.5,0.0,1],5]"])
+def test_update_tokens_must_be_the_numbers_decoded(text: str) -> None:
+    """An update's tokens are read by splitting its text: any frame whose tokens are not
+    exactly the numbers orjson decoded (spaces, extra fields) is refused, never misread."""
+    assert _update_tokens("[17082,[7254.5,0,1],5]", [7254.5, 0, 1]) == ("7254.5", "0", "1")
+    with pytest.raises(ValueError):
+        _update_tokens(text, [7254.5, 0, 1])

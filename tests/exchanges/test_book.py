@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import random
 
+import pytest
+
 from exchanges.book import L2Book
+from exchanges.values import BadValue
 
 
 def brute_top(levels: dict[float, float], depth: int, descending: bool) -> list[tuple]:
@@ -92,3 +95,58 @@ def test_crossed_and_text_levels() -> None:
     book.apply_text_levels([["101.5", "0"]], [])
     assert not book.is_crossed() and book.top_bids(1) == [(100.5, 1.0)]
     assert book.best_ask() == 101.0 and L2Book().best_bid() is None
+
+
+def test_snapshot_load_equals_level_by_level() -> None:
+    """`load_text_levels` checks a usual snapshot side in C loops and any other level by
+    level: both give the book that setting the levels one by one gives, and the same error."""
+    rng = random.Random(11)
+    for case in range(200):
+        sides = []
+        for _ in range(2):
+            levels = [[f"{rng.uniform(1, 500):.2f}", f"{rng.choice([0, 0.5, 1, 2.25]):g}"]
+                      for _ in range(rng.randint(0, 40))]
+            if case % 4 == 1 and levels:  # a bad value somewhere
+                levels[rng.randrange(len(levels))][rng.randint(0, 1)] = rng.choice(
+                    ["nan", "inf", "-1", "0" if case % 8 == 1 else "-inf"])
+            sides.append(levels)
+        loaded, built = L2Book(), L2Book()
+        error = None
+        try:
+            loaded.load_text_levels(*sides)
+        except BadValue as exc:
+            error = exc.reason
+        try:
+            for levels, setter in zip(sides, (built.set_bid, built.set_ask), strict=True):
+                for p, s in levels:
+                    if float(s) != 0.0 or not 0.0 < float(p) < float("inf"):
+                        setter(float(p), float(s), p, s)
+        except BadValue as exc:
+            assert error == exc.reason, case
+            continue
+        assert error is None, case
+        assert loaded.bids.items() == built.bids.items(), case
+        assert loaded.asks.items() == built.asks.items(), case
+
+
+def test_sided_levels_apply_in_order() -> None:
+    book = L2Book()
+    book.apply_sided_levels([["buy", "100.0", "1"], ["sell", "101.0", "2"],
+                             ["buy", "100.0", "0"], ["buy", "99.5", "3"]], "buy")
+    assert book.bids.items() == [(99.5, (3.0, "99.5", "3"))]
+    assert book.asks.items() == [(101.0, (2.0, "101.0", "2"))]
+    with pytest.raises(BadValue):
+        book.apply_sided_levels([["sell", "nan", "1"]], "buy")
+    assert not book.bids and not book.asks  # a bad level drops the book
+
+
+@pytest.mark.parametrize("bad", [(float("nan"), 1.0), (1.0, float("inf")), (-1.0, 1.0),
+                                 (1.0, 0.0)])
+def test_load_levels_refuses_a_bad_level_and_drops_the_book(bad: tuple[float, float]) -> None:
+    book = L2Book()
+    book.load_levels({100.0: (1.0, "100", "1")}, {101.0: (2.0, "101", "2")})
+    assert book.top_bids(5) == [(100.0, 1.0)] and book.top_asks(5) == [(101.0, 2.0)]
+    price, size = bad
+    with pytest.raises(BadValue):
+        book.load_levels({100.0: (1.0, "100", "1")}, {price: (size, "x", "y")})
+    assert not book.bids and not book.asks
