@@ -14,6 +14,13 @@ Faust's public API and may change in any release. What it changes and why:
   sought back and read again; a jump seen twice from the same offset is real (compaction,
   transaction markers) and counted as Faust does. The decisions are the pure functions
   `next_step`, `Gaps` and `dropped`, unit-tested without a broker.
+- Delivery in runs (`deliver_in_runs`, the same loop): the records of a registered topic's
+  partition that one fetch returned are handed to one handler as a contiguous run (aiokafka's
+  records, no Faust message, event or stream per record), inside that partition's table
+  context, and acked in bulk once every table changelog record written for the run is
+  delivered (`RawKeyTable.send_changelog` collects them): a committed source offset never
+  has a changelog record derived from it still in flight. A run in progress holds back a
+  rebalance as an event in a stream does (`Consumer.wait_empty`).
 - Eager delivery in the same loop: a message's delivery runs in place instead of in two
   tasks per message; only a delivery that blocks is finished under `wait_first`.
 - The consumer's fetch wait (`ConsumerThread`): Faust hard-codes 1500 ms.
@@ -47,7 +54,7 @@ import asyncio
 import logging
 import warnings
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -60,10 +67,12 @@ from faust.transport import drivers
 from faust.transport.consumer import CONSUMER_FETCHING, ensure_TP
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import EventT
+from mode.utils.futures import notify
 
 __all__ = ["PINNED_FAUST", "check_version", "install", "set_broker_url", "Transport", "Worker",
            "Consumer", "RawSchema", "RawKeyTable", "in_partition_of", "next_step", "Gaps",
-           "dropped", "DELIVER", "SKIP", "GAP", "consumer_lag", "producer_buffered_bytes"]
+           "dropped", "DELIVER", "SKIP", "GAP", "consumer_lag", "producer_buffered_bytes",
+           "deliver_in_runs", "RunHandler", "contiguous_end"]
 
 PINNED_FAUST = "0.15.3"
 
@@ -137,6 +146,35 @@ def dropped(next_offsets: Mapping[Any, int],
     return out
 
 
+# A run's handler: (topic partition, aiokafka's records of one partition with consecutive
+# offsets, an event of the run's last record that makes the partition current for tables).
+RunHandler = Callable[[Any, list[Any], EventT], Awaitable[None]]
+
+_run_handlers: dict[str, RunHandler] = {}  # topic -> its handler (`deliver_in_runs`)
+_changelog_sent: list[Any] | None = None  # while a run is handled: its changelog futures
+# Runs handled whose changelog records are still in flight, at most: the next run waits.
+RUNS_IN_FLIGHT = 2
+
+
+def deliver_in_runs(names: Iterable[str], handler: RunHandler) -> None:
+    """Hand the records of `names` (topics an agent subscribes to, so Faust's group assigns
+    them) to `handler` in runs instead of one by one through the agent's stream."""
+    for name in names:
+        _run_handlers[name] = handler
+
+
+def contiguous_end(offsets: list[int], start: int) -> int:
+    """The index after the run of consecutive offsets that begins at `start` (`offsets`
+    increasing)."""
+    end = len(offsets)
+    if offsets[end - 1] - offsets[start] == end - 1 - start:
+        return end  # the common case: no gap at all
+    i = start + 1
+    while i < end and offsets[i] == offsets[i - 1] + 1:
+        i += 1
+    return i
+
+
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     def _create_worker_consumer(self, transport: Any) -> aiokafka.AIOKafkaConsumer:
         consumer = super()._create_worker_consumer(transport)
@@ -188,6 +226,7 @@ class Consumer(faust_aiokafka.Consumer):
         # until the seek that follows the partition's assignment.
         self._next_offset: dict[Any, int] = {}
         self._gaps = Gaps()
+        self._runs_in_flight: list[asyncio.Future[Any]] = []
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -265,6 +304,123 @@ class Consumer(faust_aiokafka.Consumer):
         for tp, expected, position in dropped(self._next_offset, positions):
             await self._skipped(tp, expected, position)
 
+    def _ack_run(self, tp: Any, first: int, last: int) -> None:
+        """Faust's `ack` for offsets `first` to `last` of `tp` at once."""
+        committed = self._committed_offset[tp]
+        if committed is not None and first < committed:
+            first = committed
+        if first > last:
+            return
+        index = self._acked_index[tp]
+        offsets = range(first, last + 1)
+        if not index.isdisjoint(offsets):  # some acked already (read again after a seek)
+            offsets = [o for o in offsets if o not in index]  # type: ignore[assignment]
+        index.update(offsets)
+        self._acked[tp].extend(offsets)
+        self._n_acked += len(offsets)
+        notify(self._waiting_for_ack)
+
+    async def _deliver_run(self, handler: RunHandler, tp: Any, run: list[Any]) -> None:
+        """Hand one run to its handler, then ack it once its changelog records are
+        delivered (never if one fails: the run is read again after a restart)."""
+        global _changelog_sent
+        while len(self._runs_in_flight) >= RUNS_IN_FLIGHT:
+            oldest = self._runs_in_flight[0]
+            if not oldest.done():
+                await asyncio.wait([oldest])
+            self._runs_in_flight.pop(0)
+        last = run[-1]
+        message = self._to_message(tp, last)
+        key = last.key
+        event = self.app.conf.Event(self.app, key.decode("utf-8", "replace")
+                                    if key is not None else None, last.value, None, message)
+        self._unacked_messages.add(message)  # a rebalance waits for the run (wait_empty)
+        sent: list[Any] = []
+        _changelog_sent = sent
+        try:
+            with in_partition_of(event):
+                await handler(tp, run, event)
+        finally:
+            _changelog_sent = None
+            message.acked = True
+            self._unacked_messages.discard(message)
+        first, last_offset = run[0].offset, last.offset
+        if not sent:
+            self._ack_run(tp, first, last_offset)
+            notify(self._waiting_for_ack)
+            return
+        delivered = asyncio.gather(*sent)
+
+        def ack(future: asyncio.Future[Any]) -> None:
+            if not future.cancelled() and future.exception() is None:
+                self._ack_run(tp, first, last_offset)
+
+        delivered.add_done_callback(ack)
+        self._runs_in_flight.append(delivered)
+
+    async def _deliver_runs(self, handler: RunHandler, tp: Any, records: list[Any],
+                            seeks: int) -> bool:
+        """Deliver a fetch's records of one partition as runs from its next offset; False
+        when a seek (a jump read again, a rebalance) abandons the rest of the fetch."""
+        next_offset = self._next_offset
+        offsets = [record.offset for record in records]
+        i, n = 0, len(records)
+        while i < n:
+            expected = next_offset.get(tp)
+            if expected is None:
+                return True  # before the seek to its committed offset
+            offset = offsets[i]
+            if offset < expected:
+                i += 1  # delivered already
+                continue
+            if offset > expected:
+                if not await self._skipped(tp, expected, offset):
+                    return False
+                continue  # a real gap, counted: `offset` is next
+            end = contiguous_end(offsets, i)
+            await self._deliver_run(handler, tp, records if i == 0 and end == n
+                                    else records[i:end])
+            if self._seeks != seeks:
+                return False  # do not move an offset that a seek just reset
+            next_offset[tp] = offsets[end - 1] + 1
+            i = end
+        return True
+
+    async def _getmany_runs(self, timeout: float) -> Any:  # pragma: no cover
+        """Faust's `getmany`, except that the records of a topic delivered in runs come as
+        (tp, list of aiokafka records) before the others' (tp, message) pairs."""
+        records, active_partitions = await self._wait_next_records(timeout)
+        generation_id = self.app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        if not self.flow_active:
+            try:
+                await self.perform_seek()
+            except Exception as ex:
+                self.log.warning(f"exception performing seek when flow not active {ex}")
+            return
+        others = {}
+        for tp, tp_records in records.items():
+            if tp.topic not in _run_handlers:
+                others[tp] = tp_records
+                continue
+            if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                return
+            if active_partitions is None or tp in active_partitions or \
+                    tp in self._buffered_partitions:
+                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                yield tp, tp_records
+        if not others:
+            return
+        to_message = self._to_message
+        for tp, record in self.scheduler.iterate(others):
+            if not self.flow_active or self.app.consumer_generation_id != generation_id:
+                break
+            if active_partitions is None or tp in active_partitions or \
+                    tp in self._buffered_partitions:
+                self.app.monitor.track_tp_end_offset(tp, self.highwater(tp))
+                yield tp, to_message(tp, record)
+
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
         """Faust's message loop with two changes.
 
@@ -290,7 +446,7 @@ class Consumer(faust_aiokafka.Consumer):
         (faust-streaming 0.15.3's loop otherwise, line for line.)
         """
         callback = self.callback
-        getmany = self.getmany
+        getmany = self._getmany_runs
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         get_read_offset = self._read_offset.__getitem__
@@ -314,6 +470,14 @@ class Consumer(faust_aiokafka.Consumer):
                     async for tp, message in ait:
                         if self._seeks != seeks:
                             break  # fetched before a seek: re-fetched from the new position
+                        if type(message) is list:  # a run of a topic delivered in runs
+                            if commit_every is not None and self._n_acked >= commit_every:
+                                self._n_acked = 0
+                                await self.commit()
+                            if not await self._deliver_runs(_run_handlers[tp.topic], tp,
+                                                            message, seeks):
+                                break
+                            continue
                         num_since_yield += 1
                         if num_since_yield > yield_every:
                             await sleep(0)
@@ -447,6 +611,14 @@ class RawKeyTable(faust.Table):
 
     def _serializer_from_type(self, typ: Any) -> Any:
         return "raw" if typ is str else super()._serializer_from_type(typ)
+
+    def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
+        """Faust's, and while a run is handled its delivery future goes to the run's list:
+        the run is acked once they are all delivered (`Consumer._deliver_run`)."""
+        future = super().send_changelog(*args, **kwargs)
+        if _changelog_sent is not None:
+            _changelog_sent.append(future)
+        return future
 
 
 @contextmanager

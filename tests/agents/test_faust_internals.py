@@ -72,3 +72,13 @@ def test_dropped_records_are_found_from_fetch_positions() -> None:
     assert dropped(next_offsets, positions) == [(b, 20, 25)]
     assert dropped({}, positions) == []
     assert dropped({a: 0}, {}) == []  # not assigned any more
+
+
+def test_contiguous_end_cuts_a_run_at_its_first_gap() -> None:
+    from agents.faust_internals import contiguous_end
+
+    assert contiguous_end([5, 6, 7, 8], 0) == 4
+    assert contiguous_end([5, 6, 9, 10], 0) == 2
+    assert contiguous_end([5, 6, 9, 10], 2) == 4
+    assert contiguous_end([5, 7], 1) == 2
+    assert contiguous_end([5], 0) == 1
