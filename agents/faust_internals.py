@@ -15,12 +15,16 @@ Faust's public API and may change in any release. What it changes and why:
   transaction markers) and counted as Faust does. The decisions are the pure functions
   `next_step`, `Gaps` and `dropped`, unit-tested without a broker.
 - Delivery in runs (`deliver_in_runs`, the same loop): the records of a registered topic's
-  partition that one fetch returned are handed to one handler as a contiguous run (aiokafka's
-  records, no Faust message, event or stream per record), inside that partition's table
-  context, and acked in bulk once every table changelog record written for the run is
-  delivered (`RawKeyTable.send_changelog` collects them): a committed source offset never
-  has a changelog record derived from it still in flight. A run in progress holds back a
-  rebalance as an event in a stream does (`Consumer.wait_empty`).
+  partition that one fetch returned (completed by the next fetches up to `RUN_RECORDS` or
+  `RUN_WITHIN` seconds) are handed to one handler as a contiguous run (aiokafka's records,
+  no Faust message, event or stream step per record). A fold task folds a run inside that
+  partition's table context while the loop fetches the next, and acks the run in bulk
+  (Faust's `_acked`, `_acked_index`, `_n_acked`) once every table changelog record written
+  for it is delivered (`RawKeyTable.send_changelog` collects them): a committed source
+  offset never has a changelog record derived from it still in flight. A run queued or in
+  progress holds back a rebalance as an event in a stream buffer does (`_unacked_messages`,
+  `Consumer.wait_empty`); one still waiting for room when a rebalance suspends the flow is
+  dropped, and read again from the committed offset.
 - Eager delivery in the same loop: a message's delivery runs in place instead of in two
   tasks per message; only a delivery that blocks is finished under `wait_first`.
 - The consumer's fetch wait (`ConsumerThread`): Faust hard-codes 1500 ms.
@@ -52,6 +56,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 import warnings
 import weakref
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
@@ -83,7 +88,8 @@ def check_version(version: str = faust.__version__) -> None:
         raise RuntimeError(
             f"kor-coin-stream's agents/faust_internals.py is written for faust-streaming "
             f"{PINNED_FAUST}, found {version}: re-check the consumer loop (_drain_messages, "
-            f"perform_seek, seek), the transport alias, RawKeyTable._serializer_from_type, "
+            f"perform_seek, seek, getmany, the ack bookkeeping, wait_empty), "
+            f"the transport alias, RawKeyTable._serializer_from_type, "
             f"faust.streams._current_event and RawSchema against it (see this module's "
             f"docstring), then change PINNED_FAUST")
 
@@ -152,8 +158,20 @@ RunHandler = Callable[[Any, list[Any], EventT], Awaitable[None]]
 
 _run_handlers: dict[str, RunHandler] = {}  # topic -> its handler (`deliver_in_runs`)
 _changelog_sent: list[Any] | None = None  # while a run is handled: its changelog futures
-# Runs handled whose changelog records are still in flight, at most: the next run waits.
+# Runs folded whose changelog records are still in flight, at most: the next run waits.
+# It bounds Faust's producer buffer, which a rebalance flushes before it can go on: with 8,
+# flushing outlasted the embedded broker's 6 s session and the group kept rebalancing.
 RUNS_IN_FLIGHT = 2
+# Runs fetched and waiting for the fold task, at most; while one waits, the loop goes on
+# fetching into the next (up to RUN_RECORDS), so a run grows while the fold is behind.
+RUNS_QUEUED = 1
+# A fetch's records are completed with the next fetches' up to this many records (every
+# partition together) or RUN_WITHIN seconds, the most a record waits for its run when the
+# fold task keeps up. Longer runs cost less per record: a run's cost is mostly per market
+# (its tables read and written once), and the embedded broker returns a few thousand
+# records per fetch.
+RUN_RECORDS = 30_000
+RUN_WITHIN = 0.25
 
 
 def deliver_in_runs(names: Iterable[str], handler: RunHandler) -> None:
@@ -227,6 +245,15 @@ class Consumer(faust_aiokafka.Consumer):
         self._next_offset: dict[Any, int] = {}
         self._gaps = Gaps()
         self._runs_in_flight: list[asyncio.Future[Any]] = []
+        # Runs delivered and not yet folded: the fold task folds one while the loop fetches
+        # the next (fetching waits on the broker, folding on the CPU).
+        self._runs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=RUNS_QUEUED)
+        self._fold_task: asyncio.Future[None] | None = None
+
+    async def on_stop(self) -> None:
+        if self._fold_task is not None:
+            self._fold_task.cancel()
+        await super().on_stop()
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -320,21 +347,55 @@ class Consumer(faust_aiokafka.Consumer):
         self._n_acked += len(offsets)
         notify(self._waiting_for_ack)
 
-    async def _deliver_run(self, handler: RunHandler, tp: Any, run: list[Any]) -> None:
-        """Hand one run to its handler, then ack it once its changelog records are
-        delivered (never if one fails: the run is read again after a restart)."""
-        global _changelog_sent
-        while len(self._runs_in_flight) >= RUNS_IN_FLIGHT:
-            oldest = self._runs_in_flight[0]
-            if not oldest.done():
-                await asyncio.wait([oldest])
-            self._runs_in_flight.pop(0)
+    async def _deliver_run(self, handler: RunHandler, tp: Any, run: list[Any]) -> bool:
+        """Queue one run for its handler (the fold task, `_fold_runs`, folds it while this
+        loop fetches the next); False when a rebalance suspended the flow first (the run
+        is dropped and read again from the committed offset)."""
         last = run[-1]
         message = self._to_message(tp, last)
         key = last.key
         event = self.app.conf.Event(self.app, key.decode("utf-8", "replace")
                                     if key is not None else None, last.value, None, message)
         self._unacked_messages.add(message)  # a rebalance waits for the run (wait_empty)
+        item = (handler, tp, run, message, event)
+        if self._fold_task is None:
+            self._fold_task = asyncio.ensure_future(self._fold_runs())
+        if not self._runs.full():
+            self._runs.put_nowait(item)  # the common case
+            return True
+        put = asyncio.ensure_future(self._runs.put(item))
+        suspended = asyncio.ensure_future(self.suspend_flow.wait())
+        await asyncio.wait([put, suspended], return_when=asyncio.FIRST_COMPLETED)
+        suspended.cancel()
+        if put.done():
+            return True
+        put.cancel()  # not queued: dropped
+        message.acked = True
+        self._unacked_messages.discard(message)
+        return False
+
+    async def _fold_runs(self) -> None:
+        """The fold task: folds the queued runs, one at a time."""
+        try:
+            while True:
+                await self._fold_run(await self._runs.get())
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug in a fold: the worker stops, nothing is acked
+            self.log.exception("Folding a run raised: %r", exc)
+            await self.crash(exc)
+
+    async def _fold_run(self, item: tuple[Any, ...]) -> None:
+        """Hand a run to its handler inside its partition's table context, then ack it once
+        its changelog records are delivered (never if one fails: the run is read again
+        after a restart)."""
+        global _changelog_sent
+        handler, tp, run, message, event = item
+        while len(self._runs_in_flight) >= RUNS_IN_FLIGHT:
+            oldest = self._runs_in_flight[0]
+            if not oldest.done():
+                await asyncio.wait([oldest])
+            self._runs_in_flight.pop(0)
         sent: list[Any] = []
         _changelog_sent = sent
         try:
@@ -344,16 +405,17 @@ class Consumer(faust_aiokafka.Consumer):
             _changelog_sent = None
             message.acked = True
             self._unacked_messages.discard(message)
-        first, last_offset = run[0].offset, last.offset
+        self._ack_when_sent(tp, run[0].offset, run[-1].offset, sent)
+
+    def _ack_when_sent(self, tp: Any, first: int, last: int, sent: list[Any]) -> None:
         if not sent:
-            self._ack_run(tp, first, last_offset)
-            notify(self._waiting_for_ack)
+            self._ack_run(tp, first, last)
             return
         delivered = asyncio.gather(*sent)
 
         def ack(future: asyncio.Future[Any]) -> None:
             if not future.cancelled() and future.exception() is None:
-                self._ack_run(tp, first, last_offset)
+                self._ack_run(tp, first, last)
 
         delivered.add_done_callback(ack)
         self._runs_in_flight.append(delivered)
@@ -378,13 +440,40 @@ class Consumer(faust_aiokafka.Consumer):
                     return False
                 continue  # a real gap, counted: `offset` is next
             end = contiguous_end(offsets, i)
-            await self._deliver_run(handler, tp, records if i == 0 and end == n
-                                    else records[i:end])
+            if not await self._deliver_run(handler, tp, records if i == 0 and end == n
+                                           else records[i:end]):
+                return False
             if self._seeks != seeks:
                 return False  # do not move an offset that a seek just reset
             next_offset[tp] = offsets[end - 1] + 1
             i = end
         return True
+
+    async def _fill_runs(self, records: dict[Any, list[Any]], generation_id: int) -> None:
+        """Add the next fetches' records to `records` (aiokafka's lists, one fresh list per
+        partition and fetch) until they hold RUN_RECORDS, or RUN_WITHIN seconds have passed
+        and the fold task has room for a run. Stops at a seek or a rebalance (the loop
+        abandons what was fetched before a seek)."""
+        total = sum(map(len, records.values()))
+        deadline = time.monotonic() + RUN_WITHIN
+        seeks = self._seeks
+        while total < RUN_RECORDS:
+            remaining = deadline - time.monotonic()
+            if not self.flow_active or self._seeks != seeks or \
+                    self.app.consumer_generation_id != generation_id or self.should_stop:
+                return
+            if remaining <= 0:
+                if not self._runs.full():
+                    return
+                remaining = 0.05  # the fold task is busy and a run waits: keep fetching
+            more, _ = await self._wait_next_records(remaining)
+            for tp, tp_records in (more or {}).items():
+                earlier = records.get(tp)
+                if earlier:
+                    earlier.extend(tp_records)
+                else:
+                    records[tp] = tp_records
+                total += len(tp_records)
 
     async def _getmany_runs(self, timeout: float) -> Any:  # pragma: no cover
         """Faust's `getmany`, except that the records of a topic delivered in runs come as
@@ -393,6 +482,8 @@ class Consumer(faust_aiokafka.Consumer):
         generation_id = self.app.consumer_generation_id
         if records is None or self.should_stop:
             return
+        if any(tp.topic in _run_handlers for tp in records):
+            await self._fill_runs(records, generation_id)
         if not self.flow_active:
             try:
                 await self.perform_seek()
@@ -613,8 +704,13 @@ class RawKeyTable(faust.Table):
         return "raw" if typ is str else super()._serializer_from_type(typ)
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        """Faust's, and while a run is handled its delivery future goes to the run's list:
-        the run is acked once they are all delivered (`Consumer._deliver_run`)."""
+        """Faust's, and while a run is folded its delivery future goes to the run's list:
+        the run is acked once they are all delivered (`Consumer._fold_run`). The records go
+        through Faust's producer buffer, one at a time in the order written: sending each
+        changelog partition's records on their own (faster) let one table's changelog run
+        ahead of another's, and a kill -9 then recovered a `features` entry newer than its
+        `candles` history (57 of 78 closed candles after the restart in
+        tests/e2e/test_features_e2e.py)."""
         future = super().send_changelog(*args, **kwargs)
         if _changelog_sent is not None:
             _changelog_sent.append(future)

@@ -21,6 +21,7 @@ receives nothing.
 from __future__ import annotations
 
 import time
+from operator import itemgetter
 from typing import Any
 
 from agents import cross_exchange, features, market_state, output, recent_trades, topics
@@ -28,7 +29,7 @@ from agents.application import app
 from agents.batching import report_batch
 from agents.faust_internals import deliver_in_runs
 from compute.cross_exchange import fold_for_assets
-from compute.features import fold_trades
+from compute.features import Market, fold_trades
 from compute.market_state import apply_event, apply_trades
 from records.derived import MarketState
 
@@ -46,6 +47,7 @@ async def process_market_data(stream: Any) -> None:
 
 _kinds: dict[str, str] = {}  # topic -> kind
 _keys: dict[bytes, str] = {}  # raw key -> key
+ts_recv_of = itemgetter("ts_recv")
 
 
 async def fold_run(tp: Any, records: list[Any], event: Any) -> None:
@@ -73,25 +75,27 @@ async def fold_run(tp: Any, records: list[Any], event: Any) -> None:
     by_asset: dict[str, dict[str, Any]] = {}  # the cross-exchange agent's input
     levels, rules = market_state.LEVELS, features.RULES
     is_book = kind == "book"
-    markets = {}
+    markets: dict[str, Market] = {}
     for raw, rows in values.items():
         key = _keys.get(raw)
         if key is None:
             key = _keys[raw] = raw.decode("utf-8", "replace")
         state = states[key] = market_state.load(key)
-        for row in rows:
-            if row["ts_recv"] < oldest:
-                oldest = row["ts_recv"]
+        first = min(map(ts_recv_of, rows))
+        if first < oldest:
+            oldest = first
         if kind == "trade":
             apply_trades(state, rows)
             market = markets[key] = features.load(key)
             fold_trades(market, rows, offsets[raw], rules)
+            # The newest trade by ts_recv (the later of equals) is all fold_for_assets keeps.
+            fold_for_assets(by_asset, key, False, max(reversed(rows), key=ts_recv_of))
         else:
             for row in rows:
                 apply_event(state, kind, row, levels)
-        if kind != "ticker":
-            for row in rows:
-                fold_for_assets(by_asset, key, is_book, row)
+            if is_book:
+                for row in rows:
+                    fold_for_assets(by_asset, key, True, row)
     sent = [await output.send(topics.MARKET_STATE, key.encode(),
                               encode(topics.MARKET_STATE, MarketState.of(state)))
             for key, state in states.items()]
