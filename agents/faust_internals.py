@@ -513,7 +513,7 @@ class Consumer(faust_aiokafka.Consumer):
                 yield tp, to_message(tp, record)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover
-        """Faust's message loop with two changes.
+        """Faust's message loop with three changes.
 
         Contiguous delivery. Faust's loop delivers whatever the fetch returns and, when an
         offset jumps, counts the offsets skipped as processed. But records fetched and then
@@ -533,6 +533,10 @@ class Consumer(faust_aiokafka.Consumer):
         stream buffer can be abandoned when a rebalance suspends the flow. Most deliveries
         never block: here the callback's first step runs in place, and only one that blocks
         is finished under that same `wait_first`.
+
+        Runs. The records of a topic registered with `deliver_in_runs` come from
+        `_getmany_runs` as one list per partition and fetch, and go to the fold task as runs
+        of consecutive offsets (`_deliver_runs`), with the same contiguity rules.
 
         (faust-streaming 0.15.3's loop otherwise, line for line.)
         """
