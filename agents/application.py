@@ -97,8 +97,9 @@ app = App(
     web_bind=settings.web_bind,
     canonical_url=settings.canonical_url,
     consumer_auto_offset_reset="earliest",
-    # Room for three batches of the market-data agent (agents/market_data.py): with Faust's
-    # 4096 the consumer blocks on every record while a batch is folded (~10% fewer trades/s).
+    # Room for a few batches of the cross-exchange agent (the market-data topics bypass the
+    # streams: agents/faust_internals.py delivers them in runs); with Faust's 4096 the
+    # consumer blocked on every record while a batch was folded.
     stream_buffer_maxsize=32768,
     # JSON lines or text, written by a listener thread (config/logs.py).
     logging_config=logging_config(log_format(settings.log_format)),

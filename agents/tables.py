@@ -8,7 +8,9 @@ serialize `str` keys raw, the same bytes as the source topics' keys.
 
 Changelogs and commits: a table write reaches its changelog through Faust's producer buffer,
 and Faust flushes that producer (every record sent and acknowledged) before it commits a
-source offset, so a committed offset never has table writes missing from the changelog.
+source offset; the market-data topics' runs are moreover acked only once the changelog
+records of their writes are delivered (`agents/faust_internals.py`). A committed offset
+never has table writes missing from the changelog.
 What a crash can leave is the opposite: writes in the local RocksDB store whose changelog
 records were never sent, for source offsets not yet committed. The agents rewrite a key's
 entries the first time they read it after a start (`agents/features.py`,

@@ -11,6 +11,12 @@ minimal app (`faust -A bench.features:naive worker`, built only here) whose agen
 folds and writes a market's table entry for every trade. The batched design runs twice, with
 the Parquet archive off and on (KCS_ARCHIVE: its own consumer group in the same worker).
 
+The floor, measured in the same run on the same topic, is what Kafka can deliver to one
+process: a bare aiokafka consumer (no group, every partition assigned) reading the topic
+and decoding every value through the codec, timed from its first fetch (left out, as the
+worker's first batch is) to its last record. The batched runs print features/floor as a
+percentage.
+
     python bench/features.py [--trades 200000] [--naive-trades 30000] [--markets 40]
                              [--rate 500] [--archive off,on]
 """
@@ -153,6 +159,32 @@ async def time_features(bootstrap: str, expected: dict[str, int], timeout: float
     return sum(expected.values()) - first_n, (last_ms - first_ms) / 1000.0
 
 
+async def time_floor(bootstrap: str, total: int, timeout: float) -> tuple[int, float]:
+    """(records timed, seconds) of a bare consumer reading and decoding all `total` records
+    of the topic: the first fetch's records are left out, its end starts the clock."""
+    consumer = aiokafka.AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+                                         auto_offset_reset="earliest", fetch_max_wait_ms=100)
+    await consumer.start()
+    try:
+        consumer.assign([aiokafka.TopicPartition(TOPIC, p) for p in range(PARTITIONS)])
+        decode = JSON.decode
+        seen = first_n = 0
+        started = 0.0
+        deadline = time.monotonic() + timeout
+        while seen < total:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the floor consumer read {seen} of {total} records")
+            for tp, records in (await consumer.getmany(timeout_ms=500, max_records=1000)).items():
+                for record in records:
+                    decode(tp.topic, record.value)
+                seen += len(records)
+            if not first_n and seen:
+                first_n, started = seen, time.perf_counter()
+        return total - first_n, time.perf_counter() - started
+    finally:
+        await consumer.stop()
+
+
 def time_naive(port: int, total: int, timeout: float, process: subprocess.Popen[bytes]
                ) -> tuple[int, float]:
     deadline = time.monotonic() + timeout
@@ -186,6 +218,11 @@ def run(trades: int, naive_trades: int, markets: int, rate: float,
             for key, _ in records:
                 expected[key.decode()] = expected.get(key.decode(), 0) + 1
 
+            timed, seconds = asyncio.run(time_floor(bootstrap, trades, 600.0))
+            floor = timed / seconds
+            print(f"floor (bare aiokafka consumer, read and decode): {floor:,.0f} trades/s "
+                  f"({timed} trades in {seconds:.2f} s)", flush=True)
+
             rates = {}
             for archive in archive_runs:  # the Parquet archive in the same worker, or not
                 since_ms = int(time.time() * 1000)
@@ -196,7 +233,8 @@ def run(trades: int, naive_trades: int, markets: int, rate: float,
                 rates[archive] = timed / seconds
                 print(f"features (batched, one write per market per batch), KCS_ARCHIVE="
                       f"{archive}: {rates[archive]:,.0f} trades/s per worker ({timed} trades "
-                      f"in {seconds:.2f} s)", flush=True)
+                      f"in {seconds:.2f} s): {rates[archive] / floor * 100:.1f}% of the floor",
+                      flush=True)
             batched = rates.get("off") or rates["on"]
             if len(rates) == 2:
                 print(f"archive cost: {(1 - rates['on'] / rates['off']) * 100:.1f}% of the "

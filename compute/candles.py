@@ -13,6 +13,7 @@ __all__ = ["Candles", "parse_intervals", "candle_record"]
 
 # A candle is a list (compact in the table): these are its fields' positions.
 START, OPEN, HIGH, LOW, CLOSE, VOLUME, QUOTE_VOLUME, TRADES, OPEN_TS, CLOSE_TS = range(10)
+_floor = math.floor
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -54,10 +55,12 @@ class Candles:
                 "open": {label: list(c.values()) for label, c in self.open.items()}}
 
     def fold(self, ts: float, price: float, amount: float) -> None:
-        t = self.t = ts if ts > self.t else self.t
+        t = self.t
+        if ts > t:
+            t = self.t = ts
         grace = self.grace
         for label, interval in self.intervals.items():
-            start = math.floor(ts / interval) * interval
+            start = _floor(ts / interval) * interval
             if start + interval + grace <= t:
                 self.late += 1
                 continue
@@ -71,7 +74,7 @@ class Candles:
                 continue
             if price > c[HIGH]:
                 c[HIGH] = price
-            if price < c[LOW]:
+            elif price < c[LOW]:
                 c[LOW] = price
             if ts < c[OPEN_TS]:
                 c[OPEN], c[OPEN_TS] = price, ts

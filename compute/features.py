@@ -2,7 +2,7 @@
 
 Pure computation (no Faust, no settings; the rules' parameters are a `FeatureRules`): the
 definitions are in docs/features.md. `agents/features.py` loads a `Market` from its tables,
-folds a batch's trades with `fold_trade`, and publishes and saves what `evaluate` returns.
+folds a batch's trades with `fold_trades`, and publishes and saves what `evaluate` returns.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from compute import signals
 from compute.candles import Candles
 from compute.windows import HORIZON, WINDOWS, Bucket, Windows
 
-__all__ = ["FeatureRules", "Market", "fold_trade", "check_spike", "evaluate", "restore", "stored",
-           "PRIVATE"]
+__all__ = ["FeatureRules", "Market", "fold_trade", "fold_trades", "check_spike", "evaluate",
+           "restore", "stored", "PRIVATE"]
 
 # Table-only fields of a market's `features` entry, not published
 PRIVATE = ("offset", "buckets", "spike", "checked", "candles", "since")
@@ -65,22 +65,40 @@ def evaluate(market: Market) -> dict[str, Any]:
 def fold_trade(market: Market, trade: dict[str, Any], offset: int, rules: FeatureRules) -> None:
     """Fold one trade (decoded records.Trade at `offset` of its partition) into a market,
     unless a run before a restart already did."""
+    fold_trades(market, [trade], [offset], rules)
+
+
+def fold_trades(market: Market, trades: list[dict[str, Any]], offsets: list[int],
+                rules: FeatureRules) -> None:
+    """Fold a market's trades (decoded records.Trade, at increasing `offsets` of their
+    partition), in order, skipping those a run before a restart already folded: the same as
+    `fold_trade` on each, with the per-market lookups done once."""
     windows, candles = market.windows, market.candles
-    if offset <= windows.offset and offset <= candles.offset:
-        return  # folded before a restart: Kafka delivered it again
-    ts, price, amount = trade["ts_event"], trade["price"], trade["amount"]
-    if offset > windows.offset:
-        windows.fold(ts, price, amount, trade["side"], offset)
-        if trade["ts_recv"] > market.updated:
-            market.updated = trade["ts_recv"]
-        signal = signals.large_trade(market.exchange, market.symbol, trade, rules.thresholds)
-        if signal is not None:
-            market.signals.append(signal)
-        if math.floor(windows.t / signals.SPIKE_CHECK) > market.checked:
-            check_spike(market, rules.spike_factor)  # t entered a new 5-second span
-    if offset > candles.offset:
-        candles.offset = offset
-        candles.fold(ts, price, amount)
+    folded, candle_folded = windows.offset, candles.offset  # before this batch
+    exchange, symbol = market.exchange, market.symbol
+    threshold = rules.thresholds.get(symbol.rpartition("-")[2])
+    span = signals.SPIKE_CHECK
+    # Below this t cannot enter a new span (a millisecond of margin against rounding in
+    # floor(t / span)): the exact test runs only from there.
+    next_check = (market.checked + 1) * span - 1e-3
+    updated = market.updated
+    fold_window, fold_candle = windows.fold, candles.fold
+    for trade, offset in zip(trades, offsets, strict=True):
+        ts, price, amount = trade["ts_event"], trade["price"], trade["amount"]
+        if offset > folded:
+            fold_window(ts, price, amount, trade["side"], offset)
+            if trade["ts_recv"] > updated:
+                updated = trade["ts_recv"]
+            if threshold is not None and price * amount >= threshold:
+                market.signals.append(signals.large_trade(exchange, symbol, trade,
+                                                          rules.thresholds))
+            if windows.t >= next_check and math.floor(windows.t / span) > market.checked:
+                check_spike(market, rules.spike_factor)  # t entered a new 5-second span
+                next_check = (market.checked + 1) * span - 1e-3
+        if offset > candle_folded:
+            candles.offset = offset
+            fold_candle(ts, price, amount)
+    market.updated = updated
 
 
 def check_spike(market: Market, factor: float) -> None:

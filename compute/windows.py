@@ -16,6 +16,7 @@ __all__ = ["Windows", "Bucket", "WINDOWS", "BUCKET", "HORIZON"]
 
 WINDOWS = {"1m": 60.0, "5m": 300.0, "15m": 900.0}
 HORIZON = max(WINDOWS.values())
+_floor = math.floor
 # Seconds of event time per stored bucket: small enough that a busy market's bucket stays a
 # few kB (it is rewritten every batch), large enough that 15 minutes are few buckets to sum.
 BUCKET = 5.0
@@ -99,14 +100,15 @@ class Windows:
         """Fold one trade; False when it is too late for every window."""
         self.offset = offset
         self.n += 1
-        if ts <= self.t - HORIZON:
+        t = self.t
+        if ts <= t - HORIZON:
             self.late += 1
             return False
-        if ts > self.t:
+        if ts > t:
             self.t = ts
         if ts < self.since:
             self.since = ts
-        index = math.floor(ts / BUCKET)
+        index = _floor(ts / BUCKET)
         bucket = self.buckets.get(index)
         if bucket is None:
             bucket = self.buckets[index] = Bucket()

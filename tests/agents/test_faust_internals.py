@@ -72,3 +72,31 @@ def test_dropped_records_are_found_from_fetch_positions() -> None:
     assert dropped(next_offsets, positions) == [(b, 20, 25)]
     assert dropped({}, positions) == []
     assert dropped({a: 0}, {}) == []  # not assigned any more
+
+
+def test_contiguous_end_cuts_a_run_at_its_first_gap() -> None:
+    from agents.faust_internals import contiguous_end
+
+    assert contiguous_end([5, 6, 7, 8], 0) == 4
+    assert contiguous_end([5, 6, 9, 10], 0) == 2
+    assert contiguous_end([5, 6, 9, 10], 2) == 4
+    assert contiguous_end([5, 7], 1) == 2
+    assert contiguous_end([5], 0) == 1
+
+
+def test_a_run_is_acked_from_the_committed_offset_without_duplicates() -> None:
+    from collections import defaultdict
+    from types import SimpleNamespace
+
+    consumer = SimpleNamespace(_committed_offset=defaultdict(lambda: None),
+                               _acked_index=defaultdict(set), _acked=defaultdict(list),
+                               _n_acked=0, _waiting_for_ack=None)
+    ack_run = faust_internals.Consumer._ack_run
+    consumer._committed_offset["tp"] = 12
+    ack_run(consumer, "tp", 10, 14)  # 10 and 11 are committed already
+    assert consumer._acked["tp"] == [12, 13, 14] and consumer._n_acked == 3
+    ack_run(consumer, "tp", 13, 16)  # read again after a seek: 13, 14 acked once
+    assert consumer._acked["tp"] == [12, 13, 14, 15, 16] and consumer._n_acked == 5
+    assert consumer._acked_index["tp"] == {12, 13, 14, 15, 16}
+    ack_run(consumer, "tp", 5, 9)  # wholly before the committed offset: nothing
+    assert consumer._n_acked == 5

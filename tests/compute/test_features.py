@@ -293,3 +293,37 @@ def test_volume_spike_against_the_trailing_average():
     assert volume_spike(3.0, 17.0, 3.0)[0] is False  # not above k times
     assert volume_spike(5.0, 5.0, 3.0) == (False, 0.0)  # no trades before the last minute
     assert volume_spike(3.01, 14.0 + 3.01, 3.0, history=False)[0] is False  # warming up
+
+
+# --- a market's batch fold ---------------------------------------------------------------------
+
+
+def test_fold_trades_equals_fold_trade_one_by_one_also_after_a_restart():
+    """`fold_trades` on batches (some trades delivered again, as after a crash) leaves a
+    market exactly as `fold_trade` on each trade: features, candles, signals, state."""
+    from compute.features import FeatureRules, evaluate, fold_trade, fold_trades, restore, stored
+
+    rules = FeatureRules(intervals=parse_intervals("1m,5m"), grace=5.0, history=100,
+                         thresholds=parse_thresholds("USDT=1000"), spike_factor=3.0)
+    rng = random.Random(3)
+    trades, t = [], 1_700_000_000.0
+    for i in range(3000):
+        t += rng.choice([0.0, 0.1, 0.5, 2.0]) if i < 1500 or i > 1800 else 0.01
+        ts = t - rng.choice([0.0] * 20 + [1.0, 5.0, 60.0, 901.0])
+        trades.append({"ts_event": ts, "ts_recv": t + 0.1, "price": 100.0 + rng.random(),
+                       "amount": rng.choice([0.1, 1.0, 5.0, 20.0]), "side": rng.choice((1, -1)),
+                       "trade_id": str(i)})
+    one, batched = restore("x:ETH-USDT", None, {}, rules), restore("x:ETH-USDT", None, {}, rules)
+    for offset, trade in enumerate(trades):
+        fold_trade(one, trade, offset, rules)
+    start = 0
+    while start < len(trades):
+        end = min(len(trades), start + rng.randint(1, 400))
+        again = max(0, start - rng.randint(0, 50))  # delivered again: already folded
+        fold_trades(batched, trades[again:end], list(range(again, end)), rules)
+        start = end
+    assert evaluate(batched) == evaluate(one)
+    assert stored(batched, {}) == stored(one, {})
+    assert batched.signals == one.signals and any(s["type"] == "volume_spike"
+                                                   for s in one.signals)
+    assert batched.candles.closed == one.candles.closed and one.candles.closed

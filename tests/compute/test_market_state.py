@@ -61,3 +61,18 @@ def test_trade_and_ticker_fields_and_times():
     apply_event(state, "ticker", decoded(ticker))
     assert state["best_bid"] == 98.0  # a book, once seen, owns the top of book
     assert state["ts_recv"] == 8.0  # the newest receive time, not the last event's
+
+
+def test_trades_at_once_equal_trades_one_by_one():
+    from compute.market_state import apply_trades, new_state
+
+    trades = [decoded(Trade("upbit", "BTC-KRW", ts, recv, 100.0 + i, 0.5, 1 if i % 2 else -1,
+                            str(i)))
+              for i, (ts, recv) in enumerate([(5.0, 6.0), (4.0, 7.0), (6.0, 6.5), (5.5, 6.6)])]
+    one_by_one, at_once = new_state("upbit:BTC-KRW"), new_state("upbit:BTC-KRW")
+    for trade in trades:
+        apply_event(one_by_one, "trade", trade)
+    apply_trades(at_once, trades)
+    assert at_once == one_by_one
+    apply_trades(at_once, [])
+    assert at_once == one_by_one

@@ -247,7 +247,11 @@ def test_features_exact_through_a_kill_and_from_two_workers(
     counts = {key: sum(1 for k, _ in first if k == key) for key in trades}
     wait_for(lambda: all(n_of(worker, key) == counts[key] for key in trades), timeout=90)
 
-    # Market state: top of book, microprice, depth and imbalance from the book.
+    # Market state: top of book, microprice, depth and imbalance from the book. The book's
+    # topic is read in runs of its own, folded after or before the trades' (no order between
+    # topics), so its state is waited for like the features.
+    wait_for(lambda: (lambda r: r[0] == 200 and r[1]["book_ts"] is not None)(
+        view(worker, "/market/upbit/BTC-KRW/")), timeout=30)
     status, state = view(worker, "/market/upbit/BTC-KRW/")
     assert status == 200
     assert state["microprice"] == (9e7 * 1.0 + 9.01e7 * 0.5) / 1.5
