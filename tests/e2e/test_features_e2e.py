@@ -13,6 +13,8 @@ import asyncio
 import json
 import math
 import random
+import threading
+import time
 from pathlib import Path
 
 import aiokafka
@@ -259,12 +261,26 @@ def test_features_exact_through_a_kill_and_from_two_workers(
     assert state["imbalance"] == (2.0 - 4.0) / 6.0
     assert state["last_price"] == [t for k, t in first if k == "upbit:BTC-KRW"][-1].price
 
-    # Phase 2: the rest; kill -9 while the worker is in the middle of it.
-    send_trades(bootstrap, interleave(trades, (0.3, 1.0), rng))
+    # Phase 2: the rest, sent in chunks while the worker folds (it reads each fetch as one
+    # run, up to 30,000 records: sent at once, the whole phase could be folded in one run);
+    # kill -9 once it has folded part of it.
+    rest = interleave(trades, (0.3, 1.0), rng)
+    chunks = [rest[i:i + 2000] for i in range(0, len(rest), 2000)]
+
+    def send_chunks() -> None:
+        for chunk in chunks:
+            send_trades(bootstrap, chunk)
+            time.sleep(0.5)
+
+    sender = threading.Thread(target=send_chunks)
+    sender.start()
     total = len(trades[BULK])
-    at_kill = wait_for(lambda: (lambda n: n if counts[BULK] < n < total * 0.8 else 0)(
-        n_of(worker, BULK)), timeout=90, interval=0.1)
-    worker.kill()
+    try:
+        at_kill = wait_for(lambda: (lambda n: n if counts[BULK] < n < total else 0)(
+            n_of(worker, BULK)), timeout=90, interval=0.1)
+        worker.kill()
+    finally:
+        sender.join()
 
     # Restart on the same data dir: the tables come back from their changelogs.
     restarted = start_worker(fresh_broker, tmp_path, data_dir=worker.data_dir)
