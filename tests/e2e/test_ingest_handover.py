@@ -39,7 +39,7 @@ class TradingVenue:
     def __init__(self) -> None:
         self.tape: dict[str, list[dict[str, Any]]] = {code: [] for code in CODES}
         self.ids = itertools.count(1)
-        self.trading = threading.Event()  # set by the first subscription; cleared to stop
+        self.trading = threading.Event()  # set by the first subscription: the tape starts
         self.closed = False  # the tape stopped for good
         self.history_requests = 0
         self.port = free_port()
