@@ -425,18 +425,25 @@ class IngestService(Service):
                         on_book_dropped=lambda symbol: self._resync(shard, symbol))
         publisher.outbox = outbox
         outbox.sampler = publisher.sampler  # the latency histograms, observed at the ack
+        resume_points: dict[str, tuple[float, str, frozenset[str]]] = {}
         if checkpoint is not None:
             outbox.offsets = {int(p): o for p, o in checkpoint["offsets"].items()}
             outbox.last_trades = checkpoint["last"]
             for symbol, (trade_id, ts, ids) in checkpoint["last"].items():
                 publisher.resume_after(symbol, trade_id, ts, ids)
+                resume_points[symbol] = (float(ts), str(trade_id), frozenset(map(str, ids)))
+        if self.replay_server is not None:
+            # Recordings are replayed from their start: what the previous owner published
+            # comes again (and is skipped), nothing was missed, and a history request would
+            # find no recorded answer (a false `trade_gap`).
+            resume_points = {}
             # In Kafka before anything is published: a successor must find where to start.
             await self._write_now(self.control_topic, shard.name.encode(),
                                   orjson.dumps(outbox.checkpoint()), shard.partition)
             shard.checkpointed = outbox.acked
         shard.outbox, shard.publisher = outbox, publisher
         outbox.start()
-        await self._start_session(shard)
+        await self._start_session(shard, resume_points)
         shard.state = "running"
         shard.started_at = time.time()
         log.info("ingesting %s: %d symbols%s", shard.name, len(shard.subscriptions),
@@ -445,14 +452,18 @@ class IngestService(Service):
                  extra={"exchange": shard.exchange, "region": REGIONS.get(shard.exchange, ""),
                         "phase": "start"})
 
-    async def _start_session(self, shard: Shard) -> None:
+    async def _start_session(self, shard: Shard, resume_points: dict[
+            str, tuple[float, str, frozenset[str]]] | None = None) -> None:
         """A connector and session for the shard's subscription set (none for an empty set),
-        publishing through the shard's publisher and outbox."""
+        publishing through the shard's publisher and outbox. `resume_points`: the last trade
+        a previous owner published per market, where the first connection backfills from
+        (a handover or failover: the trades sent while nobody was connected)."""
         assert shard.publisher is not None
         if not shard.subscriptions:
             return
         connector = CONNECTORS[shard.exchange](shard.subscriptions, shard.publisher,
                                                self.settings)
+        connector.resume_points = dict(resume_points or {})
         recorder = (Recorder(self.settings.record, shard.exchange) if self.settings.record
                     else None)
         session = Session(connector, self.settings, self.replay_base, recorder)

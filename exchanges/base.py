@@ -90,6 +90,10 @@ class Connector:
         self.depth = settings.book_depth
         self.books: dict[str, L2Book] = {}
         self.session: Session | None = None  # set by the session that runs this connector
+        # symbol -> (ts_event, trade id, ids at that ts) of the last trade a previous owner of
+        # this feed published (a handover or failover, app/ingest.py): backfilled from on the
+        # first connection that delivers, as after a reconnect.
+        self.resume_points: dict[str, tuple[float, str, frozenset[str]]] = {}
         self._unified: dict[str, str] = {}  # memo of `symbol()`
         # Native code -> unified symbol of the markets subscribed, filled by modules whose
         # codes (`BTCUSDT`) cannot be split without the market list; read by `subscribed()`.
@@ -192,12 +196,22 @@ class Connector:
         raise NotImplementedError
 
     def after_reconnect(self, stream: Stream) -> None:
-        """A stream connected again: fetch the trades its markets missed meanwhile. A market
-        with no trade published yet is backfilled from the stream's last exchange time (its
-        newest trade or book time before the drop, less `NEW_MARKET_MARGIN`)."""
+        """A stream connected again, or for the first time with `resume_points` (the feed had
+        another owner): fetch the trades its markets missed meanwhile. A market with a resume
+        point is backfilled from it; on a reconnect, the others from their newest trade, and
+        a market with no trade published yet from the stream's last exchange time (its newest
+        trade or book time before the drop, less `NEW_MARKET_MARGIN`)."""
         if self.session is None:
             return
         out = self.out
+        handed = [s for s in stream.symbols if s in self.resume_points and
+                  "trades" in self.subscriptions.get(s, ())]
+        for symbol in handed:
+            ts, trade_id, published = self.resume_points[symbol]
+            out.hold(symbol)
+            self.spawn(backfill(self, symbol, (ts, trade_id), stream, published))
+        if stream.connects < 2:
+            return
         times = [out.newest_trade[s][0] for s in stream.symbols if s in out.newest_trade]
         times += [out.book_times[s][0] for s in stream.symbols if s in out.book_times]
         if not times:
@@ -205,7 +219,7 @@ class Connector:
         # exchange times of different markets interleave: a little before the newest
         clock = max(times) - NEW_MARKET_MARGIN
         for symbol in stream.symbols:
-            if "trades" in self.subscriptions.get(symbol, ()):
+            if "trades" in self.subscriptions.get(symbol, ()) and symbol not in handed:
                 out.hold(symbol)  # now, before the new connection's first frame
                 self.spawn(backfill(self, symbol, out.newest_trade.get(symbol, (clock, "")),
                                     stream))

@@ -37,9 +37,11 @@ FIRST_FRAME_WAIT = 10.0  # s: a new connection that delivers nothing this long b
 
 
 async def backfill(connector: Connector, symbol: str, last: tuple[float, str],
-                   stream: Stream) -> None:
+                   stream: Stream, published: frozenset[str] = frozenset()) -> None:
     """Publish the trades of `symbol` missed since `last` = (ts_event, trade id) of its last
     published trade (id "" when none was: the trades since that time); see module doc.
+    `published`: ids of trades at that time published by a previous owner of the feed (a
+    handover: they are not in this publisher's deduplication).
 
     It starts once the new connection delivered a frame: a connection that fails at once (or
     a finished replay) backfills nothing, the next one will, from the same trade."""
@@ -50,6 +52,7 @@ async def backfill(connector: Connector, symbol: str, last: tuple[float, str],
     try:
         if not await _delivering(stream):
             return
+        connector.resume_points.pop(symbol, None)  # a handover's backfill runs once
         url = connector.history_url(symbol, last_id, last_ts)
         if url is None:
             _gap(connector, symbol, last_id, last_ts, "the venue has no public trade history")
@@ -70,7 +73,8 @@ async def backfill(connector: Connector, symbol: str, last: tuple[float, str],
                 _gap(connector, symbol, last_id, last_ts, "trade history does not reach back",
                      from_id=str(after + 1), to_id=str(first - 1))
         else:
-            missed = [t for t in trades if t.ts_event >= last_ts]
+            missed = [t for t in trades if t.ts_event >= last_ts and
+                      not (t.ts_event == last_ts and t.trade_id in published)]
             # a market with no trade published yet (no id) has nothing it must reach back to
             if last_id and trades and trades[0].ts_event > last_ts:
                 _gap(connector, symbol, last_id, last_ts, "trade history does not reach back",

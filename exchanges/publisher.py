@@ -191,11 +191,17 @@ class Publisher:
         trades held back; the number of `before` published."""
         held = self.held.pop(symbol, [])
         published = 0
+        # A backfilled trade must not end the market's resume check (`_published_before`):
+        # a feed that sends its trades again from before the resume point (a recording
+        # replayed from its start) still has them skipped; the first live trade ends it.
+        resume = self.resume.get(symbol)
         for trade in before:
             try:
                 published += self.trade(trade)
             except ValueError as exc:  # a bad value in the history: that trade only
                 log.warning("%s: a backfilled trade was refused: %s", self.exchange, exc)
+        if resume is not None:
+            self.resume[symbol] = resume
         self.pending.extend(held)
         return published
 

@@ -269,7 +269,7 @@ class Session:
             stream.attempt += 1
             opened = stream.frames
             await connector.on_open(stream)
-            if stream.connects > 1:
+            if stream.connects > 1 or connector.resume_points:
                 connector.after_reconnect(stream)
             helpers = [self.spawn(self._watchdog(ws, stream)),
                        self.spawn(self._stale_books(stream))]

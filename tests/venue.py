@@ -5,10 +5,11 @@ the live venues.
 
 Like the live venues (EXCHANGES.md §1-2), a request on a socket replaces the socket's whole
 set, so a worker may change its markets on the open socket; every 200 ms each socket sends one
-trade (ids rising per market) and one book for every market it is subscribed to now. The
-venue counts connections per path and keeps every request it received, so a test can tell a
-change applied on the open socket from a reconnect. Runs in its own thread: the worker under
-test is another process.
+trade (ids rising per market) and one book for every market it is subscribed to now, and
+`/v1/trades/ticks` answers the trades sent (a worker that takes a shard over backfills from
+it). The venue counts connections per path and keeps every request it received, so a test
+can tell a change applied on the open socket from a reconnect. Runs in its own thread: the
+worker under test is another process.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = ["LoopbackVenue"]
 UPBIT_WS = "/api.upbit.com/websocket/v1"
 BITHUMB_WS = "/ws-api.bithumb.com/websocket/v1"
 LISTINGS = ("/api.upbit.com/v1/market/all", "/api.bithumb.com/v1/market/all")
+HISTORY = ("/api.upbit.com/v1/trades/ticks", "/api.bithumb.com/v1/trades/ticks")
 TICK = 0.2  # s between two rounds of frames
 
 
@@ -39,6 +41,7 @@ class LoopbackVenue:
         self.connections: Counter[str] = Counter()  # path -> connections opened
         self.requests: dict[str, list[set[str]]] = {}  # path -> trade codes asked, in order
         self.ids = itertools.count(1)
+        self.sent: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (host, code) -> trades
         self.base_url = ""
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
@@ -71,13 +74,21 @@ class LoopbackVenue:
             if self.listing_status != 200:
                 return web.Response(status=self.listing_status, text="maintenance")
             return web.json_response([{"market": m, "english_name": m} for m in self.markets])
+        if path in HISTORY:  # the REST trade history: the trades sent, newest first
+            trades = self.sent.get((path.split("/")[1], request.query.get("market", "")), [])
+            return web.json_response([
+                {"market": t["code"], "timestamp": t["trade_timestamp"],
+                 "trade_price": t["trade_price"], "trade_volume": t["trade_volume"],
+                 "ask_bid": t["ask_bid"], "sequential_id": t["sequential_id"]}
+                for t in reversed(trades[-500:])])
         if path not in (UPBIT_WS, BITHUMB_WS):
             return web.Response(status=404, text=f"no such resource {path}")
         ws = web.WebSocketResponse()
         await ws.prepare(request)
         self.connections[path] += 1
         subscribed: dict[str, list[str]] = {"trade": [], "orderbook": []}
-        sender = asyncio.create_task(self._send(ws, subscribed, path == UPBIT_WS))
+        host = "api.upbit.com" if path == UPBIT_WS else "api.bithumb.com"
+        sender = asyncio.create_task(self._send(ws, subscribed, path == UPBIT_WS, host))
         try:
             async for message in ws:
                 wanted: dict[str, list[str]] = {"trade": [], "orderbook": []}
@@ -91,7 +102,7 @@ class LoopbackVenue:
         return ws
 
     async def _send(self, ws: web.WebSocketResponse, subscribed: dict[str, list[str]],
-                    simple: bool) -> None:
+                    simple: bool, host: str) -> None:
         price = 100.0
         while not ws.closed:
             now = int(time.time() * 1000)
@@ -100,6 +111,7 @@ class LoopbackVenue:
                                          "trade_volume": 1.5, "ask_bid": "BID",
                                          "trade_timestamp": now, "sequential_id": next(self.ids)}
                 await ws.send_bytes(orjson.dumps(_simple(trade) if simple else trade))
+                self.sent.setdefault((host, code), []).append(trade)
             for code in list(subscribed["orderbook"]):
                 units = [{"ask_price": price + 1 + i, "bid_price": price - 1 - i,
                           "ask_size": 2.0, "bid_size": 3.0} for i in range(5)]

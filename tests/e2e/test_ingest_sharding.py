@@ -84,6 +84,7 @@ class UpbitVenue:
         app = web.Application()
         app.router.add_route("GET", "/api.upbit.com/websocket/v1", self._socket)
         app.router.add_route("GET", "/api.upbit.com/v1/market/all", self._market_list)
+        app.router.add_route("GET", "/api.upbit.com/v1/trades/ticks", self._history)
         self.runner = runner = web.AppRunner(app, shutdown_timeout=1.0)
         self.loop.run_until_complete(runner.setup())
         self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
@@ -94,6 +95,16 @@ class UpbitVenue:
         """Upbit's market list: the recorded markets and KRW-NEW, which the test subscribes
         (a market the venue does not list is refused)."""
         return web.json_response([{"market": code} for code in [*self.frames, "KRW-NEW"]])
+
+    async def _history(self, request: web.Request) -> web.Response:
+        """Upbit's REST trade history: the market's recorded trades, newest first (a shard
+        that moves backfills from it; every trade it returns comes again on the socket)."""
+        code = request.query.get("market", "")
+        trades = [json.loads(f) for f in self.frames.get(code, []) if b'"ty":"trade"' in f]
+        return web.json_response([
+            {"market": code, "timestamp": t["ttms"], "trade_price": t["tp"],
+             "trade_volume": t["tv"], "ask_bid": t["ab"], "sequential_id": t["sid"]}
+            for t in reversed(trades)])
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse()
@@ -193,6 +204,9 @@ def test_an_exchange_split_into_shards_shared_by_more_workers_than_partitions(
         assert {"unsub-waves", "resub-waves"} <= {c for a in acks for c in a["commands"]}
         again = published(fresh_broker)  # WAVES-KRW served again from the start
         assert max(again.values()) == 1 and set(again) == want
+        # Moved shards backfilled from the venue's history: nothing it could not return.
+        errors = [json.loads(r.value) for r in read_topic(fresh_broker.url, "ws.error", idle=2.0)]
+        assert not [e for e in errors if e["kind"] == "trade_gap"]
 
         owner = everyone[shards_of(everyone)["upbit#4"][0]]
         owner.stop()

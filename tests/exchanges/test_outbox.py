@@ -96,6 +96,16 @@ def test_a_resumed_market_publishes_only_trades_after_the_last_published() -> No
     assert out.skipped == 5 and not out.resume
 
 
+def test_a_backfill_after_a_handover_keeps_the_resume_check_for_the_live_feed() -> None:
+    out = Publisher("upbit")
+    out.resume_after("BTC-KRW", "5", 1005.0)
+    out.hold("BTC-KRW")  # the new owner's first connection: history fetched meanwhile
+    out.release("BTC-KRW", [trade(n) for n in (4, 5, 6, 7)])  # the history after 5 and before
+    for n in range(1, 10):  # a feed that sends its trades again from before the resume point
+        out.trade(trade(n))
+    assert [r[2].trade_id for r in out.pending] == ["6", "7", "8", "9"]
+
+
 def test_ids_that_are_not_numbers_resume_by_time_and_the_ids_at_that_time() -> None:
     out = Publisher("kraken")
     # Kraken v1 trades are named "<time>-<position>": several share a time.
