@@ -19,12 +19,12 @@ import itertools
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from aiohttp import web
 
-__all__ = ["LoopbackVenue"]
+__all__ = ["LoopbackServer", "LoopbackVenue"]
 
 UPBIT_WS = "/api.upbit.com/websocket/v1"
 BITHUMB_WS = "/ws-api.bithumb.com/websocket/v1"
@@ -33,21 +33,25 @@ HISTORY = ("/api.upbit.com/v1/trades/ticks", "/api.bithumb.com/v1/trades/ticks")
 TICK = 0.2  # s between two rounds of frames
 
 
-class LoopbackVenue:
-    def __init__(self, markets: list[str]) -> None:
-        self.markets = list(markets)  # the market list served (KRW-BTC form)
-        self.listing_status = 200  # set to 503 to make the market list unavailable
-        self.listing_requests = 0
-        self.connections: Counter[str] = Counter()  # path -> connections opened
-        self.requests: dict[str, list[set[str]]] = {}  # path -> trade codes asked, in order
-        self.ids = itertools.count(1)
-        self.sent: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (host, code) -> trades
-        self.base_url = ""
+class LoopbackServer:
+    """An aiohttp app on a free loopback port, served from its own thread and event loop (the
+    worker under test is another process, so the test's own thread stays free to wait).
+    Subclasses name their routes (`routes`) and may start background work (`started`)."""
+
+    def __init__(self) -> None:
+        self.url = ""  # http://127.0.0.1:<port>, once started
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.runner: web.AppRunner | None = None
 
-    def start(self) -> LoopbackVenue:
+    def routes(self) -> list[tuple[str, str, Any]]:
+        """(method, path, handler) of every route."""
+        raise NotImplementedError
+
+    async def started(self) -> None:
+        """Runs on the server's loop once it listens."""
+
+    def start(self) -> Self:
         self.thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(10)
         return self
@@ -60,12 +64,28 @@ class LoopbackVenue:
 
     async def _start(self) -> None:
         app = web.Application()
-        app.router.add_route("GET", "/{tail:.*}", self._handle)
+        for method, path, handler in self.routes():
+            app.router.add_route(method, path, handler)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        await self.started()
+
+
+class LoopbackVenue(LoopbackServer):
+    def __init__(self, markets: list[str]) -> None:
+        self.markets = list(markets)  # the market list served (KRW-BTC form)
+        self.listing_status = 200  # set to 503 to make the market list unavailable
+        self.listing_requests = 0
+        self.connections: Counter[str] = Counter()  # path -> connections opened
+        self.requests: dict[str, list[set[str]]] = {}  # path -> trade codes asked, in order
+        self.ids = itertools.count(1)
+        self.sent: dict[tuple[str, str], list[dict[str, Any]]] = {}  # (host, code) -> trades
+        super().__init__()
+
+    def routes(self) -> list[tuple[str, str, Any]]:
+        return [("GET", "/{tail:.*}", self._handle)]
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
         path = request.path

@@ -93,7 +93,7 @@ def test_commands_change_the_live_subscriptions_and_survive_a_restart(
     seed = tmp_path / "subscriptions.toml"
     seed.write_text('[upbit]\n"BTC-KRW" = ["trades", "book"]\n"ETH-KRW" = ["trades", "book"]\n'
                     '[bithumb]\n"BTC-KRW" = ["trades", "book"]\n')
-    worker = Worker(fresh_broker.url, tmp_path, replay=venue.base_url, app_id=APP_ID,
+    worker = Worker(fresh_broker.url, tmp_path, replay=venue.url, app_id=APP_ID,
                     subscriptions=seed, metrics_interval=1)
     workers.append(worker.start())
     seeded = {"BTC-KRW": BOTH, "ETH-KRW": BOTH}

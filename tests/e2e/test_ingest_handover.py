@@ -23,17 +23,18 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from app.embedded import EmbeddedBroker, free_port
+from app.embedded import EmbeddedBroker
 from tests.e2e.test_ingest_commands import everything
 from tests.e2e.test_ingest_ownership import owners
 from tests.support import Worker, http_json, wait_for
+from tests.venue import LoopbackServer
 
 APP_ID = "kcs-test-handover"
 CODES = ("KRW-BTC", "KRW-ETH")
 TICK = 0.1  # s between two trades of a market
 
 
-class TradingVenue:
+class TradingVenue(LoopbackServer):
     """Upbit on loopback with a tape that runs on its own from the first subscription."""
 
     def __init__(self) -> None:
@@ -42,44 +43,22 @@ class TradingVenue:
         self.trading = threading.Event()  # set by the first subscription: the tape starts
         self.closed = False  # the tape stopped for good
         self.history_requests = 0
-        self.port = free_port()
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__()
 
     def made(self) -> set[tuple[str, str]]:
         """(BASE-QUOTE, trade id) of every trade the venue made."""
         return {("-".join(reversed(code.split("-"))), str(t["sequential_id"]))
                 for code, trades in self.tape.items() for t in list(trades)}
 
-    def start(self) -> TradingVenue:
-        self.thread.start()
-        assert self.ready.wait(10)
-        return self
-
     def stop_trading(self) -> None:
         self.closed = True
 
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
+    def routes(self) -> list[tuple[str, str, Any]]:
+        return [("GET", "/api.upbit.com/websocket/v1", self._socket),
+                ("GET", "/api.upbit.com/v1/trades/ticks", self._history)]
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        app = web.Application()
-        app.router.add_route("GET", "/api.upbit.com/websocket/v1", self._socket)
-        app.router.add_route("GET", "/api.upbit.com/v1/trades/ticks", self._history)
-        self.runner = runner = web.AppRunner(app, shutdown_timeout=1.0)
-        self.loop.run_until_complete(runner.setup())
-        self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
+    async def started(self) -> None:
         self.loop.create_task(self._trade())
-        self.ready.set()
-        self.loop.run_forever()
 
     async def _trade(self) -> None:
         while not self.trading.is_set():

@@ -17,25 +17,25 @@ the new shard, which exists only in Kafka, keeps its set when its owner stops.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import re
-import threading
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 from aiohttp import WSMsgType, web
 
-from app.embedded import EmbeddedBroker, free_port
+from app.embedded import EmbeddedBroker
 from tests.e2e.test_ingest_commands import send
 from tests.e2e.test_ingest_ownership import owners as shards_of
 from tests.e2e.test_ingest_ownership import settled
 from tests.support import Worker, http_json, read_topic, wait_for
+from tests.venue import LoopbackServer
 
 APP_ID = "kcs-test-shards"
 
 
-class UpbitVenue:
+class UpbitVenue(LoopbackServer):
     """Upbit's quotation socket on loopback: each connection gets the recorded frames of the
     codes its request names, then stays open until the client closes it."""
 
@@ -48,15 +48,8 @@ class UpbitVenue:
             code = re.search(rb'"cd":"([A-Z0-9]+-[A-Z0-9]+)"', frame)
             if code:
                 self.frames.setdefault(code[1].decode(), []).append(frame)
-        self.port = free_port()
         self.connections: list[set[str]] = []
-        self.loop = asyncio.new_event_loop()
-        self.ready = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        super().__init__()
 
     def trades(self) -> set[tuple[str, str]]:
         """(BASE-QUOTE, trade id) of every recorded trade."""
@@ -68,28 +61,10 @@ class UpbitVenue:
                     out.add((f"{base}-{quote}", re.search(rb'"sid":(\d+)', frame)[1].decode()))  # type: ignore[index]
         return out
 
-    def start(self) -> UpbitVenue:
-        self.thread.start()
-        assert self.ready.wait(10)
-        return self
-
-    def stop(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.runner.cleanup(), self.loop).result(10)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        app = web.Application()
-        app.router.add_route("GET", "/api.upbit.com/websocket/v1", self._socket)
-        app.router.add_route("GET", "/api.upbit.com/v1/market/all", self._market_list)
-        app.router.add_route("GET", "/api.upbit.com/v1/trades/ticks", self._history)
-        self.runner = runner = web.AppRunner(app, shutdown_timeout=1.0)
-        self.loop.run_until_complete(runner.setup())
-        self.loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", self.port).start())
-        self.ready.set()
-        self.loop.run_forever()
+    def routes(self) -> list[tuple[str, str, Any]]:
+        return [("GET", "/api.upbit.com/websocket/v1", self._socket),
+                ("GET", "/api.upbit.com/v1/market/all", self._market_list),
+                ("GET", "/api.upbit.com/v1/trades/ticks", self._history)]
 
     async def _market_list(self, request: web.Request) -> web.Response:
         """Upbit's market list: the recorded markets and KRW-NEW, which the test subscribes

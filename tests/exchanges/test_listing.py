@@ -85,7 +85,7 @@ def test_a_list_that_cannot_be_fetched_is_named_in_the_error() -> None:
 def test_the_list_is_cached_and_fetched_again_once_on_a_miss() -> None:
     venue = LoopbackVenue(["KRW-BTC"]).start()
     try:
-        listings = Listings(replay_base=venue.base_url)
+        listings = Listings(replay_base=venue.url)
         unlisted = listings.unlisted
         assert asyncio.run(unlisted("upbit", ["BTC-KRW"])) == []
         assert asyncio.run(unlisted("upbit", ["BTC-KRW"])) == []
