@@ -159,14 +159,29 @@ def test_metrics_endpoint_passes_promtool(replaying: tuple[EmbeddedBroker, Worke
 def test_worker_logs_are_json_lines_with_connection_fields(
         replaying: tuple[EmbeddedBroker, Worker, str]) -> None:
     _, worker, _ = replaying
-    records = [json.loads(line) for line in worker.log().splitlines()
-               if line.startswith("{")]
+    wanted = {"upbit", "binance", "okx", "coinbase"}
+
+    def connected_logged() -> bool:
+        # a connection is logged once its first frame arrives, which can follow the worker's
+        # readiness by seconds (the recordings are replayed at a quarter of their pace)
+        return wanted <= {r.get("exchange") for r in json_lines(worker.log())
+                          if r.get("phase") == "connected"}
+
+    try:
+        wait_for(connected_logged, timeout=60)
+    except TimeoutError:
+        pass  # the assertions below say what is missing
+    records = json_lines(worker.log())
     assert records, worker.log()[-2000:]
     assert all({"time", "level", "logger", "message"} <= set(r) for r in records)
     connected = [r for r in records if r.get("phase") == "connected"]
-    assert {r["exchange"] for r in connected} >= {"upbit", "binance", "okx", "coinbase"}
+    assert {r["exchange"] for r in connected} >= wanted, worker.log()[-3000:]
     assert all(r["level"] == "INFO" and r["region"] and r["request_type"] == "websocket"
                for r in connected)
+
+
+def json_lines(log: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in log.splitlines() if line.startswith("{")]
 
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
