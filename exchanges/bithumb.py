@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import uuid
 
+from typing import Any
+
 import msgspec
 import orjson
 
@@ -101,11 +103,13 @@ def to_unified(code: str) -> str:
 class Bithumb(Connector):
     name = "bithumb"
     stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
-    to_unified = staticmethod(to_unified)
     # A new request replaces the socket's set on the wire (probe, ccxt) but no Bithumb doc
     # says so (EXCHANGES.md §2): a change reconnects with the new set.
     live_changes = "reconnect"
     listing_url = "https://api.bithumb.com/v1/market/all"
+
+    def to_unified(self, native: str) -> str:
+        return to_unified(native)
 
     @classmethod
     def listed(cls, body: list) -> set[str]:
@@ -129,8 +133,12 @@ class Bithumb(Connector):
         request.append({"format": "DEFAULT"})
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
 
-    on_frame = Connector.typed_frame
-    decode_message = decode_message
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        self.typed_frame(frame, ts_recv, stream)
+
+    def decode_message(self, frame: bytes | str) -> Any:
+        return decode_message(frame)
+
     message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
                         TickerMessage: "_ticker"}
 

@@ -28,8 +28,8 @@ from itertools import pairwise
 
 from exchanges.values import INF, BadValue
 
-__all__ = ["L2Book", "Level", "BookSide", "is_ordered", "crossed", "snapshot_fault",
-           "first_levels", "check_levels"]
+__all__ = ["L2Book", "Level", "BookSide", "is_ordered", "crossed", "crossed_reason",
+           "snapshot_fault", "first_levels", "check_levels"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
@@ -195,8 +195,13 @@ def crossed(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) ->
     """Why a book whose sides are listed best first cannot be right (its best bid at or
     above its best ask), or None."""
     if bids and asks and bids[0][0] >= asks[0][0]:
-        return f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}"
+        return crossed_reason(bids, asks)
     return None
+
+
+def crossed_reason(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> str:
+    """`crossed()`'s reason, where the caller found the best bid at or above the best ask."""
+    return f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}"
 
 
 def snapshot_fault(bids: list[tuple[float, float]], asks: list[tuple[float, float]]
@@ -253,7 +258,7 @@ def _why(value: float) -> str:
 
 
 def _levels(levels: list[list[str]]) -> dict[float, Level]:
-    out = {}
+    out: dict[float, Level] = {}
     for level in levels:
         p, s = level[0], level[1]
         price, size = float(p), float(s)

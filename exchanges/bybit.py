@@ -26,12 +26,17 @@ from __future__ import annotations
 
 import msgspec
 import orjson
+from typing import TYPE_CHECKING
 
 from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book
 from exchanges.codecs import DecodeError, ValidationError, refused
+from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["Bybit", "to_native", "book_depth"]
 
@@ -103,8 +108,9 @@ class Bybit(Connector):
     ping_interval = 20.0
     ping_message = '{"req_id":"hb","op":"ping"}'
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, subscriptions: Subscriptions, out: Publisher,
+                 settings: Settings) -> None:
+        super().__init__(subscriptions, out, settings)
         self.unified = {to_native(s): s for s in self.subscriptions}  # BTCUSDT -> BTC-USDT
         self.book_topic = f"orderbook.{book_depth(self.depth)}."
         self.resubscribing: set[str] = set()  # books waiting for the snapshot we asked for

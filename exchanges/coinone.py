@@ -23,7 +23,7 @@ module; no stored page documents a change since the fixtures were written. Trade
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
 import orjson
@@ -32,8 +32,12 @@ from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.codecs import Amount, ValidationError, refused
 from exchanges.metrics import metrics
+from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["Coinone", "to_native", "to_unified"]
 
@@ -125,8 +129,9 @@ class Coinone(Connector):
     ping_interval = 20.0
     ping_message = '{"request_type":"PING"}'
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, subscriptions: Subscriptions, out: Publisher,
+                 settings: Settings) -> None:
+        super().__init__(subscriptions, out, settings)
         self._symbols: dict[tuple[str, str], str] = {}  # (target, quote) -> unified, memoized
         self.last_book_id: dict[str, int] = {}  # symbol -> `id` of the last book published
 
@@ -165,8 +170,12 @@ class Coinone(Connector):
             symbol = self._symbols[key] = unified(*key)
         return symbol
 
-    on_frame = Connector.typed_frame
-    decode_message = decode_message
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        self.typed_frame(frame, ts_recv, stream)
+
+    def decode_message(self, frame: bytes | str) -> Any:
+        return decode_message(frame)
+
     message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
                         TickerMessage: "_ticker"}
 

@@ -25,14 +25,20 @@ the Digital X host serves the same protocol); unconfirmed against the live docs.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import msgspec
 import orjson
 
 from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.codecs import Amount, ValidationError, refused
+from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["Korbit", "to_native", "to_unified"]
 
@@ -107,10 +113,12 @@ def to_unified(native: str) -> str:
 class Korbit(Connector):
     name = "korbit"
     stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
-    to_unified = staticmethod(to_unified)
     # `method` subscribe / unsubscribe on the open socket (EXCHANGES.md §4, docs)
     live_changes = "delta"
     listing_url = "https://api.korbit.co.kr/v2/currencyPairs"
+
+    def to_unified(self, native: str) -> str:
+        return to_unified(native)
 
     @classmethod
     def listed(cls, body: dict | list) -> set[str]:
@@ -132,8 +140,9 @@ class Korbit(Connector):
                                     "requestId": len(request) + 1})
         return [orjson.dumps(request).decode()] if request else []
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, subscriptions: Subscriptions, out: Publisher,
+                 settings: Settings) -> None:
+        super().__init__(subscriptions, out, settings)
         self.last_trade_id: dict[str, int] = {}  # symbol -> highest `tradeId` published
 
     def connections(self) -> list[Stream]:
@@ -150,8 +159,12 @@ class Korbit(Connector):
             return []
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
 
-    on_frame = Connector.typed_frame
-    decode_message = decode_message
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        self.typed_frame(frame, ts_recv, stream)
+
+    def decode_message(self, frame: bytes | str) -> Any:
+        return decode_message(frame)
+
     message_handlers = {TradeMessage: "_trades", BookMessage: "_book",
                         TickerMessage: "_ticker"}
 

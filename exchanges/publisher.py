@@ -318,7 +318,7 @@ class Publisher:
             value = value[:DLQ_MAX_BYTES]
         self.pending.append((DLQ_TOPIC, self.exchange.encode(), value, headers, ts_recv))
 
-    def error(self, symbol: str, reason: str, kind: str = "resync", **fields: object) -> None:
+    def error(self, symbol: str, reason: str, kind: str = "resync", **fields: Any) -> None:
         """An event on `ws.error` plus a counter: a book dropped and resynced (kinds `resync`,
         `disconnect`, `stale`: `kcs_book_resyncs_total{reason}`, a `resync` by its cause), or
         another kind (`trade_gap`: `kcs_trade_gaps_total`), with its `fields` (ErrorEvent's
@@ -397,9 +397,10 @@ class Publisher:
     def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
         """This publisher's figures for exchanges.metrics.SourcesCollector."""
         ex = self.exchange
-        samples = [("kcs_records", (ex, "trade"), float(self.trades)),
-                   ("kcs_records", (ex, "book"), float(self.books)),
-                   ("kcs_records", (ex, "ticker"), float(self.tickers))]
+        samples: list[tuple[str, tuple[str, ...], float]] = [
+            ("kcs_records", (ex, "trade"), float(self.trades)),
+            ("kcs_records", (ex, "book"), float(self.books)),
+            ("kcs_records", (ex, "ticker"), float(self.tickers))]
         samples += [("kcs_book_age_seconds", (ex, symbol), now - ts)
                     for symbol, ts in list(self.book_ts.items())]
         return samples

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import uuid
 
+from typing import Any
+
 import msgspec
 import orjson
 
@@ -102,7 +104,9 @@ class Upbit(Connector):
     live_changes = "replace"
     listing_url = "https://api.upbit.com/v1/market/all"
     stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
-    to_unified = staticmethod(to_unified)
+
+    def to_unified(self, native: str) -> str:
+        return to_unified(native)
 
     @classmethod
     def listed(cls, body: list) -> set[str]:
@@ -123,8 +127,12 @@ class Upbit(Connector):
             return []
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
 
-    on_frame = Connector.typed_frame
-    decode_message = decode_message
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        self.typed_frame(frame, ts_recv, stream)
+
+    def decode_message(self, frame: bytes | str) -> Any:
+        return decode_message(frame)
+
     message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
                         TickerMessage: "_ticker"}
 

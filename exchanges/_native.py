@@ -1,0 +1,154 @@
+"""The per-message path compiled with mypyc, and the pure-Python fallback: one set of sources.
+
+The modules in `COMPILED` are ordinary typed Python. `python exchanges/_native.py build`
+(run by `make run`, `make test` and `.ci/run` through the Makefile) compiles them in place
+with mypyc (C extensions next to the sources, and one shared library at the repository root)
+and records a hash of their sources in `exchanges/_native.stamp`. Where no compiler or no mypy
+is available the build says so and the pure modules run: nothing else changes.
+
+At import (`install()`, first thing in `exchanges/__init__.py`) the compiled modules are used
+only when they were built from exactly the sources on disk: a developer who edits one of
+them runs the pure modules, with one warning, until the next build (which `make test` does).
+`KORCOIN_PURE_PYTHON=1` forces the pure modules. It is an import-time switch, not a KCS_*
+setting: it must be decided before any connector module is imported, which is before
+settings (and their .env file) are read; it is a developer's and the benchmark's switch,
+never a deployment's (both paths publish byte-identical records, tests/exchanges/
+test_native.py).
+
+Why compile at all: the pure path was tuned until no single hot spot was left; what is left is
+interpreter overhead spread over connector, book, publisher and records (README, bench).
+
+This module must stay importable on its own (standard library only): the build runs it as a
+script, without importing the package it builds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import os
+import sys
+import warnings
+from pathlib import Path
+from types import ModuleType
+
+__all__ = ["COMPILED", "PURE_ENV", "install", "state", "build"]
+
+PACKAGE = Path(__file__).resolve().parent
+ROOT = PACKAGE.parent
+STAMP = PACKAGE / "_native.stamp"
+PURE_ENV = "KORCOIN_PURE_PYTHON"
+GROUP = "kcs_exchanges"  # the shared library: kcs_exchanges__mypyc.<ext> at the root
+
+# Everything a frame goes through between `orjson.loads` and `Publisher.pending`. Not
+# compiled: session, outbox, metrics, history, listing (I/O and asyncio, not per message),
+# and the venues that decode into msgspec Structs (upbit, bithumb, coinone, korbit, bybit):
+# mypyc builds the classes of a compiled module without their class keywords (`tag=`,
+# `gc=False`), which msgspec needs; they subclass the compiled `Connector` as they are.
+COMPILED = tuple(f"exchanges.{name}" for name in (
+    "values", "symbols", "codecs", "book", "publisher", "base",
+    "binance", "okx", "htx", "coinbase", "kraken", "bitfinex"))
+
+# Set by install(): "compiled", or why the pure modules run.
+_state = "pure: not installed"
+
+
+def source_path(module: str) -> Path:
+    return ROOT / (module.replace(".", "/") + ".py")
+
+
+def source_hash() -> str:
+    """The hash a build records and an import checks: every compiled module's source, and the
+    interpreter the extensions were built for."""
+    digest = hashlib.sha256(sys.implementation.cache_tag.encode())
+    for module in COMPILED:
+        digest.update(module.encode() + b"\0" + source_path(module).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def built() -> bool:
+    """True when an extension of every compiled module is on disk for this interpreter."""
+    suffixes = importlib.machinery.EXTENSION_SUFFIXES
+    return all(any(source_path(m).with_suffix(s).exists() for s in suffixes) for m in COMPILED)
+
+
+def state() -> str:
+    """"compiled" when the compiled modules run, else why the pure ones do."""
+    return _state
+
+
+class _PureFinder(importlib.abc.MetaPathFinder):
+    """Finds the compiled modules' sources ahead of their extensions (which the default
+    finder would prefer)."""
+
+    def find_spec(self, fullname: str, path: object = None,
+                  target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in COMPILED:
+            return None
+        return importlib.util.spec_from_file_location(fullname, source_path(fullname))
+
+
+def install() -> str:
+    """Decide, once per process, whether the compiled or the pure modules are imported."""
+    global _state
+    if any(isinstance(finder, _PureFinder) for finder in sys.meta_path) or \
+            _state != "pure: not installed":
+        return _state
+    if not built():
+        _state = "pure: not built (python exchanges/_native.py build)"
+        return _state
+    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+        _state = f"pure: {PURE_ENV} is set"
+    else:
+        recorded = STAMP.read_text().strip() if STAMP.exists() else ""
+        if recorded == source_hash():
+            _state = "compiled"
+            return _state
+        _state = "pure: the compiled modules are stale (sources changed since the build)"
+        warnings.warn(f"exchanges: {_state}; running the pure-Python modules until "
+                      "`make test` or `python exchanges/_native.py build` rebuilds them",
+                      RuntimeWarning, stacklevel=2)
+    sys.meta_path.insert(0, _PureFinder())
+    return _state
+
+
+def build() -> int:
+    """Compile `COMPILED` in place unless the stamp says they are current; 0 even when no
+    compiler is there (the pure modules run), 1 when mypyc refuses the sources."""
+    current = source_hash()
+    if built() and STAMP.exists() and STAMP.read_text().strip() == current:
+        return 0
+    STAMP.unlink(missing_ok=True)
+    try:
+        from mypyc.build import mypycify
+        from setuptools import setup  # type: ignore[import-untyped]
+    except ImportError as exc:
+        print(f"exchanges/_native.py: not compiled ({exc}); the pure-Python modules run")
+        return 0
+    os.chdir(ROOT)
+    sources = [str(source_path(m).relative_to(ROOT)) for m in COMPILED]
+    try:
+        # type-checked with what they import, whose own errors are not theirs to report
+        extensions = mypycify(["--follow-imports=silent", *sources], group_name=GROUP,
+                              opt_level="3")
+    except SystemExit as exc:  # mypy's errors, printed above: the sources need fixing
+        print(f"exchanges/_native.py: mypyc refused the sources (exit {exc.code})")
+        return 1
+    try:
+        setup(name="kcs-exchanges-native", ext_modules=extensions,
+              script_args=["--quiet", "build_ext", "--inplace"])
+    except (SystemExit, Exception) as exc:  # no C compiler or no Python headers here
+        print(f"exchanges/_native.py: not compiled ({exc}); the pure-Python modules run")
+        return 0
+    STAMP.write_text(current + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    # run as a script: its own directory must not shadow the standard library (codecs.py)
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != PACKAGE]
+    if sys.argv[1:] != ["build"]:
+        sys.exit(f"usage: {sys.argv[0]} build")
+    sys.exit(build())
