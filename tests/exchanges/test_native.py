@@ -39,12 +39,13 @@ def run_everything() -> dict[str, Any]:
     from replay.recordings import load_recordings
     from replay.subscriptions import RECORDING_NAMES, from_recordings
     from tests.exchanges.test_fuzz import fuzzed_frames
+    from tests.support import coroutine_name
 
     sent: list[Any] = []
 
     class Recorder(OfflineSession):
         def spawn(self, coro: Any) -> None:
-            sent.append(["spawn"])  # a compiled coroutine has no __qualname__
+            sent.append(["spawn", coroutine_name(coro)])
             coro.close()
 
         def send_soon(self, stream: Stream, message: Any) -> None:
