@@ -2,7 +2,7 @@
 
 The modules in `COMPILED` are ordinary typed Python. `python exchanges/_native.py build`
 (run by `make run`, `make test` and `.ci/run` through the Makefile) compiles them in place
-with mypyc (C extensions next to the sources, and one shared library at the repository root)
+with mypyc (a C extension next to each source, and their shared library `_compiled__mypyc`)
 and records a hash of their sources in `exchanges/_native.stamp`. Where no compiler or no mypy
 is available the build says so and the pure modules run: nothing else changes.
 
@@ -40,7 +40,7 @@ PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent
 STAMP = PACKAGE / "_native.stamp"
 PURE_ENV = "KORCOIN_PURE_PYTHON"
-GROUP = "kcs_exchanges"  # the shared library: kcs_exchanges__mypyc.<ext> at the root
+GROUP = "exchanges._compiled"  # the shared library: exchanges/_compiled__mypyc.<ext>
 
 # Everything a frame goes through between `orjson.loads` and `Publisher.pending`. Not
 # compiled: session, outbox, metrics, history, listing (I/O and asyncio, not per message),
@@ -62,16 +62,18 @@ def source_path(module: str) -> Path:
 def source_hash() -> str:
     """The hash a build records and an import checks: every compiled module's source, and the
     interpreter the extensions were built for."""
-    digest = hashlib.sha256(sys.implementation.cache_tag.encode())
+    digest = hashlib.sha256(f"{sys.implementation.cache_tag} {GROUP}".encode())
     for module in COMPILED:
         digest.update(module.encode() + b"\0" + source_path(module).read_bytes() + b"\0")
     return digest.hexdigest()
 
 
 def built() -> bool:
-    """True when an extension of every compiled module is on disk for this interpreter."""
+    """True when an extension of every compiled module, and their shared library, are on
+    disk for this interpreter."""
     suffixes = importlib.machinery.EXTENSION_SUFFIXES
-    return all(any(source_path(m).with_suffix(s).exists() for s in suffixes) for m in COMPILED)
+    return all(any(source_path(m).with_suffix(s).exists() for s in suffixes)
+               for m in (*COMPILED, f"{GROUP}__mypyc"))
 
 
 def state() -> str:
@@ -128,6 +130,7 @@ def build() -> int:
         print(f"exchanges/_native.py: not compiled ({exc}); the pure-Python modules run")
         return 0
     os.chdir(ROOT)
+    warnings.simplefilter("ignore")  # setuptools' notes on pyproject.toml: not this build's
     sources = [str(source_path(m).relative_to(ROOT)) for m in COMPILED]
     try:
         # type-checked with what they import, whose own errors are not theirs to report
