@@ -106,9 +106,15 @@ def install() -> str:
     else:
         recorded = STAMP.read_text().strip() if STAMP.exists() else ""
         if recorded == source_hash():
-            _state = "compiled"
-            return _state
-        _state = "pure: the compiled modules are stale (sources changed since the build)"
+            try:  # the compiled modules' shared library: it loads, or none of them will
+                importlib.import_module(f"{GROUP}__mypyc")
+            except ImportError as exc:
+                _state = f"pure: the compiled modules do not load ({exc})"
+            else:
+                _state = "compiled"
+                return _state
+        else:
+            _state = "pure: the compiled modules are stale (sources changed since the build)"
         warnings.warn(f"exchanges: {_state}; running the pure-Python modules until "
                       "`make test` or `python exchanges/_native.py build` rebuilds them",
                       RuntimeWarning, stacklevel=2)
