@@ -32,4 +32,4 @@ compiled: $(VENV)/.installed
 	$(BIN)/python exchanges/_native.py build
 
 clean:
-	rm -rf $(VENV) data build exchanges/*.so exchanges/_native.stamp
+	rm -rf $(VENV) data build .mypy_cache exchanges/*.so exchanges/_native.stamp
