@@ -47,14 +47,17 @@ STAMP = PACKAGE / "_native.stamp"
 PURE_ENV = "KORCOIN_PURE_PYTHON"
 GROUP = "exchanges._compiled"  # the shared library: exchanges/_compiled__mypyc.<ext>
 
-# Everything a frame goes through between `orjson.loads` and `Publisher.pending`. Not
-# compiled: session, outbox, metrics, history, listing (I/O and asyncio, not per message),
-# and the venues that decode into msgspec Structs (upbit, bithumb, coinone, korbit, bybit):
-# mypyc builds the classes of a compiled module without their class keywords (`tag=`,
-# `gc=False`), which msgspec needs; they subclass the compiled `Connector` as they are.
+# Everything a frame goes through between `orjson.loads` and `Publisher.pending` that runs
+# faster compiled. Not compiled: session, outbox, metrics, history, listing (I/O and asyncio,
+# not per message); the venues' msgspec Structs (`<venue>_messages.py`: mypyc builds the
+# classes of a compiled module without their class keywords, `tag=` and `gc=False`, and with
+# annotations msgspec cannot read); Upbit and HTX, measured no faster compiled (0.92-0.99x
+# of pure: their time is in msgspec's and zlib's C, and CPython's own specialized reads of
+# Struct fields beat a compiled module's generic ones).
 COMPILED = tuple(f"exchanges.{name}" for name in (
     "values", "symbols", "codecs", "book", "publisher", "base",
-    "binance", "okx", "htx", "coinbase", "kraken", "bitfinex"))
+    "bithumb", "coinone", "korbit", "binance", "bybit", "okx",
+    "coinbase", "kraken", "bitfinex"))
 
 # Set by install(): "compiled", or why the pure modules run.
 _state = "pure: not installed"

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import orjson
 
 from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.codecs import Amount, ValidationError, refused
+from exchanges.codecs import ValidationError, refused
+from exchanges.korbit_messages import BookMessage, TickerMessage, TradeMessage, decode_message
 from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -45,55 +45,6 @@ __all__ = ["Korbit", "to_native", "to_unified"]
 URL = "wss://ws-api.korbit.co.kr/v2/public"
 # Our channel -> Korbit's request type.
 KINDS = (("trades", "trade"), ("book", "orderbook"), ("ticker", "ticker"))
-
-
-# Typed messages (exchanges.codecs), tagged by `type`, only the fields read. Prices and sizes
-# are text: the decoder is lax (`strict=False`), so it reads them as floats itself.
-class TradeItem(msgspec.Struct, gc=False):
-    timestamp: float
-    price: float
-    qty: float
-    isBuyerTaker: bool  # noqa: N815 - Korbit's names
-    tradeId: int  # noqa: N815
-
-
-class TradeMessage(msgspec.Struct, tag_field="type", tag="trade"):
-    symbol: str
-    data: list[TradeItem]
-
-
-class Level(msgspec.Struct, gc=False):
-    price: Amount
-    qty: Amount
-
-
-class BookData(msgspec.Struct):
-    timestamp: float
-    asks: list[Level]
-    bids: list[Level]
-
-
-class BookMessage(msgspec.Struct, tag_field="type", tag="orderbook"):
-    symbol: str
-    data: BookData
-
-
-class TickerData(msgspec.Struct, gc=False):
-    close: float
-    bestBidPrice: float  # noqa: N815
-    bestAskPrice: float  # noqa: N815
-    volume: float
-    quoteVolume: float  # noqa: N815
-
-
-class TickerMessage(msgspec.Struct, tag_field="type", tag="ticker"):
-    symbol: str
-    timestamp: float
-    data: TickerData
-
-
-decode_message = msgspec.json.Decoder(TradeMessage | BookMessage | TickerMessage,
-                                      strict=False).decode
 
 
 def to_native(symbol: str) -> str:
