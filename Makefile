@@ -27,8 +27,8 @@ $(VENV)/.installed: pyproject.toml
 
 # The per-message path compiled with mypyc, in place (exchanges/_native.py): about 40 s when a
 # source changed, nothing when the build is current; where it cannot compile, the same modules
-# run as pure Python. Measured gain (bench/parse.py, compiled/pure msg/s): 1.13-1.37x on the
-# diff-book venues, 1.16x geometric mean; README, "Benchmarks".
+# run as pure Python. Measured gain (bench/parse.py, compiled/pure msg/s): 1.09-1.37x on the
+# compiled venues, 1.19x geometric mean of all 11; README, "Benchmarks".
 compiled: $(VENV)/.installed
 	$(BIN)/python exchanges/_native.py build
 

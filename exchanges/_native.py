@@ -18,10 +18,11 @@ test_native.py).
 Why compile: the pure path was tuned until no single hot spot was left, its cost spread over
 connector, book and publisher; here the interpreter, not a library, was the bottleneck.
 Measured (bench/parse.py --rounds 3, one run, 2026-11-30), compiled over pure msg/s:
-Bitfinex 1.37x, Binance 1.32x, Coinbase 1.25x, OKX 1.17x, Kraken 1.13x, geometric mean of
-the 11 venues 1.16x (decode floor ratio 4.25x -> 3.66x). What remains is CPython's object
-work (perf, compiled Coinbase: 75% in libpython, 7% in the compiled code), which compiling
-cannot remove. Records (`records/`) stay interpreted: building one costs 0.11-0.12 us.
+Bithumb 1.37x, Korbit 1.36x, Bitfinex 1.32x, Bybit 1.31x, Binance 1.30x, Coinbase 1.29x,
+Coinone 1.11x, Kraken 1.10x, OKX 1.09x; geometric mean of the 11 venues 1.19x (decode floor
+ratio 4.20x -> 3.52x). What remains is CPython's object work (perf, compiled Coinbase: 75%
+in libpython, 7% in the compiled code), which compiling cannot remove. Records (`records/`)
+stay interpreted: building one costs 0.11-0.12 us, 3% of a Coinbase pass.
 
 This module must stay importable on its own (standard library only): the build runs it as a
 script, without importing the package it builds.
