@@ -24,6 +24,12 @@ its timed handler loop, read from the harness's summaries (median of its repeats
 `ours/cf` is our msg/s over cryptofeed's, shown only where both parsed the same recording.
 Ours runs with the garbage collector tuned as in every worker
 (`app.ingest.tune_gc`); cryptofeed's harness keeps Python's default.
+
+Compiled and pure: "ours" is the connector modules as this process imports them, compiled
+with mypyc (exchanges/_native.py) when built and current; the first line says which. When
+they are compiled, each round also runs the same passes in a child process with
+`KORCOIN_PURE_PYTHON=1` (a process imports one or the other), and `pure msg/s` and
+`comp/pure` (the compiled modules' speed over the pure ones') are printed beside them.
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ sys.path.insert(0, str(ROOT))
 from app.ingest import tune_gc  # noqa: E402
 from config.settings import load_settings  # noqa: E402
 from replay.subscriptions import RECORDING_NAMES, from_recordings  # noqa: E402
-from exchanges import CONNECTORS, EXCHANGES  # noqa: E402
+from exchanges import CONNECTORS, EXCHANGES, _native  # noqa: E402
 from exchanges.base import Stream  # noqa: E402
 from exchanges.publisher import Publisher  # noqa: E402
 from replay.recordings import Recording, load_recordings  # noqa: E402
@@ -161,6 +167,7 @@ class Exchange:
         self.normalize: list[float] = []  # seconds per pass, one median per round
         self.decode: list[float] = []
         self.cryptofeed: list[float] = []  # cryptofeed's msg/s, one per round
+        self.pure: list[float] = []  # seconds per pass of the pure modules (child process)
         self.errors = 0
 
     @property
@@ -188,6 +195,32 @@ def measure_round(exchanges: list[Exchange], seconds: float) -> None:
             dec_times.append(decode_pass(ex.name, ex.frames))
         ex.normalize.append(statistics.median(norm_times))
         ex.decode.append(statistics.median(dec_times))
+
+
+def pure_round(exchanges: list[Exchange], seconds: float) -> str | None:
+    """One round of the same passes with the pure-Python modules, in a child process (this
+    one runs the compiled ones); their medians are appended to `pure`. Returns why it could
+    not run, or None."""
+    try:
+        done = subprocess.run([sys.executable, __file__, "--pure-child", "--seconds",
+                               str(seconds)], capture_output=True, timeout=1800,
+                              env={**os.environ, _native.PURE_ENV: "1"})
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return str(exc)
+    if done.returncode != 0:
+        return f"exited {done.returncode}: {done.stderr.decode().strip()[-300:]}"
+    figures = orjson.loads(done.stdout)
+    for ex in exchanges:
+        if ex.name in figures:
+            ex.pure.append(figures[ex.name])
+    return None
+
+
+def pure_child(seconds: float) -> None:
+    """--pure-child: one round, its normalize medians as JSON on stdout."""
+    exchanges = exchanges_to_measure()
+    measure_round(exchanges, seconds)
+    sys.stdout.buffer.write(orjson.dumps({ex.name: ex.normalize[0] for ex in exchanges}))
 
 
 def cryptofeed_round(script: Path, exchanges: list[Exchange]) -> str | None:
@@ -221,11 +254,16 @@ def geometric_mean(values: list[float]) -> float:
     return math.exp(statistics.mean(math.log(v) for v in values))
 
 
-def report(exchanges: list[Exchange], rounds: int, cryptofeed_note: str | None) -> None:
+def report(exchanges: list[Exchange], rounds: int, cryptofeed_note: str | None,
+           pure_note: str | None) -> None:
+    state = _native.state()
+    print(f"connector modules: {'compiled (mypyc)' if state == 'compiled' else state}")
+    pure_shown = any(ex.pure for ex in exchanges)
+    pure_head = f" {'pure msg/s':>11} {'comp/pure':>9}" if pure_shown else ""
     print(f"{'exchange':<9} {'frames':>6} {'source':<8} {'KB':>7} {'decode msg/s':>13} "
           f"{'ours msg/s':>11} {'us/KB':>7} {'/floor':>7} {'cryptofeed msg/s':>17} "
-          f"{'ours/cf':>8}")
-    floor_ratios, cf_ratios = [], []
+          f"{'ours/cf':>8}{pure_head}")
+    floor_ratios, cf_ratios, pure_floor, speedups = [], [], [], []
     for ex in exchanges:
         count = len(ex.frames)
         norm, dec = statistics.median(ex.normalize), statistics.median(ex.decode)
@@ -237,18 +275,32 @@ def report(exchanges: list[Exchange], rounds: int, cryptofeed_note: str | None) 
             cf = statistics.median(ex.cryptofeed)
             cf_ratios.append(count / norm / cf)
             cf_text, vs_text = f"{cf:,.0f}", f"{count / norm / cf:.2f}x"
+        pure_text = ""
+        if ex.pure:
+            pure = statistics.median(ex.pure)
+            pure_floor.append(pure / dec)
+            speedups.append(pure / norm)
+            pure_text = f" {count / pure:>11,.0f} {pure / norm:>8.2f}x"
+        elif pure_shown:
+            pure_text = f" {'':>11} {'':>9}"
         flag = f"  ({ex.errors} frames raised: DLQ path)" if ex.errors else ""
         print(f"{ex.name:<9} {count:>6} {ex.source:<8} {ex.kilobytes:>7,.0f} "
               f"{count / dec:>13,.0f} {count / norm:>11,.0f} {us_per_kb:>7.1f} "
-              f"{ratio:>6.2f}x {cf_text:>17} {vs_text:>8}{flag}")
+              f"{ratio:>6.2f}x {cf_text:>17} {vs_text:>8}{pure_text}{flag}")
     if floor_ratios:
         print(f"ours/decode floor, geometric mean: {geometric_mean(floor_ratios):.2f}x over "
               f"{len(floor_ratios)} exchanges (medians of {rounds} rounds)")
+    if pure_floor:
+        print(f"pure/decode floor, geometric mean: {geometric_mean(pure_floor):.2f}x; "
+              f"compiled/pure speed: geometric mean {geometric_mean(speedups):.2f}x, "
+              f"min {min(speedups):.2f}x, max {max(speedups):.2f}x")
     if cf_ratios:
         print(f"ours/cryptofeed msg/s: min {min(cf_ratios):.2f}x, geometric mean "
               f"{geometric_mean(cf_ratios):.2f}x over {len(cf_ratios)} exchanges")
     if cryptofeed_note:
         print(f"cryptofeed: not measured ({cryptofeed_note})")
+    if pure_note:
+        print(f"pure modules: not measured ({pure_note})")
 
 
 def main() -> None:
@@ -258,18 +310,30 @@ def main() -> None:
     parser.add_argument("--cryptofeed", type=Path, default=PEER,
                         help="the cryptofeed-speed script (default: ../shared/peer/)")
     parser.add_argument("--no-cryptofeed", action="store_true", help="ours and the floor only")
+    parser.add_argument("--no-pure", action="store_true",
+                        help="compiled modules only (no pure-Python child process)")
+    parser.add_argument("--pure-child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.disable(logging.WARNING)  # resyncs in edge-case fixtures would log every pass
-    exchanges = exchanges_to_measure()
     tune_gc()  # the collector as every worker runs it (app/main.py)
+    if args.pure_child:
+        pure_child(args.seconds)
+        return
+    exchanges = exchanges_to_measure()
     note = "--no-cryptofeed" if args.no_cryptofeed else None
     if note is None and not args.cryptofeed.exists():
         note = f"{args.cryptofeed} not found"
+    pure_note = "--no-pure" if args.no_pure else None
+    if _native.state() != "compiled":
+        pure_note = "ours are the pure modules"
     for _ in range(max(1, args.rounds)):
         if note is None:
             note = cryptofeed_round(args.cryptofeed, exchanges)
+        if pure_note is None:
+            pure_note = pure_round(exchanges, args.seconds)
         measure_round(exchanges, args.seconds)
-    report(exchanges, max(1, args.rounds), note)
+    report(exchanges, max(1, args.rounds), note,
+           None if pure_note == "ours are the pure modules" else pure_note)
 
 
 if __name__ == "__main__":

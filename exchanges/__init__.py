@@ -10,8 +10,12 @@ from __future__ import annotations
 from importlib import import_module
 from importlib.util import find_spec
 
-from exchanges.base import Connector
-from records import EXCHANGES
+from exchanges import _native
+
+_native.install()  # compiled or pure connector modules: before the first of them is imported
+
+from exchanges.base import Connector  # noqa: E402
+from records import EXCHANGES  # noqa: E402
 
 __all__ = ["CONNECTORS", "EXCHANGES", "REGIONS"]
 

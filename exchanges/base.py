@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
+from mypy_extensions import mypyc_attr
 
 from exchanges.book import L2Book
 from exchanges.codecs import DecodeError, ValidationError
@@ -43,7 +44,7 @@ class Stream:
     """One WebSocket connection: where to connect and what to send once connected."""
 
     url: str
-    subscribe: list[str | bytes] = field(default_factory=list)
+    subscribe: Sequence[str | bytes] = field(default_factory=list)
     symbols: list[str] = field(default_factory=list)  # unified symbols carried on it
     # Runtime state, set by the session.
     ws: Any = None
@@ -54,6 +55,8 @@ class Stream:
     attempt: int = 0  # connections opened (1 = the first)
 
 
+# Compiled by mypyc (exchanges/_native.py), yet subclassed by interpreted connectors in tests.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Connector:
     name: ClassVar[str]
     # Application-level heartbeat the client must send (None: WebSocket pings suffice).
@@ -68,8 +71,6 @@ class Connector:
     # back it reaches (README).
     history_ids: ClassVar[bool] = False
     history_reach: ClassVar[str] = "no public trade history: a reconnect's gap is reported"
-    # The exchange's market code -> our `BASE-QUOTE` (modules set their `to_unified`).
-    to_unified: ClassVar[Callable[[str], str]]
     # How an open connection takes a `ws.command` change of its markets (README, ws.command):
     # "delta": `change_messages` subscribes and unsubscribes what changed on the open socket;
     # "replace": each request replaces the socket's whole set, so the full new request is sent;
@@ -78,9 +79,9 @@ class Connector:
     # The venue's public market list (REST), read by `listed()`: a `ws.command` subscribe of a
     # market it does not hold is refused (exchanges/listing.py). None: not checked.
     listing_url: ClassVar[str | None] = None
-    # Venues with typed messages (exchanges.codecs) set `on_frame = Connector.typed_frame`,
-    # their decoder, and the name of each message type's handler: `(message, ts_recv)`.
-    decode_message: ClassVar[Callable[[bytes | str], Any]]
+    # Venues with typed messages (exchanges.codecs) have `on_frame` call `typed_frame`, and
+    # declare `decode_message` and the name of each message type's handler:
+    # `(message, ts_recv)`.
     message_handlers: ClassVar[dict[type, str]] = {}
 
     def __init__(self, subscriptions: Subscriptions, out: Publisher, settings: Settings) -> None:
@@ -103,6 +104,14 @@ class Connector:
             cls: getattr(self, name) for cls, name in self.message_handlers.items()}
 
     # -- to implement per exchange -------------------------------------------------------
+
+    def to_unified(self, native: str) -> str:
+        """The exchange's market code -> our `BASE-QUOTE` (read through `symbol()`)."""
+        raise NotImplementedError
+
+    def decode_message(self, frame: bytes | str) -> Any:
+        """A typed venue's frame as one of its message types (`typed_frame`)."""
+        raise NotImplementedError
 
     def connections(self) -> list[Stream]:
         raise NotImplementedError

@@ -17,13 +17,18 @@ import asyncio
 import itertools
 import logging
 import time
+from typing import TYPE_CHECKING
 
 import orjson
 
 from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book
+from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["Binance", "to_native"]
 
@@ -46,8 +51,9 @@ class Binance(Connector):
     live_changes = "delta"
     listing_url = "https://api.binance.com/api/v3/exchangeInfo"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, subscriptions: Subscriptions, out: Publisher,
+                 settings: Settings) -> None:
+        super().__init__(subscriptions, out, settings)
         # Payloads name markets as `BTCUSDT`, which cannot be split without the market list:
         # map the ones we subscribed to.
         self.unified = {to_native(s): s for s in self.subscriptions}

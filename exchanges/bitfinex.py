@@ -30,13 +30,18 @@ from __future__ import annotations
 
 import re
 import zlib
+from typing import TYPE_CHECKING
 
 import orjson
 
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.book import L2Book, Level, crossed
+from exchanges.book import L2Book, Level, crossed_reason
+from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["Bitfinex", "book_checksum", "to_native", "to_unified"]
 
@@ -131,8 +136,9 @@ class Bitfinex(Connector):
                 continue  # a pair name we cannot read is no market we subscribe
         return symbols
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, subscriptions: Subscriptions, out: Publisher,
+                 settings: Settings) -> None:
+        super().__init__(subscriptions, out, settings)
         self.book_length = next((n for n in BOOK_LENGTHS if n >= self.depth), BOOK_LENGTHS[-1])
         self.channels: dict[int, _Channel] = {}  # chanId -> channel (chanIds are per socket)
         self.leaving: set[int] = set()  # chanIds being unsubscribed: their frames are ignored
@@ -221,7 +227,7 @@ class Bitfinex(Connector):
         kind = channel.kind
         if kind == "book":
             if chan_id not in self.leaving:
-                self._book(msg, frame if type(frame) is str else frame.decode(), chan_id,
+                self._book(msg, frame if isinstance(frame, str) else frame.decode(), chan_id,
                            channel, ts_recv, key)
         elif kind == "trades":
             if payload == "te":
@@ -327,7 +333,7 @@ class Bitfinex(Connector):
             return  # the last record published still holds
         bids, asks = book.bids.best(depth), book.asks.best(depth)  # cached until they change
         if bids and asks and bids[0][0] >= asks[0][0]:  # crossed (inline: the common path)
-            fault = crossed(bids, asks)
+            fault = crossed_reason(bids, asks)
             self._resubscribe(chan_id, channel, fault)
             return
         self.out.book(OrderBook("bitfinex", channel.symbol, ts_recv, ts_recv, bids, asks, None))

@@ -26,13 +26,14 @@ orderbook; private streams moved to `/websocket/v2/private`); connections are li
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-import msgspec
 import orjson
 
+from exchanges.bithumb_messages import BookMessage, TickerMessage, TradeMessage, decode_message
 from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream
-from exchanges.codecs import Amount, ValidationError, refused
+from exchanges.codecs import ValidationError, refused
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -44,44 +45,6 @@ URL = "wss://ws-api.bithumb.com/websocket/v1"
 TAKER_SIDE = {"BID": BUY, "ASK": SELL}
 # Our channel -> Bithumb's request type.
 KINDS = (("trades", "trade"), ("book", "orderbook"), ("ticker", "ticker"))
-
-
-# Typed DEFAULT-format messages (exchanges.codecs), tagged by `type`, only the fields read.
-# Prices and sizes are JSON numbers (an int becomes a float); book units are bounded >= 0 in
-# the decoder (0 is padding), so a unit is a finite float pair once decoded.
-
-
-class TradeMessage(msgspec.Struct, tag_field="type", tag="trade", gc=False):
-    code: str
-    trade_timestamp: float
-    trade_price: float
-    trade_volume: float
-    ask_bid: str
-    sequential_id: int | str
-
-
-class BookUnit(msgspec.Struct, gc=False):
-    ask_price: Amount
-    bid_price: Amount
-    ask_size: Amount
-    bid_size: Amount
-
-
-class BookMessage(msgspec.Struct, tag_field="type", tag="orderbook"):
-    code: str
-    timestamp: float  # MICROseconds
-    orderbook_units: list[BookUnit]
-
-
-class TickerMessage(msgspec.Struct, tag_field="type", tag="ticker", gc=False):
-    code: str
-    timestamp: float
-    trade_price: float
-    acc_trade_volume_24h: float | None = None
-    acc_trade_price_24h: float | None = None
-
-
-decode_message = msgspec.json.Decoder(TradeMessage | BookMessage | TickerMessage).decode
 
 
 def to_native(symbol: str) -> str:
@@ -101,11 +64,13 @@ def to_unified(code: str) -> str:
 class Bithumb(Connector):
     name = "bithumb"
     stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
-    to_unified = staticmethod(to_unified)
     # A new request replaces the socket's set on the wire (probe, ccxt) but no Bithumb doc
     # says so (EXCHANGES.md §2): a change reconnects with the new set.
     live_changes = "reconnect"
     listing_url = "https://api.bithumb.com/v1/market/all"
+
+    def to_unified(self, native: str) -> str:
+        return to_unified(native)
 
     @classmethod
     def listed(cls, body: list) -> set[str]:
@@ -129,8 +94,12 @@ class Bithumb(Connector):
         request.append({"format": "DEFAULT"})
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
 
-    on_frame = Connector.typed_frame
-    decode_message = decode_message
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        self.typed_frame(frame, ts_recv, stream)
+
+    def decode_message(self, frame: bytes | str) -> Any:
+        return decode_message(frame)
+
     message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
                         TickerMessage: "_ticker"}
 

@@ -23,13 +23,14 @@ each change that reaches it (copied first when a record holds it), never rebuilt
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from itertools import pairwise
+from typing import Any
 
 from exchanges.values import INF, BadValue
 
-__all__ = ["L2Book", "Level", "BookSide", "is_ordered", "crossed", "snapshot_fault",
-           "first_levels", "check_levels"]
+__all__ = ["L2Book", "Level", "BookSide", "is_ordered", "crossed", "crossed_reason",
+           "snapshot_fault", "first_levels", "check_levels"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
@@ -195,8 +196,13 @@ def crossed(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) ->
     """Why a book whose sides are listed best first cannot be right (its best bid at or
     above its best ask), or None."""
     if bids and asks and bids[0][0] >= asks[0][0]:
-        return f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}"
+        return crossed_reason(bids, asks)
     return None
+
+
+def crossed_reason(bids: list[tuple[float, float]], asks: list[tuple[float, float]]) -> str:
+    """`crossed()`'s reason, where the caller found the best bid at or above the best ask."""
+    return f"crossed book: bid {bids[0][0]} >= ask {asks[0][0]}"
 
 
 def snapshot_fault(bids: list[tuple[float, float]], asks: list[tuple[float, float]]
@@ -209,9 +215,10 @@ def snapshot_fault(bids: list[tuple[float, float]], asks: list[tuple[float, floa
     return fault
 
 
-def check_levels(*sides: list[tuple[float, float]]) -> None:
+def check_levels(*sides: list[tuple[Any, Any]]) -> None:
     """BadValue unless every level of a full book message (not kept in an L2Book, whose
-    setters check) has a finite price and size above 0; where such a message is parsed."""
+    setters check) has a finite price and size above 0; where such a message is parsed.
+    Levels untyped: compiled, a level read as float would turn a bool into 1.0 unseen."""
     for side in sides:
         for price, size in side:
             if not (0.0 < price < INF and 0.0 < size < INF) or type(price) is bool or \
@@ -252,8 +259,8 @@ def _why(value: float) -> str:
     return "negative" if value < 0.0 else "zero"
 
 
-def _levels(levels: list[list[str]]) -> dict[float, Level]:
-    out = {}
+def _levels(levels: Sequence[Sequence[str]]) -> dict[float, Level]:
+    out: dict[float, Level] = {}
     for level in levels:
         p, s = level[0], level[1]
         price, size = float(p), float(s)
@@ -311,7 +318,8 @@ class L2Book:
             exc.book = self
             raise
 
-    def load_text_levels(self, bids: list[list[str]], asks: list[list[str]]) -> None:
+    def load_text_levels(self, bids: Sequence[Sequence[str]],
+                         asks: Sequence[Sequence[str]]) -> None:
         """Replace both sides from `[[price_text, size_text, ...], ...]` lists (a snapshot:
         one sort per side, much faster than level by level on 1000-level books)."""
         new_bids, new_asks = _levels(bids), _levels(asks)  # BadValue before any change
@@ -329,7 +337,8 @@ class L2Book:
         self.bids.load(bids)
         self.asks.load(asks)
 
-    def apply_text_levels(self, bids: list[list[str]], asks: list[list[str]]) -> None:
+    def apply_text_levels(self, bids: Sequence[Sequence[str]],
+                          asks: Sequence[Sequence[str]]) -> None:
         """Apply absolute sizes given as text pairs; a zero size removes the level."""
         for side, levels in ((self.bids, bids), (self.asks, asks)):
             for level in levels:
@@ -342,7 +351,7 @@ class L2Book:
                 else:
                     side.set(price, (size, p, s))
 
-    def apply_sided_levels(self, changes: list[list[str]], bid: str) -> None:
+    def apply_sided_levels(self, changes: Sequence[Sequence[str]], bid: str) -> None:
         """Apply `[[side, price_text, size_text], ...]` in order (Coinbase's `changes`), where
         a side equal to `bid` names the bids and any other the asks; a zero size removes the
         level. One call per message instead of two per level: Coinbase's l2update path is

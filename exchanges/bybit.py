@@ -24,14 +24,19 @@ continuous". Spot depths 1/50/200/1000. Trade history: `/v5/market/recent-trade`
 
 from __future__ import annotations
 
-import msgspec
 import orjson
+from typing import TYPE_CHECKING
 
 from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book
+from exchanges.bybit_messages import Data, Message, decode_message
 from exchanges.codecs import DecodeError, ValidationError, refused
+from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["Bybit", "to_native", "book_depth"]
 
@@ -40,46 +45,6 @@ MAX_ARGS = 10  # topics per subscribe request (spot, docs)
 MAX_TOPICS = 300  # per connection: keeps the args well under the 21,000-character cap
 BOOK_DEPTHS = (50, 200, 1000)  # spot depths with deltas (depth 1 is snapshots only)
 TAKER_SIDE = {"Buy": BUY, "Sell": SELL}  # `S` is the taker's side
-
-
-# Typed messages (exchanges.codecs), only the fields read. One `Message` type holds data and
-# control messages alike (no exception per ack); `data` is a list for trades, an object for
-# books and tickers. Lax (`strict=False`): trade and ticker figures are text, read as floats
-# by the decoder; book levels stay text (the book keeps them).
-class TradeItem(msgspec.Struct, gc=False):
-    T: float  # noqa: N815 - Bybit's names
-    s: str
-    S: str  # noqa: N815
-    v: float
-    p: float
-    i: str
-
-
-class Data(msgspec.Struct):
-    # orderbook
-    s: str | None = None
-    b: list[tuple[str, str]] | None = None
-    a: list[tuple[str, str]] | None = None
-    u: int | None = None
-    # tickers
-    symbol: str | None = None
-    lastPrice: float | None = None  # noqa: N815
-    volume24h: float | None = None
-    turnover24h: float | None = None
-
-
-class Message(msgspec.Struct):
-    topic: str | None = None
-    type: str | None = None
-    ts: float | None = None
-    cts: float | None = None
-    data: list[TradeItem] | Data | None = None
-    success: bool | None = None
-    op: str | None = None
-    ret_msg: str | None = None
-
-
-decode_message = msgspec.json.Decoder(Message, strict=False).decode
 
 
 def to_native(symbol: str) -> str:
@@ -103,8 +68,9 @@ class Bybit(Connector):
     ping_interval = 20.0
     ping_message = '{"req_id":"hb","op":"ping"}'
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, subscriptions: Subscriptions, out: Publisher,
+                 settings: Settings) -> None:
+        super().__init__(subscriptions, out, settings)
         self.unified = {to_native(s): s for s in self.subscriptions}  # BTCUSDT -> BTC-USDT
         self.book_topic = f"orderbook.{book_depth(self.depth)}."
         self.resubscribing: set[str] = set()  # books waiting for the snapshot we asked for

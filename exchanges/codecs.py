@@ -40,7 +40,7 @@ DecodeError = msgspec.DecodeError  # not JSON (ValidationError is one too: catch
 Amount = Annotated[float, msgspec.Meta(ge=0.0, le=sys.float_info.max)]
 
 
-def refused(exc: msgspec.ValidationError) -> ValueError:
+def refused(exc: msgspec.ValidationError) -> Exception:
     """What a frame that does not fit its venue's typed message is refused with: a value of
     the wrong type or a number beyond a float's range is a `BadValue` (counted by reason, as
     when the field-by-field checks find it), anything else (a field missing) the msgspec

@@ -20,12 +20,17 @@ from __future__ import annotations
 
 
 import orjson
+from typing import TYPE_CHECKING
 
 from exchanges.codecs import rfc3339_epoch
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.book import L2Book, crossed
+from exchanges.book import L2Book, crossed_reason
+from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["Coinbase", "to_native", "to_unified"]
 
@@ -47,18 +52,21 @@ def to_unified(product: str) -> str:
 
 class Coinbase(Connector):
     name = "coinbase"
-    to_unified = staticmethod(to_unified)
     listing_url = "https://api.exchange.coinbase.com/products"
     # `subscribe` / `unsubscribe` with product ids and channels on the open socket (docs)
     live_changes = "delta"
+
+    def to_unified(self, native: str) -> str:
+        return to_unified(native)
 
     @classmethod
     def listed(cls, body: list) -> set[str]:
         """[{"id":"BTC-USD","base_currency":"BTC","quote_currency":"USD",..},..]"""
         return {unified(p["base_currency"], p["quote_currency"]) for p in body}
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, subscriptions: Subscriptions, out: Publisher,
+                 settings: Settings) -> None:
+        super().__init__(subscriptions, out, settings)
         self.last_trade: dict[str, int] = {}  # product -> last trade_id received
         self.ticker_sequence: dict[str, int] = {}  # product -> sequence of the last ticker
         self.book_streams: dict[str, Stream] = {}  # where to renew a book subscription
@@ -177,7 +185,7 @@ class Coinbase(Connector):
             return  # the last record published still holds
         bids, asks = book.bids.best(depth), book.asks.best(depth)  # cached until they change
         if bids and asks and bids[0][0] >= asks[0][0]:  # crossed (inline: the common path)
-            fault = crossed(bids, asks)
+            fault = crossed_reason(bids, asks)
             self._resync(symbol, fault, stream)
             return
         book.ts_event = ts_event

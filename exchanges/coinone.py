@@ -23,17 +23,22 @@ module; no stored page documents a change since the fixtures were written. Trade
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Any
 
-import msgspec
 import orjson
 
 from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.codecs import Amount, ValidationError, refused
+from exchanges.codecs import ValidationError, refused
+from exchanges.coinone_messages import (BookData, BookMessage, TickerData, TickerMessage,
+                                        TradeData, TradeMessage, decode_message)
 from exchanges.metrics import metrics
+from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["Coinone", "to_native", "to_unified"]
 
@@ -44,64 +49,6 @@ CHANNELS = (("trades", "TRADE"), ("book", "ORDERBOOK"), ("ticker", "TICKER"))
 # so the buyer took liquidity. Unconfirmed: ccxt and other clients map true to "sell"
 # (docs/normalization.md, "Taker side").
 TAKER_SIDE = {True: BUY, False: SELL}
-
-
-# Typed DATA messages (exchanges.codecs), tagged by `channel`, only the fields read. Prices
-# and sizes are text: the decoder is lax (`strict=False`), so it reads them as floats itself.
-class TradeData(msgspec.Struct, gc=False):
-    quote_currency: str
-    target_currency: str
-    id: str | int
-    timestamp: float
-    price: float
-    qty: float
-    is_seller_maker: bool
-
-
-class Level(msgspec.Struct, gc=False):
-    price: Amount
-    qty: Amount
-
-
-class BookData(msgspec.Struct):
-    quote_currency: str
-    target_currency: str
-    id: int  # text on the wire
-    timestamp: float
-    asks: list[Level]
-    bids: list[Level]
-
-
-class TickerData(msgspec.Struct, gc=False):
-    quote_currency: str
-    target_currency: str
-    timestamp: float
-    last: float
-    bid_best_price: float
-    bid_best_qty: float
-    ask_best_price: float
-    ask_best_qty: float
-    target_volume: float
-    quote_volume: float
-
-
-class TradeMessage(msgspec.Struct, tag_field="channel", tag="TRADE"):
-    response_type: Literal["DATA"]
-    data: TradeData
-
-
-class BookMessage(msgspec.Struct, tag_field="channel", tag="ORDERBOOK"):
-    response_type: Literal["DATA"]
-    data: BookData
-
-
-class TickerMessage(msgspec.Struct, tag_field="channel", tag="TICKER"):
-    response_type: Literal["DATA"]
-    data: TickerData
-
-
-decode_message = msgspec.json.Decoder(TradeMessage | BookMessage | TickerMessage,
-                                      strict=False).decode
 
 
 def to_native(symbol: str) -> dict[str, str]:
@@ -125,8 +72,9 @@ class Coinone(Connector):
     ping_interval = 20.0
     ping_message = '{"request_type":"PING"}'
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, subscriptions: Subscriptions, out: Publisher,
+                 settings: Settings) -> None:
+        super().__init__(subscriptions, out, settings)
         self._symbols: dict[tuple[str, str], str] = {}  # (target, quote) -> unified, memoized
         self.last_book_id: dict[str, int] = {}  # symbol -> `id` of the last book published
 
@@ -165,8 +113,12 @@ class Coinone(Connector):
             symbol = self._symbols[key] = unified(*key)
         return symbol
 
-    on_frame = Connector.typed_frame
-    decode_message = decode_message
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        self.typed_frame(frame, ts_recv, stream)
+
+    def decode_message(self, frame: bytes | str) -> Any:
+        return decode_message(frame)
+
     message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
                         TickerMessage: "_ticker"}
 

@@ -26,14 +26,19 @@ socket's `tradeId`).
 from __future__ import annotations
 
 import itertools
+from typing import TYPE_CHECKING
 
 import orjson
 
 from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book, check_levels, crossed
 from exchanges.codecs import inflate_gzip
+from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["Htx", "to_native"]
 
@@ -78,8 +83,9 @@ class Htx(Connector):
                              for s in sorted(change) if channel in change[s]]
         return messages
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, subscriptions: Subscriptions, out: Publisher,
+                 settings: Settings) -> None:
+        super().__init__(subscriptions, out, settings)
         self.unified = {to_native(s): s for s in self.subscriptions}  # btcusdt -> BTC-USDT
         self.cap = self.settings.max_inflated_bytes
         self.ids = itertools.count(1)

@@ -25,69 +25,26 @@ the Digital X host serves the same protocol); unconfirmed against the live docs.
 
 from __future__ import annotations
 
-import msgspec
+from typing import TYPE_CHECKING, Any
+
 import orjson
 
 from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.codecs import Amount, ValidationError, refused
+from exchanges.codecs import ValidationError, refused
+from exchanges.korbit_messages import BookMessage, TickerMessage, TradeMessage, decode_message
+from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["Korbit", "to_native", "to_unified"]
 
 URL = "wss://ws-api.korbit.co.kr/v2/public"
 # Our channel -> Korbit's request type.
 KINDS = (("trades", "trade"), ("book", "orderbook"), ("ticker", "ticker"))
-
-
-# Typed messages (exchanges.codecs), tagged by `type`, only the fields read. Prices and sizes
-# are text: the decoder is lax (`strict=False`), so it reads them as floats itself.
-class TradeItem(msgspec.Struct, gc=False):
-    timestamp: float
-    price: float
-    qty: float
-    isBuyerTaker: bool  # noqa: N815 - Korbit's names
-    tradeId: int  # noqa: N815
-
-
-class TradeMessage(msgspec.Struct, tag_field="type", tag="trade"):
-    symbol: str
-    data: list[TradeItem]
-
-
-class Level(msgspec.Struct, gc=False):
-    price: Amount
-    qty: Amount
-
-
-class BookData(msgspec.Struct):
-    timestamp: float
-    asks: list[Level]
-    bids: list[Level]
-
-
-class BookMessage(msgspec.Struct, tag_field="type", tag="orderbook"):
-    symbol: str
-    data: BookData
-
-
-class TickerData(msgspec.Struct, gc=False):
-    close: float
-    bestBidPrice: float  # noqa: N815
-    bestAskPrice: float  # noqa: N815
-    volume: float
-    quoteVolume: float  # noqa: N815
-
-
-class TickerMessage(msgspec.Struct, tag_field="type", tag="ticker"):
-    symbol: str
-    timestamp: float
-    data: TickerData
-
-
-decode_message = msgspec.json.Decoder(TradeMessage | BookMessage | TickerMessage,
-                                      strict=False).decode
 
 
 def to_native(symbol: str) -> str:
@@ -107,10 +64,12 @@ def to_unified(native: str) -> str:
 class Korbit(Connector):
     name = "korbit"
     stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
-    to_unified = staticmethod(to_unified)
     # `method` subscribe / unsubscribe on the open socket (EXCHANGES.md §4, docs)
     live_changes = "delta"
     listing_url = "https://api.korbit.co.kr/v2/currencyPairs"
+
+    def to_unified(self, native: str) -> str:
+        return to_unified(native)
 
     @classmethod
     def listed(cls, body: dict | list) -> set[str]:
@@ -132,8 +91,9 @@ class Korbit(Connector):
                                     "requestId": len(request) + 1})
         return [orjson.dumps(request).decode()] if request else []
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, subscriptions: Subscriptions, out: Publisher,
+                 settings: Settings) -> None:
+        super().__init__(subscriptions, out, settings)
         self.last_trade_id: dict[str, int] = {}  # symbol -> highest `tradeId` published
 
     def connections(self) -> list[Stream]:
@@ -150,8 +110,12 @@ class Korbit(Connector):
             return []
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
 
-    on_frame = Connector.typed_frame
-    decode_message = decode_message
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        self.typed_frame(frame, ts_recv, stream)
+
+    def decode_message(self, frame: bytes | str) -> Any:
+        return decode_message(frame)
+
     message_handlers = {TradeMessage: "_trades", BookMessage: "_book",
                         TickerMessage: "_ticker"}
 

@@ -31,14 +31,19 @@ import re
 import zlib
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import orjson
 
 from exchanges.codecs import rfc3339_epoch
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.book import L2Book, Level, crossed
+from exchanges.book import L2Book, Level, crossed_reason
+from exchanges.publisher import Publisher
 from exchanges.symbols import ASSET_ALIASES, split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["Kraken", "book_checksum", "recorded_api", "to_native", "to_unified"]
 
@@ -114,11 +119,13 @@ def _truncate(book: L2Book, depth: int) -> None:
 
 class Kraken(Connector):
     name = "kraken"
-    to_unified = staticmethod(to_unified)
     listing_url = "https://api.kraken.com/0/public/AssetPairs"
     # v2: `method` subscribe / unsubscribe on the open socket (docs, §10). v1 (replays of v1
     # recordings) runs a socket per channel, so a change there reconnects.
     live_changes = "delta"
+
+    def to_unified(self, native: str) -> str:
+        return to_unified(native)
 
     @classmethod
     def listed(cls, body: dict) -> set[str]:
@@ -126,8 +133,9 @@ class Kraken(Connector):
         (`wsname` is the v1 name; dark-pool `.d` pairs have none)"""
         return {to_unified(p["wsname"]) for p in body["result"].values() if "wsname" in p}
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, subscriptions: Subscriptions, out: Publisher,
+                 settings: Settings) -> None:
+        super().__init__(subscriptions, out, settings)
         replay = self.settings.replay
         self.v1 = bool(replay) and recorded_api(replay) == "v1"
         if self.v1:
@@ -235,7 +243,7 @@ class Kraken(Connector):
             return
         channel = msg.get("channel")
         if channel == "book":
-            self._book(msg, frame if type(frame) is str else frame.decode(), ts_recv, stream)
+            self._book(msg, frame if isinstance(frame, str) else frame.decode(), ts_recv, stream)
         elif channel == "trade":
             self._trades(msg, ts_recv)
         elif channel == "ticker":
@@ -328,7 +336,7 @@ class Kraken(Connector):
             return  # the last record published still holds
         bids, asks = book.bids.best(n), book.asks.best(n)  # cached until they change
         if bids and asks and bids[0][0] >= asks[0][0]:  # crossed (inline: the common path)
-            fault = crossed(bids, asks)
+            fault = crossed_reason(bids, asks)
             self.resync(symbol, fault)
             self._resubscribe(symbol, stream)
             return

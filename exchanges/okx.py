@@ -35,13 +35,18 @@ import asyncio
 import logging
 import time
 import zlib
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book
+from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
+
+if TYPE_CHECKING:
+    from config.settings import Settings
 
 __all__ = ["Okx", "checksum", "to_native", "to_unified"]
 
@@ -94,8 +99,9 @@ class Okx(Connector):
     ping_interval = 20.0
     ping_message = "ping"
 
-    def __init__(self, *args: object, **kwargs: object) -> None:
-        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+    def __init__(self, subscriptions: Subscriptions, out: Publisher,
+                 settings: Settings) -> None:
+        super().__init__(subscriptions, out, settings)
         # instId -> unified symbol, subscribed spot markets (`self.unified`, see Connector)
         for symbol in self.subscriptions:
             try:
@@ -235,7 +241,8 @@ class Okx(Connector):
     def _update(self, symbol: str, book: L2Book, data: dict, ts_recv: float,
                 stream: Stream) -> bool:
         """Apply one update to a ready book; False when it broke the book (dropped)."""
-        seq, previous = data.get("seqId"), data.get("prevSeqId")
+        seq: Any = data.get("seqId")
+        previous: Any = data.get("prevSeqId")
         sequence = book.sequence
         if previous is not None and sequence is not None:
             if seq <= sequence:

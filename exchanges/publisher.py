@@ -150,11 +150,18 @@ class Publisher:
         if market is None:
             market = self._market(symbol)
         ids = market.ids
-        trade_id = trade.trade_id
+        # Fields read untyped (`fields: Any`) where their type is checked: compiled, a read
+        # typed float would turn a venue's int into a float on the way in, pass the test and
+        # leave the int in the record, and a read typed str would raise TypeError before the
+        # test (exchanges/_native.py).
+        fields: Any = trade
+        trade_id: object = fields.trade_id
         if trade_id in ids:
             metrics.inc("kcs_duplicate_trades_total", exchange=self.exchange)
             return False
-        price, amount, ts = trade.price, trade.amount, trade.ts_event
+        price: object = fields.price
+        amount: object = fields.amount
+        ts: object = fields.ts_event
         if type(price) is not float or not 0.0 < price < INF:
             trade.price = positive(price, "trade price")
         if type(amount) is not float or not 0.0 < amount < INF:
@@ -226,7 +233,8 @@ class Publisher:
         return False
 
     def book(self, book: OrderBook) -> None:
-        ts = book.ts_event
+        fields: Any = book  # read untyped: see `trade()`
+        ts: object = fields.ts_event
         if type(ts) is not float or not 0.0 < ts < INF:
             ts = book.ts_event = finite_time(ts)
         last = self.book_times.get(book.symbol)
@@ -250,28 +258,29 @@ class Publisher:
         sizes and volumes may be 0. Hot path: a float in range costs one type test and one
         chained comparison, as in `trade()`; anything else is converted or refused by the
         checks of `exchanges.values`."""
-        ts = ticker.ts_event
+        fields: Any = ticker  # read untyped: see `trade()`
+        ts: object = fields.ts_event
         if type(ts) is not float or not 0.0 < ts < INF:
             ts = ticker.ts_event = finite_time(ts)
-        x = ticker.last
+        x: object = fields.last
         if x is not None and (type(x) is not float or not 0.0 < x < INF):
             ticker.last = positive(x, "ticker last")
-        x = ticker.bid
+        x = fields.bid
         if x is not None and (type(x) is not float or not 0.0 < x < INF):
             ticker.bid = positive(x, "ticker bid")
-        x = ticker.ask
+        x = fields.ask
         if x is not None and (type(x) is not float or not 0.0 < x < INF):
             ticker.ask = positive(x, "ticker ask")
-        x = ticker.bid_size
+        x = fields.bid_size
         if x is not None and (type(x) is not float or not 0.0 <= x < INF):
             ticker.bid_size = non_negative(x, "ticker bid size")
-        x = ticker.ask_size
+        x = fields.ask_size
         if x is not None and (type(x) is not float or not 0.0 <= x < INF):
             ticker.ask_size = non_negative(x, "ticker ask size")
-        x = ticker.volume_24h
+        x = fields.volume_24h
         if x is not None and (type(x) is not float or not 0.0 <= x < INF):
             ticker.volume_24h = non_negative(x, "ticker volume")
-        x = ticker.quote_volume_24h
+        x = fields.quote_volume_24h
         if x is not None and (type(x) is not float or not 0.0 <= x < INF):
             ticker.quote_volume_24h = non_negative(x, "ticker quote volume")
         self.tickers += 1
@@ -318,7 +327,7 @@ class Publisher:
             value = value[:DLQ_MAX_BYTES]
         self.pending.append((DLQ_TOPIC, self.exchange.encode(), value, headers, ts_recv))
 
-    def error(self, symbol: str, reason: str, kind: str = "resync", **fields: object) -> None:
+    def error(self, symbol: str, reason: str, kind: str = "resync", **fields: Any) -> None:
         """An event on `ws.error` plus a counter: a book dropped and resynced (kinds `resync`,
         `disconnect`, `stale`: `kcs_book_resyncs_total{reason}`, a `resync` by its cause), or
         another kind (`trade_gap`: `kcs_trade_gaps_total`), with its `fields` (ErrorEvent's
@@ -397,9 +406,10 @@ class Publisher:
     def metric_samples(self, now: float) -> list[tuple[str, tuple[str, ...], float]]:
         """This publisher's figures for exchanges.metrics.SourcesCollector."""
         ex = self.exchange
-        samples = [("kcs_records", (ex, "trade"), float(self.trades)),
-                   ("kcs_records", (ex, "book"), float(self.books)),
-                   ("kcs_records", (ex, "ticker"), float(self.tickers))]
+        samples: list[tuple[str, tuple[str, ...], float]] = [
+            ("kcs_records", (ex, "trade"), float(self.trades)),
+            ("kcs_records", (ex, "book"), float(self.books)),
+            ("kcs_records", (ex, "ticker"), float(self.tickers))]
         samples += [("kcs_book_age_seconds", (ex, symbol), now - ts)
                     for symbol, ts in list(self.book_ts.items())]
         return samples

@@ -17,14 +17,15 @@ but not contiguous).
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
-import msgspec
 import orjson
 
 from exchanges.base import Connector, Stream
 from exchanges.book import crossed
-from exchanges.codecs import Amount, ValidationError, refused
+from exchanges.codecs import ValidationError, refused
 from exchanges.symbols import split, unified
+from exchanges.upbit_messages import BookMessage, TickerMessage, TradeMessage, decode_message
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
 __all__ = ["Upbit", "to_native", "to_unified"]
@@ -37,44 +38,6 @@ SIMPLE_KEYS = {"type": "ty", "code": "cd", "timestamp": "tms", "trade_timestamp"
                "orderbook_units": "obu", "ask_price": "ap", "bid_price": "bp", "ask_size": "as",
                "bid_size": "bs", "acc_trade_volume_24h": "atv24h",
                "acc_trade_price_24h": "atp24h"}
-
-
-# Typed SIMPLE-format messages (exchanges.codecs), tagged by `ty`, with only the fields read.
-# Book units are bounded in the decoder: a price or size is a float (an int becomes one;
-# a bool, text, or a number beyond a float's range does not fit), 0 or more; 0 is padding.
-
-
-class TradeMessage(msgspec.Struct, tag_field="ty", tag="trade", gc=False):
-    cd: str
-    ttms: float
-    tp: float
-    tv: float
-    ab: str
-    sid: int | str
-
-
-class BookUnit(msgspec.Struct, gc=False):
-    ap: Amount
-    bp: Amount
-    as_: Amount = msgspec.field(name="as")
-    bs: Amount
-
-
-class BookMessage(msgspec.Struct, tag_field="ty", tag="orderbook"):
-    cd: str
-    tms: float
-    obu: list[BookUnit]
-
-
-class TickerMessage(msgspec.Struct, tag_field="ty", tag="ticker", gc=False):
-    cd: str
-    tms: float
-    tp: float
-    atv24h: float | None = None
-    atp24h: float | None = None
-
-
-decode_message = msgspec.json.Decoder(TradeMessage | BookMessage | TickerMessage).decode
 
 
 def to_native(symbol: str) -> str:
@@ -102,7 +65,9 @@ class Upbit(Connector):
     live_changes = "replace"
     listing_url = "https://api.upbit.com/v1/market/all"
     stale_after = 300.0  # quiet KRW markets' books can go minutes unchanged
-    to_unified = staticmethod(to_unified)
+
+    def to_unified(self, native: str) -> str:
+        return to_unified(native)
 
     @classmethod
     def listed(cls, body: list) -> set[str]:
@@ -123,8 +88,12 @@ class Upbit(Connector):
             return []
         return [Stream(URL, [orjson.dumps(request).decode()], sorted(symbols))]
 
-    on_frame = Connector.typed_frame
-    decode_message = decode_message
+    def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
+        self.typed_frame(frame, ts_recv, stream)
+
+    def decode_message(self, frame: bytes | str) -> Any:
+        return decode_message(frame)
+
     message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
                         TickerMessage: "_ticker"}
 

@@ -34,6 +34,16 @@ KARAPACE = REPO.parent / "shared" / "karapace" / "start-karapace"
 FIXTURES = REPO / "tests" / "fixtures"
 
 
+def coroutine_name(coro: Any) -> str:
+    """`Okx._load_snapshot` for a coroutine of that method, compiled too (exchanges/_native.py:
+    a mypyc coroutine has no `__qualname__`, its type is named `_load_snapshot_Okx_gen`)."""
+    name = getattr(coro, "__qualname__", None)
+    if name is None:
+        method, _, cls = type(coro).__name__.removesuffix("_gen").rpartition("_")
+        name = f"{cls}.{method}"
+    return name
+
+
 class SentMessages:
     """Stands in for the session in connector unit tests: keeps what the connector asks it to
     send (`send_soon`), as text in `sent`, decoded JSON in `json`, with the stream in `to`."""
@@ -44,7 +54,7 @@ class SentMessages:
         self.spawned: list[str] = []  # names of the coroutines the connector started
 
     def spawn(self, coro: Any) -> None:
-        self.spawned.append(coro.__qualname__)
+        self.spawned.append(coroutine_name(coro))
         coro.close()  # a unit test runs no tasks
 
     def send_soon(self, stream: Any, message: str) -> None:

@@ -69,11 +69,10 @@ async def test_a_book_whose_exchange_time_freezes_is_reported_stale_and_resynced
         settings = load_settings({"KCS_STALE_AFTER": str(STALE_AFTER)})
         connector = Bybit({"BTC-USDT": {"book", "ticker"}}, Publisher("bybit", Producer()),
                           settings)
-        # the connector's live URL, served by this loopback server
+        # the connector's live URL, served by this loopback server (the session, not the
+        # connector, is patched: a compiled connector's methods cannot be replaced)
         session = Session(connector, settings)
-        [stream] = connector.connections()
-        stream.url = f"ws://127.0.0.1:{port}/"
-        connector.connections = lambda: [stream]  # type: ignore[method-assign]
+        session.endpoint = lambda url: f"ws://127.0.0.1:{port}/"  # type: ignore[method-assign]
         await session.start()
         producer: Producer = connector.out.producer  # type: ignore[assignment]
         try:
