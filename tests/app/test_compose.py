@@ -150,3 +150,12 @@ def test_image_runs_as_a_user_and_ignores_local_state() -> None:
     copied = {line.split()[1] for line in lines if line.startswith("COPY ")}
     assert all(Path(REPO / p).exists() for p in copied if p != "pyproject.toml") and \
         not copied & ignored
+
+
+def test_image_compiles_the_per_message_path_itself() -> None:
+    """The image builds its own compiled modules (a plain install would run the pure ones) and
+    never takes the host's build, made for another interpreter or stale."""
+    text = (DOCKER / "Dockerfile").read_text()
+    assert "exchanges/_native.py build" in text and "state() == 'compiled'" in text
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {"**/*.so", "exchanges/_native.stamp"} <= ignored
