@@ -158,10 +158,13 @@ RunHandler = Callable[[Any, list[Any], EventT], Awaitable[None]]
 
 _run_handlers: dict[str, RunHandler] = {}  # topic -> its handler (`deliver_in_runs`)
 _changelog_sent: list[Any] | None = None  # while a run is handled: its changelog futures
+_lanes: ChangelogLanes | None = None  # while a run is handled: its consumer's lanes
 # Runs folded whose changelog records are still in flight, at most: the next run waits.
-# It bounds Faust's producer buffer, which a rebalance flushes before it can go on: with 8,
-# flushing outlasted the embedded broker's 6 s session and the group kept rebalancing.
-RUNS_IN_FLIGHT = 2
+# It bounds the changelog lanes, which a rebalance drains before it can go on (with 8 and
+# one buffer for every partition, draining outlasted the embedded broker's 6 s session and
+# the group kept rebalancing). bench/features.py, same quarter hour: 2 in flight 89,413 and
+# 97,077 trades/s, 4 in flight 134,709 and 136,583, 8 in flight 116,724 and 106,446.
+RUNS_IN_FLIGHT = 4
 # Runs fetched and waiting for the fold task, at most; while one waits, the loop goes on
 # fetching into the next (up to RUN_RECORDS), so a run grows while the fold is behind.
 RUNS_QUEUED = 1
@@ -191,6 +194,62 @@ def contiguous_end(offsets: list[int], start: int) -> int:
     while i < end and offsets[i] == offsets[i - 1] + 1:
         i += 1
     return i
+
+
+class ChangelogLanes:
+    """The changelog records written while runs are folded, published in write order per
+    partition number: one FIFO lane for the changelog partitions numbered p of every table,
+    instead of Faust's one producer buffer for all of them.
+
+    Why: the producer takes one batch per changelog partition at a time and Faust's buffer
+    awaits each record's place in a batch, so when a partition's batch is full (on the
+    embedded broker every record is a batch of its own, `TANSU_PROFILE`) every record behind
+    it waits, whatever its partition. A run writes to the changelog partitions of its source
+    partition only, so one buffer made the runs of all partitions wait on each other's
+    round trips (bench/features.py: the fold task idled waiting for delivery between runs).
+    A lane per partition number keeps the order the tables of one partition were written
+    in (the same order as Faust's buffer: `RawKeyTable.send_changelog` says why it
+    matters) and lets the partitions' lanes proceed side by side."""
+
+    __slots__ = ("queues", "tasks", "log")
+
+    def __init__(self, log: Any) -> None:
+        self.queues: dict[int, asyncio.Queue[Any]] = {}
+        self.tasks: dict[int, asyncio.Future[None]] = {}
+        self.log = log
+
+    def put(self, fut: Any) -> None:
+        """Publish Faust's FutureMessage `fut` after the ones put before in its lane."""
+        partition = fut.message.partition
+        queue = self.queues.get(partition)
+        if queue is None:
+            queue = self.queues[partition] = asyncio.Queue()
+            self.tasks[partition] = asyncio.ensure_future(self._publish(queue))
+        queue.put_nowait(fut)
+
+    async def _publish(self, queue: asyncio.Queue[Any]) -> None:
+        while True:
+            fut = await queue.get()
+            try:
+                # Faust's ProducerBuffer._send_pending: resolves `fut` once delivered.
+                await fut.message.channel.publish_message(fut, wait=False)
+            except asyncio.CancelledError:
+                if not fut.done():
+                    fut.cancel()
+                raise
+            except BaseException as exc:  # never delivered: its run is never acked
+                self.log.error("Changelog record not sent: %r", exc)
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    def stop(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        for queue in self.queues.values():
+            while not queue.empty():
+                fut = queue.get_nowait()
+                if not fut.done():
+                    fut.cancel()
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -245,6 +304,7 @@ class Consumer(faust_aiokafka.Consumer):
         self._next_offset: dict[Any, int] = {}
         self._gaps = Gaps()
         self._runs_in_flight: list[asyncio.Future[Any]] = []
+        self._lanes = ChangelogLanes(self.log)
         # Runs delivered and not yet folded: the fold task folds one while the loop fetches
         # the next (fetching waits on the broker, folding on the CPU).
         self._runs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=RUNS_QUEUED)
@@ -254,7 +314,18 @@ class Consumer(faust_aiokafka.Consumer):
     async def on_stop(self) -> None:
         if self._fold_task is not None:
             self._fold_task.cancel()
+        self._lanes.stop()  # runs not delivered are not acked: read again after a restart
         await super().on_stop()
+
+    async def wait_empty(self) -> None:
+        """Faust's, after the runs' changelog records are delivered (and so acked, and
+        committed by Faust's commit at the end): a rebalance's producer flush does not see
+        the lanes, and a record of a revoked partition must not reach its changelog after the
+        partition's new owner has read it."""
+        while self._runs_in_flight and not self.should_stop:
+            await asyncio.wait(self._runs_in_flight)
+            self._runs_in_flight = [r for r in self._runs_in_flight if not r.done()]
+        await super().wait_empty()
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -390,7 +461,7 @@ class Consumer(faust_aiokafka.Consumer):
         """Hand a run to its handler inside its partition's table context, then ack it once
         its changelog records are delivered (never if one fails: the run is read again
         after a restart)."""
-        global _changelog_sent
+        global _changelog_sent, _lanes
         handler, tp, run, message, event = item
         while len(self._runs_in_flight) >= RUNS_IN_FLIGHT:
             oldest = self._runs_in_flight[0]
@@ -398,12 +469,12 @@ class Consumer(faust_aiokafka.Consumer):
                 await asyncio.wait([oldest])
             self._runs_in_flight.pop(0)
         sent: list[Any] = []
-        _changelog_sent = sent
+        _changelog_sent, _lanes = sent, self._lanes
         try:
             with in_partition_of(event):
                 await handler(tp, run, event)
         finally:
-            _changelog_sent = None
+            _changelog_sent = _lanes = None
             message.acked = True
             self._unacked_messages.discard(message)
         self._ack_when_sent(tp, run[0].offset, run[-1].offset, sent)
@@ -732,10 +803,22 @@ class RawKeyTable(faust.Table):
         ahead of another's, and a kill -9 then recovered a `features` entry newer than its
         `candles` history (57 of 78 closed candles after the restart in
         tests/e2e/test_features_e2e.py)."""
-        future = super().send_changelog(*args, **kwargs)
-        if _changelog_sent is not None:
-            _changelog_sent.append(future)
+        if _changelog_sent is None or _lanes is None:
+            return super().send_changelog(*args, **kwargs)
+        future = self._changelog_message(*args, **kwargs)
+        _lanes.put(future)
+        _changelog_sent.append(future)
         return future
+
+    def _changelog_message(self, partition: int | None, key: Any, value: Any,
+                           key_serializer: Any = None, value_serializer: Any = None) -> Any:
+        """Faust's `send_changelog` up to the producer buffer: the FutureMessage."""
+        return self.changelog_topic.as_future_message(
+            key=key, value=value, partition=partition,
+            key_serializer=self.key_serializer if key_serializer is None else key_serializer,
+            value_serializer=(self.value_serializer if value_serializer is None
+                              else value_serializer),
+            callback=self._on_changelog_sent, eager_partitioning=True)
 
 
 @contextmanager
