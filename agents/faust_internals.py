@@ -21,10 +21,13 @@ Faust's public API and may change in any release. What it changes and why:
   partition's table context while the loop fetches the next, and acks the run in bulk
   (Faust's `_acked`, `_acked_index`, `_n_acked`) once every table changelog record written
   for it is delivered (`RawKeyTable.send_changelog` collects them): a committed source
-  offset never has a changelog record derived from it still in flight. A run queued or in
-  progress holds back a rebalance as an event in a stream buffer does (`_unacked_messages`,
-  `Consumer.wait_empty`); one still waiting for room when a rebalance suspends the flow is
-  dropped, and read again from the committed offset.
+  offset never has a changelog record derived from it still in flight. Those records skip
+  Faust's producer buffer (`ProducerBuffer`) for one FIFO lane per partition number
+  (`ChangelogLanes`, publishing Faust's FutureMessages as the buffer does). A run queued or
+  in progress holds back a rebalance as an event in a stream buffer does
+  (`_unacked_messages`, `Consumer.wait_empty`), and so do its changelog records until they
+  are delivered; one still waiting for room when a rebalance suspends the flow is dropped,
+  and read again from the committed offset.
 - Eager delivery in the same loop: a message's delivery runs in place instead of in two
   tasks per message; only a delivery that blocks is finished under `wait_first`.
 - The consumer's fetch wait (`ConsumerThread`): Faust hard-codes 1500 ms.
@@ -77,7 +80,7 @@ from mode.utils.futures import notify
 __all__ = ["PINNED_FAUST", "check_version", "install", "set_broker_url", "Transport", "Worker",
            "Consumer", "RawSchema", "RawKeyTable", "in_partition_of", "next_step", "Gaps",
            "dropped", "DELIVER", "SKIP", "GAP", "consumer_lag", "producer_buffered_bytes",
-           "deliver_in_runs", "RunHandler", "contiguous_end"]
+           "deliver_in_runs", "RunHandler", "contiguous_end", "ChangelogLanes"]
 
 PINNED_FAUST = "0.15.3"
 
@@ -796,13 +799,15 @@ class RawKeyTable(faust.Table):
         return "raw" if typ is str else super()._serializer_from_type(typ)
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        """Faust's, and while a run is folded its delivery future goes to the run's list:
-        the run is acked once they are all delivered (`Consumer._fold_run`). The records go
-        through Faust's producer buffer, one at a time in the order written: sending each
-        changelog partition's records on their own (faster) let one table's changelog run
-        ahead of another's, and a kill -9 then recovered a `features` entry newer than its
-        `candles` history (57 of 78 closed candles after the restart in
-        tests/e2e/test_features_e2e.py)."""
+        """Faust's; while a run is folded, its record goes to the lane of its partition
+        number (`ChangelogLanes`) and its delivery future to the run's list: the run is acked
+        once they are all delivered (`Consumer._fold_run`). A lane publishes one record at a
+        time in the order written, like Faust's buffer: sending each changelog partition's
+        records on their own (faster) let one table's changelog run ahead of another's, and
+        a kill -9 then recovered a `features` entry newer than its `candles` history (57 of
+        78 closed candles after the restart in tests/e2e/test_features_e2e.py). A market's
+        entries of every table are in partitions of the same number, so one lane per number
+        keeps that order."""
         if _changelog_sent is None or _lanes is None:
             return super().send_changelog(*args, **kwargs)
         future = self._changelog_message(*args, **kwargs)

@@ -1,13 +1,19 @@
-"""The gap and re-seek decisions of the consumer loop (agents/faust_internals.py), and its
-version guard; no broker needed."""
+"""The gap and re-seek decisions of the consumer loop (agents/faust_internals.py), its
+changelog lanes, and its version guard; no broker needed."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+from types import SimpleNamespace
+from typing import Any
 
 import faust
 import pytest
 
 from agents import faust_internals
-from agents.faust_internals import DELIVER, GAP, SKIP, Gaps, dropped, next_step
+from agents.faust_internals import (DELIVER, GAP, SKIP, ChangelogLanes, Gaps, dropped,
+                                    next_step)
 
 
 def test_pinned_version_is_the_installed_one() -> None:
@@ -100,3 +106,51 @@ def test_a_run_is_acked_from_the_committed_offset_without_duplicates() -> None:
     assert consumer._acked_index["tp"] == {12, 13, 14, 15, 16}
     ack_run(consumer, "tp", 5, 9)  # wholly before the committed offset: nothing
     assert consumer._n_acked == 5
+
+
+class _Channel:
+    """Stands for a changelog topic: records what it published, in order, and holds back
+    the records named in `held` until `release` is set."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.published: list[str] = []
+        self.held = held
+        self.release = asyncio.Event()
+
+    async def publish_message(self, fut: Any, wait: bool = False) -> None:
+        name = fut.message.key
+        if name == "broken":
+            raise RuntimeError("broker gone")
+        if name in self.held:
+            await self.release.wait()
+        self.published.append(name)
+        fut.set_result(name)
+
+
+def _record(channel: _Channel, partition: int, key: str) -> asyncio.Future[Any]:
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    fut.message = SimpleNamespace(channel=channel, partition=partition, key=key)  # type: ignore[attr-defined]
+    return fut
+
+
+def test_changelog_lanes_keep_order_per_partition_and_do_not_wait_on_others() -> None:
+    async def scenario() -> None:
+        channel = _Channel(held={"p0-first"})
+        lanes = ChangelogLanes(logging.getLogger("test"))
+        records = [_record(channel, 0, "p0-first"), _record(channel, 0, "p0-second"),
+                   _record(channel, 1, "p1-first"), _record(channel, 1, "broken"),
+                   _record(channel, 1, "p1-third")]
+        for fut in records:
+            lanes.put(fut)
+        await asyncio.wait_for(records[4], timeout=5)
+        # Partition 1's lane went on while partition 0's first record was held back; its
+        # failed record failed its future only.
+        assert channel.published == ["p1-first", "p1-third"]
+        assert isinstance(records[3].exception(), RuntimeError)
+        assert not records[0].done() and not records[1].done()
+        channel.release.set()
+        await asyncio.wait_for(asyncio.gather(records[0], records[1]), timeout=5)
+        assert channel.published == ["p1-first", "p1-third", "p0-first", "p0-second"]
+        lanes.stop()
+
+    asyncio.run(scenario())
