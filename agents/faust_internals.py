@@ -321,14 +321,17 @@ class Consumer(faust_aiokafka.Consumer):
         await super().on_stop()
 
     async def wait_empty(self) -> None:
-        """Faust's, after the runs' changelog records are delivered (and so acked, and
-        committed by Faust's commit at the end): a rebalance's producer flush does not see
-        the lanes, and a record of a revoked partition must not reach its changelog after the
-        partition's new owner has read it."""
+        """Faust's (every run queued or in progress folded), then until the runs' changelog
+        records are delivered, and so acked, and committed: a rebalance's producer flush does
+        not see the lanes, and a record of a revoked partition must not reach its changelog
+        after the partition's new owner has read it."""
+        await super().wait_empty()
+        if not self._runs_in_flight:
+            return
         while self._runs_in_flight and not self.should_stop:
             await asyncio.wait(self._runs_in_flight)
             self._runs_in_flight = [r for r in self._runs_in_flight if not r.done()]
-        await super().wait_empty()
+        await self.commit()
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
