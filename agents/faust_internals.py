@@ -210,38 +210,64 @@ class ChangelogLanes:
     it waits, whatever its partition. A run writes to the changelog partitions of its source
     partition only, so one buffer made the runs of all partitions wait on each other's
     round trips (bench/features.py: the fold task idled waiting for delivery between runs).
-    A lane per partition number keeps the order the tables of one partition were written
-    in (the same order as Faust's buffer: `RawKeyTable.send_changelog` says why it
-    matters) and lets the partitions' lanes proceed side by side."""
+
+    Order. Records handed to the producer in order are not delivered in order: a record
+    waits while its changelog partition has one in flight, and a later record of another
+    partition goes first (a kill -9 then left a `features` entry whose closed candle had
+    never reached the `candles` changelog: tests/e2e/test_features_e2e.py, in about one run
+    of ten). So a record put as a barrier is published only once every record put before it
+    in its lane is delivered (a market's `features` entry after its buckets and candles, a
+    deletion after the entry that stopped listing the key); the others go out as soon as
+    the producer takes them. After a record of a lane fails, every later one of that lane
+    fails unpublished: its run is never acked, and read again after a restart."""
 
     __slots__ = ("queues", "tasks", "log")
 
     def __init__(self, log: Any) -> None:
-        self.queues: dict[int, asyncio.Queue[Any]] = {}
+        self.queues: dict[int, asyncio.Queue[tuple[Any, bool]]] = {}
         self.tasks: dict[int, asyncio.Future[None]] = {}
         self.log = log
 
-    def put(self, fut: Any) -> None:
-        """Publish Faust's FutureMessage `fut` after the ones put before in its lane."""
+    def put(self, fut: Any, barrier: bool = False) -> None:
+        """Publish Faust's FutureMessage `fut` after the ones put before in its lane (once
+        they are all delivered, if `barrier`)."""
         partition = fut.message.partition
         queue = self.queues.get(partition)
         if queue is None:
             queue = self.queues[partition] = asyncio.Queue()
             self.tasks[partition] = asyncio.ensure_future(self._publish(queue))
-        queue.put_nowait(fut)
+        queue.put_nowait((fut, barrier))
 
-    async def _publish(self, queue: asyncio.Queue[Any]) -> None:
+    async def _publish(self, queue: asyncio.Queue[tuple[Any, bool]]) -> None:
+        published: list[Any] = []  # since the last barrier, not known to be delivered
+        failed: BaseException | None = None
         while True:
-            fut = await queue.get()
+            fut, barrier = await queue.get()
             try:
+                if barrier and failed is None:
+                    waiting = [f for f in published if not f.done()]
+                    if waiting:
+                        await asyncio.wait(waiting)
+                    failed = next((f.exception() for f in published
+                                   if not f.cancelled() and f.exception() is not None),
+                                  None)
+                    published.clear()
+                if failed is not None:
+                    raise failed
                 # Faust's ProducerBuffer._send_pending: resolves `fut` once delivered.
                 await fut.message.channel.publish_message(fut, wait=False)
+                published.append(fut)
+                if len(published) > 256:
+                    published = [f for f in published if not f.done() or
+                                 (not f.cancelled() and f.exception() is not None)]
             except asyncio.CancelledError:
                 if not fut.done():
                     fut.cancel()
                 raise
             except BaseException as exc:  # never delivered: its run is never acked
-                self.log.error("Changelog record not sent: %r", exc)
+                if failed is None:
+                    self.log.error("Changelog record not sent: %r", exc)
+                failed = exc
                 if not fut.done():
                     fut.set_exception(exc)
 
@@ -250,7 +276,7 @@ class ChangelogLanes:
             task.cancel()
         for queue in self.queues.values():
             while not queue.empty():
-                fut = queue.get_nowait()
+                fut, _ = queue.get_nowait()
                 if not fut.done():
                     fut.cancel()
 
@@ -798,23 +824,27 @@ def set_broker_url(app: faust.App, url: str) -> None:
 class RawKeyTable(faust.Table):
     """A table whose `str` keys are serialized raw (see agents/tables.py)."""
 
+    # Its changelog records written in a run wait for the lane's earlier ones to be
+    # delivered (`ChangelogLanes`), as deletions of every table do.
+    barrier = False
+
     def _serializer_from_type(self, typ: Any) -> Any:
         return "raw" if typ is str else super()._serializer_from_type(typ)
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
         """Faust's; while a run is folded, its record goes to the lane of its partition
         number (`ChangelogLanes`) and its delivery future to the run's list: the run is acked
-        once they are all delivered (`Consumer._fold_run`). A lane publishes one record at a
-        time in the order written, like Faust's buffer: sending each changelog partition's
-        records on their own (faster) let one table's changelog run ahead of another's, and
-        a kill -9 then recovered a `features` entry newer than its `candles` history (57 of
-        78 closed candles after the restart in tests/e2e/test_features_e2e.py). A market's
-        entries of every table are in partitions of the same number, so one lane per number
-        keeps that order."""
+        once they are all delivered (`Consumer._fold_run`). The records of a table with
+        `barrier` set, and deletions, wait in the lane for the earlier ones' delivery:
+        sending each changelog partition's records on their own let one table's changelog
+        run ahead of another's, and a kill -9 then recovered a `features` entry newer than
+        its `candles` history (57 of 78 closed candles after the restart in
+        tests/e2e/test_features_e2e.py). A market's entries of every table are in
+        partitions of the same number, hence in one lane."""
         if _changelog_sent is None or _lanes is None:
             return super().send_changelog(*args, **kwargs)
         future = self._changelog_message(*args, **kwargs)
-        _lanes.put(future)
+        _lanes.put(future, self.barrier or future.message.value is None)
         _changelog_sent.append(future)
         return future
 

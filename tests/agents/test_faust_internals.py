@@ -109,8 +109,9 @@ def test_a_run_is_acked_from_the_committed_offset_without_duplicates() -> None:
 
 
 class _Channel:
-    """Stands for a changelog topic: records what it published, in order, and holds back
-    the records named in `held` until `release` is set."""
+    """Stands for a changelog topic: publishing hands a record to the producer at once and
+    resolves its future when "delivered"; the records named in `held` are delivered only
+    once `release` is set."""
 
     def __init__(self, held: set[str]) -> None:
         self.published: list[str] = []
@@ -119,12 +120,16 @@ class _Channel:
 
     async def publish_message(self, fut: Any, wait: bool = False) -> None:
         name = fut.message.key
-        if name == "broken":
+        if name.startswith("broken"):
             raise RuntimeError("broker gone")
-        if name in self.held:
-            await self.release.wait()
         self.published.append(name)
-        fut.set_result(name)
+        if name in self.held:
+            async def deliver_later() -> None:
+                await self.release.wait()
+                fut.set_result(name)
+            asyncio.ensure_future(deliver_later())
+        else:
+            fut.set_result(name)
 
 
 def _record(channel: _Channel, partition: int, key: str) -> asyncio.Future[Any]:
@@ -133,24 +138,32 @@ def _record(channel: _Channel, partition: int, key: str) -> asyncio.Future[Any]:
     return fut
 
 
-def test_changelog_lanes_keep_order_per_partition_and_do_not_wait_on_others() -> None:
+def test_changelog_lanes_order_barriers_and_failures() -> None:
     async def scenario() -> None:
-        channel = _Channel(held={"p0-first"})
+        channel = _Channel(held={"p0-bucket"})
         lanes = ChangelogLanes(logging.getLogger("test"))
-        records = [_record(channel, 0, "p0-first"), _record(channel, 0, "p0-second"),
-                   _record(channel, 1, "p1-first"), _record(channel, 1, "broken"),
-                   _record(channel, 1, "p1-third")]
-        for fut in records:
+        bucket, candle, entry, state = (_record(channel, 0, name) for name in (
+            "p0-bucket", "p0-candle", "p0-entry", "p0-state"))
+        other, broken, after = (_record(channel, 1, name) for name in (
+            "p1-first", "broken", "p1-after"))
+        lanes.put(bucket)
+        lanes.put(candle)
+        lanes.put(entry, barrier=True)
+        lanes.put(state)
+        for fut in (other, broken, after):
             lanes.put(fut)
-        await asyncio.wait_for(records[4], timeout=5)
-        # Partition 1's lane went on while partition 0's first record was held back; its
-        # failed record failed its future only.
-        assert channel.published == ["p1-first", "p1-third"]
-        assert isinstance(records[3].exception(), RuntimeError)
-        assert not records[0].done() and not records[1].done()
+        await asyncio.wait_for(candle, timeout=5)
+        await asyncio.sleep(0.05)
+        # Partition 0: the entry waits for the bucket's delivery, and so does what follows
+        # it; partition 1 went on meanwhile, and after its failed record fails the rest.
+        assert channel.published == ["p0-bucket", "p0-candle", "p1-first"]
+        assert not entry.done() and not state.done()
+        assert isinstance(broken.exception(), RuntimeError)
+        assert isinstance(after.exception(), RuntimeError)
         channel.release.set()
-        await asyncio.wait_for(asyncio.gather(records[0], records[1]), timeout=5)
-        assert channel.published == ["p1-first", "p1-third", "p0-first", "p0-second"]
+        await asyncio.wait_for(asyncio.gather(entry, state), timeout=5)
+        assert channel.published == ["p0-bucket", "p0-candle", "p1-first", "p0-entry",
+                                     "p0-state"]
         lanes.stop()
 
     asyncio.run(scenario())
