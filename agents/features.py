@@ -176,7 +176,15 @@ def save(market: Market, features: dict[str, Any]) -> None:
     written before the state that lists them, so a crash in between leaves them ahead of the
     state (their `hi` says so), never behind."""
     key, windows, candles = market.key, market.windows, market.candles
-    if market.restored:
+    # Each key is written once per batch: a key written again while its record is still in
+    # flight can, after a kill -9, be set back to that record by recovery (see
+    # `agents/faust_internals.py`, `Consumer._fold_run`).
+    closed: dict[str, list[list[float]]] = {}
+    for label, candle in candles.closed:
+        closed.setdefault(label, []).append(candle)
+    candles.closed.clear()
+    rewrite = market.restored
+    if rewrite:
         # After a restart the local store may hold writes whose changelog records were never
         # sent (a kill -9 before the producer sent them, with the source offsets not yet
         # committed); the re-read trades are then skipped as folded, so rewrite everything
@@ -184,18 +192,18 @@ def save(market: Market, features: dict[str, Any]) -> None:
         market.restored = False
         windows.dirty.update(windows.buckets)
         for label in RULES.intervals:
-            history = history_table.get(f"{key}|{label}")
-            if history:
-                history_table[f"{key}|{label}"] = history
+            closed.setdefault(label, [])  # rewritten below
     _write_buckets(key, market)
-    for label, candle in candles.closed:
+    for label, new in closed.items():
         history_key = f"{key}|{label}"
         history = history_table.get(history_key) or []
-        if history and history[-1][0] >= candle[0]:  # closed before a crash already
-            continue
-        history.append(candle)
-        history_table[history_key] = history[-RULES.history:]
-    candles.closed.clear()
+        length = len(history)
+        for candle in new:
+            if history and history[-1][0] >= candle[0]:  # closed before a crash already
+                continue
+            history.append(candle)
+        if len(history) > length or (rewrite and history):
+            history_table[history_key] = history[-RULES.history:]
     entry = stored(market, features)
     grouped = _grouped.get(key)
     if grouped:
