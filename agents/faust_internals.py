@@ -36,6 +36,9 @@ Faust's public API and may change in any release. What it changes and why:
   a worker starts, after the app and its topics (hence its transports) exist.
 - Raw-key tables (`RawKeyTable._serializer_from_type`): table keys serialized as the same
   bytes as the source topics' keys, so views are routed to the worker that holds the key.
+  In a run, a value is serialized once for its changelog record and its store write
+  (`_EncodeOnce` in place of the store's `_encode_value`), and a partition number's next
+  run is folded once its last run's changelog records are delivered (`Consumer._fold_run`).
 - Current-event steering (`in_partition_of`): a table write goes to the partition of the
   event made current, not of the last event of a batch.
 - The serializer override (`RawSchema`): source records decoded without Faust's serializer
@@ -91,7 +94,9 @@ def check_version(version: str = faust.__version__) -> None:
         raise RuntimeError(
             f"kor-coin-stream's agents/faust_internals.py is written for faust-streaming "
             f"{PINNED_FAUST}, found {version}: re-check the consumer loop (_drain_messages, "
-            f"perform_seek, seek, getmany, the ack bookkeeping, wait_empty), "
+            f"perform_seek, seek, getmany, the ack bookkeeping, wait_empty, "
+            f"Channel.as_future_message and Topic.publish_message for the changelog lanes, "
+            f"the store's _encode_value), "
             f"the transport alias, RawKeyTable._serializer_from_type, "
             f"faust.streams._current_event and RawSchema against it (see this module's "
             f"docstring), then change PINNED_FAUST")
