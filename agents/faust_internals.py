@@ -21,10 +21,13 @@ Faust's public API and may change in any release. What it changes and why:
   partition's table context while the loop fetches the next, and acks the run in bulk
   (Faust's `_acked`, `_acked_index`, `_n_acked`) once every table changelog record written
   for it is delivered (`RawKeyTable.send_changelog` collects them): a committed source
-  offset never has a changelog record derived from it still in flight. A run queued or in
-  progress holds back a rebalance as an event in a stream buffer does (`_unacked_messages`,
-  `Consumer.wait_empty`); one still waiting for room when a rebalance suspends the flow is
-  dropped, and read again from the committed offset.
+  offset never has a changelog record derived from it still in flight. Those records skip
+  Faust's producer buffer (`ProducerBuffer`) for one FIFO lane per partition number
+  (`ChangelogLanes`, publishing Faust's FutureMessages as the buffer does). A run queued or
+  in progress holds back a rebalance as an event in a stream buffer does
+  (`_unacked_messages`, `Consumer.wait_empty`), and so do its changelog records until they
+  are delivered; one still waiting for room when a rebalance suspends the flow is dropped,
+  and read again from the committed offset.
 - Eager delivery in the same loop: a message's delivery runs in place instead of in two
   tasks per message; only a delivery that blocks is finished under `wait_first`.
 - The consumer's fetch wait (`ConsumerThread`): Faust hard-codes 1500 ms.
@@ -33,6 +36,9 @@ Faust's public API and may change in any release. What it changes and why:
   a worker starts, after the app and its topics (hence its transports) exist.
 - Raw-key tables (`RawKeyTable._serializer_from_type`): table keys serialized as the same
   bytes as the source topics' keys, so views are routed to the worker that holds the key.
+  In a run, a value is serialized once for its changelog record and its store write
+  (`_EncodeOnce` in place of the store's `_encode_value`), and a partition number's next
+  run is folded once its last run's changelog records are delivered (`Consumer._fold_run`).
 - Current-event steering (`in_partition_of`): a table write goes to the partition of the
   event made current, not of the last event of a batch.
 - The serializer override (`RawSchema`): source records decoded without Faust's serializer
@@ -77,7 +83,7 @@ from mode.utils.futures import notify
 __all__ = ["PINNED_FAUST", "check_version", "install", "set_broker_url", "Transport", "Worker",
            "Consumer", "RawSchema", "RawKeyTable", "in_partition_of", "next_step", "Gaps",
            "dropped", "DELIVER", "SKIP", "GAP", "consumer_lag", "producer_buffered_bytes",
-           "deliver_in_runs", "RunHandler", "contiguous_end"]
+           "deliver_in_runs", "RunHandler", "contiguous_end", "ChangelogLanes"]
 
 PINNED_FAUST = "0.15.3"
 
@@ -88,7 +94,9 @@ def check_version(version: str = faust.__version__) -> None:
         raise RuntimeError(
             f"kor-coin-stream's agents/faust_internals.py is written for faust-streaming "
             f"{PINNED_FAUST}, found {version}: re-check the consumer loop (_drain_messages, "
-            f"perform_seek, seek, getmany, the ack bookkeeping, wait_empty), "
+            f"perform_seek, seek, getmany, the ack bookkeeping, wait_empty, "
+            f"Channel.as_future_message and Topic.publish_message for the changelog lanes, "
+            f"the store's _encode_value), "
             f"the transport alias, RawKeyTable._serializer_from_type, "
             f"faust.streams._current_event and RawSchema against it (see this module's "
             f"docstring), then change PINNED_FAUST")
@@ -158,10 +166,13 @@ RunHandler = Callable[[Any, list[Any], EventT], Awaitable[None]]
 
 _run_handlers: dict[str, RunHandler] = {}  # topic -> its handler (`deliver_in_runs`)
 _changelog_sent: list[Any] | None = None  # while a run is handled: its changelog futures
+_lanes: ChangelogLanes | None = None  # while a run is handled: its consumer's lanes
 # Runs folded whose changelog records are still in flight, at most: the next run waits.
-# It bounds Faust's producer buffer, which a rebalance flushes before it can go on: with 8,
-# flushing outlasted the embedded broker's 6 s session and the group kept rebalancing.
-RUNS_IN_FLIGHT = 2
+# It bounds the changelog lanes, which a rebalance drains before it can go on (with 8 and
+# one buffer for every partition, draining outlasted the embedded broker's 6 s session and
+# the group kept rebalancing). bench/features.py, same quarter hour: 2 in flight 89,413 and
+# 97,077 trades/s, 4 in flight 134,709 and 136,583, 8 in flight 116,724 and 106,446.
+RUNS_IN_FLIGHT = 4
 # Runs fetched and waiting for the fold task, at most; while one waits, the loop goes on
 # fetching into the next (up to RUN_RECORDS), so a run grows while the fold is behind.
 RUNS_QUEUED = 1
@@ -191,6 +202,88 @@ def contiguous_end(offsets: list[int], start: int) -> int:
     while i < end and offsets[i] == offsets[i - 1] + 1:
         i += 1
     return i
+
+
+class ChangelogLanes:
+    """The changelog records written while runs are folded, published in write order per
+    partition number: one FIFO lane for the changelog partitions numbered p of every table,
+    instead of Faust's one producer buffer for all of them.
+
+    Why: the producer takes one batch per changelog partition at a time and Faust's buffer
+    awaits each record's place in a batch, so when a partition's batch is full (on the
+    embedded broker every record is a batch of its own, `TANSU_PROFILE`) every record behind
+    it waits, whatever its partition. A run writes to the changelog partitions of its source
+    partition only, so one buffer made the runs of all partitions wait on each other's
+    round trips (bench/features.py: the fold task idled waiting for delivery between runs).
+
+    Order. Records handed to the producer in order are not delivered in order: a record
+    waits while its changelog partition has one in flight, and a later record of another
+    partition goes first (a kill -9 then left a `features` entry whose closed candle had
+    never reached the `candles` changelog: tests/e2e/test_features_e2e.py, in about one run
+    of ten). So a record put as a barrier is published only once every record put before it
+    in its lane is delivered (a market's `features` entry after its buckets and candles, a
+    deletion after the entry that stopped listing the key); the others go out as soon as
+    the producer takes them. After a record of a lane fails, every later one of that lane
+    fails unpublished: its run is never acked, and read again after a restart."""
+
+    __slots__ = ("queues", "tasks", "log")
+
+    def __init__(self, log: Any) -> None:
+        self.queues: dict[int, asyncio.Queue[tuple[Any, bool]]] = {}
+        self.tasks: dict[int, asyncio.Future[None]] = {}
+        self.log = log
+
+    def put(self, fut: Any, barrier: bool = False) -> None:
+        """Publish Faust's FutureMessage `fut` after the ones put before in its lane (once
+        they are all delivered, if `barrier`)."""
+        partition = fut.message.partition
+        queue = self.queues.get(partition)
+        if queue is None:
+            queue = self.queues[partition] = asyncio.Queue()
+            self.tasks[partition] = asyncio.ensure_future(self._publish(queue))
+        queue.put_nowait((fut, barrier))
+
+    async def _publish(self, queue: asyncio.Queue[tuple[Any, bool]]) -> None:
+        published: list[Any] = []  # since the last barrier, not known to be delivered
+        failed: BaseException | None = None
+        while True:
+            fut, barrier = await queue.get()
+            try:
+                if barrier and failed is None:
+                    waiting = [f for f in published if not f.done()]
+                    if waiting:
+                        await asyncio.wait(waiting)
+                    failed = next((f.exception() for f in published
+                                   if not f.cancelled() and f.exception() is not None),
+                                  None)
+                    published.clear()
+                if failed is not None:
+                    raise failed
+                # Faust's ProducerBuffer._send_pending: resolves `fut` once delivered.
+                await fut.message.channel.publish_message(fut, wait=False)
+                published.append(fut)
+                if len(published) > 256:
+                    published = [f for f in published if not f.done() or
+                                 (not f.cancelled() and f.exception() is not None)]
+            except asyncio.CancelledError:
+                if not fut.done():
+                    fut.cancel()
+                raise
+            except BaseException as exc:  # never delivered: its run is never acked
+                if failed is None:
+                    self.log.error("Changelog record not sent: %r", exc)
+                failed = exc
+                if not fut.done():
+                    fut.set_exception(exc)
+
+    def stop(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        for queue in self.queues.values():
+            while not queue.empty():
+                fut, _ = queue.get_nowait()
+                if not fut.done():
+                    fut.cancel()
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -245,6 +338,8 @@ class Consumer(faust_aiokafka.Consumer):
         self._next_offset: dict[Any, int] = {}
         self._gaps = Gaps()
         self._runs_in_flight: list[asyncio.Future[Any]] = []
+        self._run_delivered: dict[int, asyncio.Future[Any]] = {}  # partition -> last run's
+        self._lanes = ChangelogLanes(self.log)
         # Runs delivered and not yet folded: the fold task folds one while the loop fetches
         # the next (fetching waits on the broker, folding on the CPU).
         self._runs: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue(maxsize=RUNS_QUEUED)
@@ -254,7 +349,21 @@ class Consumer(faust_aiokafka.Consumer):
     async def on_stop(self) -> None:
         if self._fold_task is not None:
             self._fold_task.cancel()
+        self._lanes.stop()  # runs not delivered are not acked: read again after a restart
         await super().on_stop()
+
+    async def wait_empty(self) -> None:
+        """Faust's (every run queued or in progress folded), then until the runs' changelog
+        records are delivered, and so acked, and committed: a rebalance's producer flush does
+        not see the lanes, and a record of a revoked partition must not reach its changelog
+        after the partition's new owner has read it."""
+        await super().wait_empty()
+        if not self._runs_in_flight:
+            return
+        while self._runs_in_flight and not self.should_stop:
+            await asyncio.wait(self._runs_in_flight)
+            self._runs_in_flight = [r for r in self._runs_in_flight if not r.done()]
+        await self.commit()
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -390,20 +499,29 @@ class Consumer(faust_aiokafka.Consumer):
         """Hand a run to its handler inside its partition's table context, then ack it once
         its changelog records are delivered (never if one fails: the run is read again
         after a restart)."""
-        global _changelog_sent
+        global _changelog_sent, _lanes
         handler, tp, run, message, event = item
         while len(self._runs_in_flight) >= RUNS_IN_FLIGHT:
             oldest = self._runs_in_flight[0]
             if not oldest.done():
                 await asyncio.wait([oldest])
             self._runs_in_flight.pop(0)
+        # One run in flight per partition number: its keys (a market's, whatever its topic)
+        # are written again only once their last changelog records are delivered and their
+        # offsets noted in the store. Else a kill -9 could leave a record delivered but not
+        # noted, which recovery replays over the newer local value of its key while the
+        # newer `features` entry written after it stays: closed candles went missing after
+        # the restart in tests/e2e/test_features_e2e.py (22 of 26, in 1 of 8 runs).
+        previous = self._run_delivered.get(tp.partition)
+        if previous is not None and not previous.done():
+            await asyncio.wait([previous])
         sent: list[Any] = []
-        _changelog_sent = sent
+        _changelog_sent, _lanes = sent, self._lanes
         try:
             with in_partition_of(event):
                 await handler(tp, run, event)
         finally:
-            _changelog_sent = None
+            _changelog_sent = _lanes = None
             message.acked = True
             self._unacked_messages.discard(message)
         self._ack_when_sent(tp, run[0].offset, run[-1].offset, sent)
@@ -420,6 +538,7 @@ class Consumer(faust_aiokafka.Consumer):
 
         delivered.add_done_callback(ack)
         self._runs_in_flight.append(delivered)
+        self._run_delivered[tp.partition] = delivered
 
     async def _deliver_runs(self, handler: RunHandler, tp: Any, records: list[Any],
                             seeks: int) -> bool:
@@ -721,21 +840,77 @@ def set_broker_url(app: faust.App, url: str) -> None:
 class RawKeyTable(faust.Table):
     """A table whose `str` keys are serialized raw (see agents/tables.py)."""
 
+    # Its changelog records written in a run wait for the lane's earlier ones to be
+    # delivered (`ChangelogLanes`), as deletions of every table do.
+    barrier = False
+
     def _serializer_from_type(self, typ: Any) -> Any:
         return "raw" if typ is str else super()._serializer_from_type(typ)
 
     def send_changelog(self, *args: Any, **kwargs: Any) -> Any:
-        """Faust's, and while a run is folded its delivery future goes to the run's list:
-        the run is acked once they are all delivered (`Consumer._fold_run`). The records go
-        through Faust's producer buffer, one at a time in the order written: sending each
-        changelog partition's records on their own (faster) let one table's changelog run
-        ahead of another's, and a kill -9 then recovered a `features` entry newer than its
-        `candles` history (57 of 78 closed candles after the restart in
-        tests/e2e/test_features_e2e.py)."""
-        future = super().send_changelog(*args, **kwargs)
-        if _changelog_sent is not None:
-            _changelog_sent.append(future)
+        """Faust's; while a run is folded, its record goes to the lane of its partition
+        number (`ChangelogLanes`) and its delivery future to the run's list: the run is acked
+        once they are all delivered (`Consumer._fold_run`). The records of a table with
+        `barrier` set, and deletions, wait in the lane for the earlier ones' delivery:
+        sending each changelog partition's records on their own let one table's changelog
+        run ahead of another's, and a kill -9 then recovered a `features` entry newer than
+        its `candles` history (57 of 78 closed candles after the restart in
+        tests/e2e/test_features_e2e.py). A market's entries of every table are in
+        partitions of the same number, hence in one lane."""
+        if _changelog_sent is None or _lanes is None:
+            return super().send_changelog(*args, **kwargs)
+        future = self._changelog_message(*args, **kwargs)
+        _lanes.put(future, self.barrier or future.message.value is None)
+        _changelog_sent.append(future)
         return future
+
+    def _changelog_message(self, partition: int | None, key: Any, value: Any,
+                           key_serializer: Any = None, value_serializer: Any = None) -> Any:
+        """Faust's `send_changelog` up to the producer buffer: the FutureMessage. The value
+        is serialized once for the changelog and the store (`_encode_once`)."""
+        if value_serializer is None and value is not None:
+            value = self._encode_once(value)
+            value_serializer = "raw"
+        return self.changelog_topic.as_future_message(
+            key=key, value=value, partition=partition,
+            key_serializer=self.key_serializer if key_serializer is None else key_serializer,
+            value_serializer=(self.value_serializer if value_serializer is None
+                              else value_serializer),
+            callback=self._on_changelog_sent, eager_partitioning=True)
+
+    def _encode_once(self, value: Any) -> bytes:
+        """`value` serialized as the store serializes it, kept for the store's write that
+        follows (Faust's `Table.__setitem__` sends the changelog record, then writes the
+        store, each serializing the value: a run's bucket records are large, and the second
+        serialization was 5% of the fold task's time in bench/features.py)."""
+        store = self.data
+        encode = store._encode_value
+        if type(encode) is not _EncodeOnce:
+            encode = store._encode_value = _EncodeOnce(encode)
+        return encode.keep(value)
+
+
+class _EncodeOnce:
+    """A store's `_encode_value` that returns the bytes of the value just kept (`keep`)
+    instead of serializing it again."""
+
+    __slots__ = ("plain", "value", "encoded")
+
+    def __init__(self, plain: Callable[[Any], Any]) -> None:
+        self.plain = plain
+        self.value: Any = None
+        self.encoded: Any = None
+
+    def keep(self, value: Any) -> Any:
+        self.value, self.encoded = value, self.plain(value)
+        return self.encoded
+
+    def __call__(self, value: Any) -> Any:
+        kept, encoded = self.value, self.encoded
+        self.value = self.encoded = None  # used once: a later write serializes anew
+        if value is kept and value is not None:
+            return encoded
+        return self.plain(value)
 
 
 @contextmanager

@@ -11,6 +11,14 @@ Storage. Each market's trades are kept in fixed 5-second event-time buckets in t
 touched and deletes those that left the 15-minute window; the `features` table (key
 `exchange:BASE-QUOTE`) holds the features, the open candles and the list of live buckets;
 `candles` (key `exchange:BASE-QUOTE|<interval>`) the last KCS_CANDLE_HISTORY closed candles.
+The buckets a batch touched are written together: up to `GROUP_ENTRIES` entries in one
+record under the key of the first of them (`{"g": [[bucket, hi, entries], ...]}`), and the
+`features` entry maps each bucket kept in another bucket's record (`grouped`); a bucket
+alone in its record keeps the one-bucket form (`{"hi": ..., "e": ...}`), which is what a
+live market's batch writes. A batch caught up from a backlog spans minutes of a market's
+event time, and every record is a changelog record: on the embedded broker each is its own
+produce request, one at a time per changelog partition (bench/features.py). A record is
+deleted once no live bucket is kept in it.
 
 Restarts. Each market's state records the offset of the last trade folded (a market lives in
 one partition of one topic), each bucket the highest offset it holds; trades that Kafka
@@ -51,6 +59,10 @@ RULES = FeatureRules(intervals=topics.CANDLE_INTERVALS, grace=settings.candle_gr
 
 features_table = raw_key_table("features",
                                "Rolling trade features and open candles per exchange:BASE-QUOTE")
+# A market's entry reaches the changelog only after its buckets and closed candles written
+# before it (agents/faust_internals.py, ChangelogLanes): recovered, it never lists a bucket
+# or implies a candle that the other changelogs lack.
+features_table.barrier = True
 windows_table = raw_key_table("feature_windows",
                               "The trades of the feature windows, per market and 5 s bucket")
 # Keyed `exchange:BASE-QUOTE|<interval>`, written only when a candle closes, always in the
@@ -59,6 +71,14 @@ windows_table = raw_key_table("feature_windows",
 history_table = raw_key_table("candles", "Closed candles per exchange:BASE-QUOTE|interval")
 
 _markets: dict[str, Market] = {}  # the in-memory copies, checked against the tables
+# Per market, the buckets kept in another bucket's record: bucket -> that record's bucket
+# (the `features` entry's `grouped`), and the records holding live buckets; valid with the
+# in-memory copy in `_markets`.
+_grouped: dict[str, dict[int, int]] = {}
+_records: dict[str, set[int]] = {}
+# Entries of the buckets written together in one record, at most (a bucket alone may hold
+# more): about 150 kB of JSON, far under Kafka's default 1 MB record limit.
+GROUP_ENTRIES = 2048
 
 
 def load(key: str) -> Market:
@@ -71,13 +91,84 @@ def load(key: str) -> Market:
             cached.candles.offset == candle_offset:
         return cached
     buckets: dict[int, Bucket] = {}
+    grouped: dict[int, int] = {}
     if state:
+        grouped = {index: record for index, record in state.get("grouped", ())}
+        read: dict[int, dict[int, Bucket]] = {}  # record -> its buckets
         for index in state["buckets"]:
-            saved = windows_table.get(f"{key}|{index}")
-            if saved is not None:
-                buckets[index] = Bucket(saved["e"], saved["hi"])
+            record = grouped.get(index, index)
+            held = read.get(record)
+            if held is None:
+                held = read[record] = _read_record(windows_table.get(f"{key}|{record}"),
+                                                   record)
+            bucket = held.get(index)
+            if bucket is not None:
+                buckets[index] = bucket
+    _grouped[key] = grouped
+    _records[key] = {grouped.get(index, index) for index in buckets}
     market = _markets[key] = restore(key, state, buckets, RULES)
     return market
+
+
+def _read_record(saved: dict[str, Any] | None, record: int) -> dict[int, Bucket]:
+    """The buckets of a `feature_windows` record (written at bucket `record`)."""
+    if saved is None:
+        return {}
+    if "g" in saved:
+        return {index: Bucket(entries, hi) for index, hi, entries in saved["g"]}
+    return {record: Bucket(saved["e"], saved["hi"])}
+
+
+def _write_buckets(key: str, market: Market) -> None:
+    """Write the market's dirty buckets, grouped (see the module docstring)."""
+    windows = market.windows
+    buckets = windows.buckets
+    grouped = _grouped.setdefault(key, {})
+    dirty = sorted(windows.dirty)
+    windows.dirty.clear()
+    chunks: list[list[int]] = []
+    size = GROUP_ENTRIES
+    for index in dirty:
+        entries = len(buckets[index].entries)
+        if size + entries > GROUP_ENTRIES and (not chunks or chunks[-1]):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(index)
+        size += entries
+    before = dict(grouped)
+    for chunk in chunks:
+        record = chunk[0]
+        # The record is rewritten: every live bucket the `features` entry written before
+        # says it holds stays in it (also one written again in a later record: until the
+        # new entry is written, a crash leaves the old one, and it must find its buckets).
+        members = sorted({*chunk, *(index for index, at in before.items()
+                                    if at == record and index in buckets)})
+        for index in chunk:
+            if index == record:
+                grouped.pop(index, None)
+            else:
+                grouped[index] = record
+        if len(members) == 1:
+            windows_table[f"{key}|{record}"] = buckets[record].value()
+        else:
+            windows_table[f"{key}|{record}"] = {"g": [
+                [index, buckets[index].hi, buckets[index].entries] for index in members]}
+
+
+def _drop_records(key: str, market: Market) -> None:
+    """Delete the records that hold no live bucket any more (after the `features` entry
+    that stopped listing them)."""
+    windows = market.windows
+    grouped = _grouped.setdefault(key, {})
+    for index in windows.removed:
+        grouped.pop(index, None)
+    windows.removed.clear()
+    for index in [i for i in grouped if i not in windows.buckets]:
+        del grouped[index]
+    live = {grouped.get(index, index) for index in windows.buckets}
+    for record in _records.get(key, set()) - live:
+        del windows_table[f"{key}|{record}"]
+    _records[key] = live
 
 
 def save(market: Market, features: dict[str, Any]) -> None:
@@ -85,7 +176,15 @@ def save(market: Market, features: dict[str, Any]) -> None:
     written before the state that lists them, so a crash in between leaves them ahead of the
     state (their `hi` says so), never behind."""
     key, windows, candles = market.key, market.windows, market.candles
-    if market.restored:
+    # Each key is written once per batch: a key written again while its record is still in
+    # flight can, after a kill -9, be set back to that record by recovery (see
+    # `agents/faust_internals.py`, `Consumer._fold_run`).
+    closed: dict[str, list[list[float]]] = {}
+    for label, candle in candles.closed:
+        closed.setdefault(label, []).append(candle)
+    candles.closed.clear()
+    rewrite = market.restored
+    if rewrite:
         # After a restart the local store may hold writes whose changelog records were never
         # sent (a kill -9 before the producer sent them, with the source offsets not yet
         # committed); the re-read trades are then skipped as folded, so rewrite everything
@@ -93,25 +192,25 @@ def save(market: Market, features: dict[str, Any]) -> None:
         market.restored = False
         windows.dirty.update(windows.buckets)
         for label in RULES.intervals:
-            history = history_table.get(f"{key}|{label}")
-            if history:
-                history_table[f"{key}|{label}"] = history
-    for index in windows.dirty:
-        windows_table[f"{key}|{index}"] = windows.buckets[index].value()
-    windows.dirty.clear()
-    for label, candle in candles.closed:
+            closed.setdefault(label, [])  # rewritten below
+    _write_buckets(key, market)
+    for label, new in closed.items():
         history_key = f"{key}|{label}"
         history = history_table.get(history_key) or []
-        if history and history[-1][0] >= candle[0]:  # closed before a crash already
-            continue
-        history.append(candle)
-        history_table[history_key] = history[-RULES.history:]
-    candles.closed.clear()
-    features_table[key] = stored(market, features)
+        length = len(history)
+        for candle in new:
+            if history and history[-1][0] >= candle[0]:  # closed before a crash already
+                continue
+            history.append(candle)
+        if len(history) > length or (rewrite and history):
+            history_table[history_key] = history[-RULES.history:]
+    entry = stored(market, features)
+    grouped = _grouped.get(key)
+    if grouped:
+        entry["grouped"] = sorted(grouped.items())
+    features_table[key] = entry
     # Deleted last: a crash before this leaves an orphan key, never a listed bucket missing.
-    for index in windows.removed:
-        del windows_table[f"{key}|{index}"]
-    windows.removed.clear()
+    _drop_records(key, market)
 
 
 async def publish(market: Market, sent: list[Any]) -> dict[str, Any]:

@@ -8,9 +8,10 @@ serialize `str` keys raw, the same bytes as the source topics' keys.
 
 Changelogs and commits: a table write reaches its changelog through Faust's producer buffer,
 and Faust flushes that producer (every record sent and acknowledged) before it commits a
-source offset; the market-data topics' runs are moreover acked only once the changelog
-records of their writes are delivered (`agents/faust_internals.py`). A committed offset
-never has table writes missing from the changelog.
+source offset; the writes of the market-data topics' runs go through a lane per partition
+number instead, and a run is acked only once the changelog records of its writes are
+delivered (`agents/faust_internals.py`, `ChangelogLanes`). A committed offset never has
+table writes missing from the changelog.
 What a crash can leave is the opposite: writes in the local RocksDB store whose changelog
 records were never sent, for source offsets not yet committed. The agents rewrite a key's
 entries the first time they read it after a start (`agents/features.py`,

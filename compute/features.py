@@ -19,7 +19,7 @@ __all__ = ["FeatureRules", "Market", "fold_trade", "fold_trades", "check_spike",
            "restore", "stored", "PRIVATE"]
 
 # Table-only fields of a market's `features` entry, not published
-PRIVATE = ("offset", "buckets", "spike", "checked", "candles", "since")
+PRIVATE = ("offset", "buckets", "spike", "checked", "candles", "since", "grouped")
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,13 +1,19 @@
-"""The gap and re-seek decisions of the consumer loop (agents/faust_internals.py), and its
-version guard; no broker needed."""
+"""The gap and re-seek decisions of the consumer loop (agents/faust_internals.py), its
+changelog lanes, and its version guard; no broker needed."""
 
 from __future__ import annotations
+
+import asyncio
+import logging
+from types import SimpleNamespace
+from typing import Any
 
 import faust
 import pytest
 
 from agents import faust_internals
-from agents.faust_internals import DELIVER, GAP, SKIP, Gaps, dropped, next_step
+from agents.faust_internals import (DELIVER, GAP, SKIP, ChangelogLanes, Gaps, dropped,
+                                    next_step)
 
 
 def test_pinned_version_is_the_installed_one() -> None:
@@ -100,3 +106,64 @@ def test_a_run_is_acked_from_the_committed_offset_without_duplicates() -> None:
     assert consumer._acked_index["tp"] == {12, 13, 14, 15, 16}
     ack_run(consumer, "tp", 5, 9)  # wholly before the committed offset: nothing
     assert consumer._n_acked == 5
+
+
+class _Channel:
+    """Stands for a changelog topic: publishing hands a record to the producer at once and
+    resolves its future when "delivered"; the records named in `held` are delivered only
+    once `release` is set."""
+
+    def __init__(self, held: set[str]) -> None:
+        self.published: list[str] = []
+        self.held = held
+        self.release = asyncio.Event()
+
+    async def publish_message(self, fut: Any, wait: bool = False) -> None:
+        name = fut.message.key
+        if name.startswith("broken"):
+            raise RuntimeError("broker gone")
+        self.published.append(name)
+        if name in self.held:
+            async def deliver_later() -> None:
+                await self.release.wait()
+                fut.set_result(name)
+            asyncio.ensure_future(deliver_later())
+        else:
+            fut.set_result(name)
+
+
+def _record(channel: _Channel, partition: int, key: str) -> asyncio.Future[Any]:
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    fut.message = SimpleNamespace(channel=channel, partition=partition, key=key)  # type: ignore[attr-defined]
+    return fut
+
+
+def test_changelog_lanes_order_barriers_and_failures() -> None:
+    async def scenario() -> None:
+        channel = _Channel(held={"p0-bucket"})
+        lanes = ChangelogLanes(logging.getLogger("test"))
+        bucket, candle, entry, state = (_record(channel, 0, name) for name in (
+            "p0-bucket", "p0-candle", "p0-entry", "p0-state"))
+        other, broken, after = (_record(channel, 1, name) for name in (
+            "p1-first", "broken", "p1-after"))
+        lanes.put(bucket)
+        lanes.put(candle)
+        lanes.put(entry, barrier=True)
+        lanes.put(state)
+        for fut in (other, broken, after):
+            lanes.put(fut)
+        await asyncio.wait_for(candle, timeout=5)
+        await asyncio.sleep(0.05)
+        # Partition 0: the entry waits for the bucket's delivery, and so does what follows
+        # it; partition 1 went on meanwhile, and after its failed record fails the rest.
+        assert channel.published == ["p0-bucket", "p0-candle", "p1-first"]
+        assert not entry.done() and not state.done()
+        assert isinstance(broken.exception(), RuntimeError)
+        assert isinstance(after.exception(), RuntimeError)
+        channel.release.set()
+        await asyncio.wait_for(asyncio.gather(entry, state), timeout=5)
+        assert channel.published == ["p0-bucket", "p0-candle", "p1-first", "p0-entry",
+                                     "p0-state"]
+        lanes.stop()
+
+    asyncio.run(scenario())
