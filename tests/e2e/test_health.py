@@ -22,6 +22,7 @@ import pytest
 
 from agents.views import GATHER_TIMEOUT, MISSING_HEADER
 from app.embedded import EmbeddedBroker, free_port, stop_process
+from exchanges import _native
 from tests.support import REPO, Worker, copy_recordings, http_json, wait_for
 
 pytestmark = pytest.mark.e2e
@@ -66,6 +67,8 @@ def test_health_is_503_while_a_feed_is_down_and_200_once_all_are_up(
         wait_for(lambda: health(worker)[0] == 200, timeout=60)
         status, body = health(worker, "/ready/")
         assert status == 200 and body["status"] == "ok" and body["problems"] == []
+        assert body["connectors"] == _native.state()  # the same build as this test's
+        assert body["connectors"] == "compiled" or body["connectors"].startswith("pure: ")
         feed = body["ingest"]["upbit"]
         assert feed["state"] == "connected" and feed["connected"] == 1
         # the recorded frames arrive: their ages are known (the exchange time is of 2021)
