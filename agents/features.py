@@ -160,8 +160,8 @@ def _drop_records(key: str, market: Market) -> None:
     that stopped listing them)."""
     windows = market.windows
     grouped = _grouped.setdefault(key, {})
-    for index in windows.removed:
-        grouped.pop(index, None)
+    # an evicted bucket is never in `windows.buckets` (compute/windows.py), so the loop below
+    # forgets it: its record goes with the others no live bucket is in
     windows.removed.clear()
     for index in [i for i in grouped if i not in windows.buckets]:
         del grouped[index]
