@@ -1,6 +1,7 @@
-"""Upbit's typed messages (exchanges.codecs), apart from `exchanges/upbit.py` because that
-module is compiled with mypyc, which builds classes without msgspec's class keywords
-(`tag=`, `gc=False`) and with annotations msgspec cannot read (docs/normalization.md,
+"""Upbit's typed messages (exchanges.codecs), apart from `exchanges/upbit.py` as every typed
+venue's are: the others' modules are compiled with mypyc, which builds classes without
+msgspec's class keywords (`tag=`, `gc=False`); Upbit's is not (it ran no faster compiled,
+exchanges/_native.py), but may be without moving its messages (docs/normalization.md,
 "Compiled modules")."""
 
 from __future__ import annotations
