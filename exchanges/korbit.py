@@ -3,7 +3,8 @@
 `wss://ws-api.korbit.co.kr/v2/public` (the Digital X host serves the same paths). A request is
 always a JSON array of request objects; we send one per channel, each listing every symbol.
 Success is acknowledged only for requests with a `requestId` (`{"requestId":1,
-"status":"success"}`, ignored); failures (`"status":"fail"`) raise so they land on the DLQ.
+"status":"success"}`, ignored); failures (`"status":"fail"`, with a `code`) and server errors
+(`"status":"error"`, a `message` only) raise so they land on the DLQ.
 Korbit publishes no connection or subscription limits (unconfirmed; a probe
 ran all 193 pairs in one request), so we keep one connection. The server sends WebSocket
 protocol pings (answered by the library); there is no application heartbeat.
@@ -17,9 +18,11 @@ book with empty sides, which is published as it is.
 Trades: each (re)subscription starts with a snapshot of recent trades; those already
 published (by `tradeId`) are not published again.
 
-Docs re-checked 2026-11-30: the search tool holds no Korbit v2 WebSocket page (only the
-retired v1 REST docs), so this module follows ../shared/EXCHANGES.md §4 (v2 public feed;
-the Digital X host serves the same protocol); unconfirmed against the live docs. Trade history:
+Docs checked 2026-11-30 against Korbit's own API docs (docs.korbit.co.kr, Korean edition,
+"WebSocket API" and "거래지원 목록 조회", found through the search tool): the URL, the request
+array, the ticker/orderbook/trade messages (orderbook: at most 30 levels, full each time;
+`snapshot: true` first after a subscribe), the `status` control messages and the note that
+public messages may be dropped under load are as implemented. Trade history:
 `/v2/trades?symbol=btc_krw&limit=500` (the last 500 trades, by time).
 """
 
@@ -73,8 +76,9 @@ class Korbit(Connector):
 
     @classmethod
     def listed(cls, body: dict | list) -> set[str]:
-        """{"success":true,"data":[{"symbol":"btc_krw","status":"launched",..}]} (the
-        fields past `symbol` unconfirmed)."""
+        """{"success":true,"data":[{"symbol":"btc_krw","status":"launched"},..]} (docs:
+        `status` launched or stopped). A stopped pair is still listed: subscribing to it is
+        valid and its feed resumes when trading does."""
         pairs = body["data"] if isinstance(body, dict) else body
         return {to_unified(p["symbol"]) for p in pairs}
 
@@ -127,9 +131,12 @@ class Korbit(Connector):
             raise ValueError(f"unexpected message: {msg!r}")
         if msg.get("type") in ("trade", "orderbook", "ticker"):
             raise refused(exc) from None
-        if msg.get("status") == "fail":
+        status = msg.get("status")
+        if status == "fail":
             # {"status":"fail","code":"INVALID_SYMBOL","message":"...","requestId":2}
             raise ValueError(f"korbit error {msg.get('code')}: {msg.get('message')}")
+        if status == "error":  # {"status":"error","message":"..."}: no request named
+            raise ValueError(f"korbit error: {msg.get('message')}")
         # anything else ({"requestId":1,"status":"success"}, new types) carries no data
 
     def _trades(self, msg: TradeMessage, ts_recv: float) -> None:

@@ -150,3 +150,10 @@ def test_malformed_frame_raises(connector):
     with pytest.raises(ValueError):
         feed(connector, "malformed.json")
     assert connector.out.pending == []
+
+
+def test_server_error_raises(connector):
+    """{"status":"error","message":..}: Korbit's notice of an error no request names."""
+    with pytest.raises(ValueError, match="Invalid request format"):
+        feed(connector, "error.json")
+    assert connector.out.pending == []
