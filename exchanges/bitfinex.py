@@ -94,10 +94,9 @@ def _update_tokens(text: str, payload: list) -> tuple[float, str, float, str, bo
     start = text.find("[", 1) + 1
     first = text.find(",", start)
     second = text.find(",", first + 1)
-    count_text = text[first + 1:second]
-    deletes = count_text == "0"
+    deletes = second == first + 2 and text[first + 1] == "0"  # the count's text is "0"
     if type(count) is not int or deletes != (count == 0):
-        raise ValueError(f"book update count {count_text!r} is not {count!r}")
+        raise ValueError(f"book update count {text[first + 1:second]!r} is not {count!r}")
     return price, text[start:first], amount, text[second + 1:text.find("]", second)], deletes
 
 
