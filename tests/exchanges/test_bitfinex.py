@@ -50,6 +50,12 @@ class RebuiltBook:
     def sorted_asks(self) -> list[tuple[str, str]]:
         return [self.asks[p] for p in sorted(self.asks)]
 
+    def levels(self) -> list[list[tuple[float, tuple[float, str, str]]]]:
+        """Every level as the connector's book keeps it: (price, (size, price text, amount
+        text)), best first; the floats are `float()` of the texts."""
+        return [[(float(p), (abs(float(a)), p, a)) for p, a in side]
+                for side in (self.sorted_bids(), self.sorted_asks())]
+
     def top(self, n: int) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
         return ([(float(p), abs(float(a))) for p, a in self.sorted_bids()[:n]],
                 [(float(p), abs(float(a))) for p, a in self.sorted_asks()[:n]])
@@ -129,6 +135,7 @@ class Checker:
         want = self.books[symbol].top(self.connector.depth)
         book = self.connector.books[symbol]
         assert (book.top_bids(self.connector.depth), book.top_asks(self.connector.depth)) == want
+        assert [book.bids.items(), book.asks.items()] == self.books[symbol].levels()
         self.counts["books"] += 1
         if not published and not isinstance(msg[1][0], list):  # a snapshot always publishes
             assert self.published[symbol] == want  # nothing within the top N changed
@@ -415,11 +422,25 @@ def test_dropped_message_in_checksummed_session_is_detected() -> None:
     assert len(published(connector, "trade-data.bitfinex", start)) == 2  # trades go on
 
 
-@pytest.mark.parametrize("text", ["[17082,[7254.5, 0,1],5]", "[17082,[7254.5,0,1,2],5]",
-                                  "[17082,[7254.6,0,1],5]", "[17082,[7254.5,0.0,1],5]"])
-def test_update_tokens_must_be_the_numbers_decoded(text: str) -> None:
-    """An update's tokens are read by splitting its text: any frame whose tokens are not
-    exactly the numbers orjson decoded (spaces, extra fields) is refused, never misread."""
-    assert _update_tokens("[17082,[7254.5,0,1],5]", [7254.5, 0, 1]) == ("7254.5", "0", "1")
+@pytest.mark.parametrize("update", ["[7254.5, 0,1]", "[7254.5,0,1,2]", "[7254.5,0.0,1]",
+                                    "[true,1,1]", '[7254.5,1,"1"]', "[7254.5,1,null]",
+                                    "[7254.5,false,1]"])
+def test_update_that_is_not_three_numbers_is_refused(update: str) -> None:
+    """An update's numbers are the ones orjson decoded and its texts are cut from the frame:
+    a count whose text is not the decoded integer (a space, `0.0`: the count decides a
+    deletion), an extra field, or a value that is no number refuses the frame (the session
+    sends it to the DLQ), and the book is left as it was."""
+    assert _update_tokens("[17082,[7254.5,0,1],5]", [7254.5, 0, 1]) == (
+        7254.5, "7254.5", 1.0, "1", True)
+    assert _update_tokens("[17082,[7255,2,-1.5],5]", [7255, 2, -1.5]) == (
+        7255.0, "7255", -1.5, "-1.5", False)
+    frames = session_frames()
+    first_update = next(i for i, f in enumerate(frames) if f.startswith("[17082,[7254.8"))
+    connector = new_connector({"BTC-USDT": {"book", "trades", "ticker"}})
+    checker = Checker(connector)
+    checker.feed(frames[:first_update])
+    book = connector.books["BTC-USDT"]
+    before = (book.text_bids(100), book.text_asks(100))
     with pytest.raises(ValueError):
-        _update_tokens(text, [7254.5, 0, 1])
+        connector.on_frame(f"[17082,{update},5]", 2.0, checker.stream)
+    assert (book.text_bids(100), book.text_asks(100)) == before
