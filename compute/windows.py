@@ -162,7 +162,10 @@ class Windows:
             buy = sell = notional = 0.0
             count = 0
             first = None
-            for index in order:
+            # Buckets wholly before lo hold no trade of this window (one bucket of margin
+            # against rounding in floor(ts / BUCKET); each is still tested below).
+            skip = bisect_left(order, _floor(lo / BUCKET) - 1) if order and lo > -math.inf else 0
+            for index in order[skip:]:
                 bucket = self.buckets[index]
                 times = bucket.times
                 if times[-1] <= lo:
