@@ -7,6 +7,7 @@ are in docs/features.md ("Candles"); `agents/features.py` folds them and keeps t
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = ["Candles", "parse_intervals", "candle_record"]
@@ -55,36 +56,47 @@ class Candles:
                 "open": {label: list(c.values()) for label, c in self.open.items()}}
 
     def fold(self, ts: float, price: float, amount: float) -> None:
-        t = self.t
-        if ts > t:
-            t = self.t = ts
-        grace = self.grace
-        for label, interval in self.intervals.items():
-            start = _floor(ts / interval) * interval
-            if start + interval + grace <= t:
-                self.late += 1
-                continue
-            candles = self.open[label]
-            c = candles.get(start)
-            if c is None:
-                candles[start] = [start, price, price, price, price, amount, price * amount, 1,
-                                  ts, ts]
-                if start + interval + grace < self.due:
-                    self.due = start + interval + grace
-                continue
-            if price > c[HIGH]:
-                c[HIGH] = price
-            elif price < c[LOW]:
-                c[LOW] = price
-            if ts < c[OPEN_TS]:
-                c[OPEN], c[OPEN_TS] = price, ts
-            if ts >= c[CLOSE_TS]:
-                c[CLOSE], c[CLOSE_TS] = price, ts
-            c[VOLUME] += amount
-            c[QUOTE_VOLUME] += price * amount
-            c[TRADES] += 1
-        if t >= self.due:
-            self.close_due()
+        self.fold_trades([{"ts_event": ts, "price": price, "amount": amount}])
+
+    def fold_trades(self, trades: Iterable[dict[str, Any]]) -> None:
+        """Fold trades (decoded records.Trade: their ts_event, price and amount) in order,
+        with the per-candle lookups hoisted out of the loop: a market's trades of a run are
+        folded at once (compute/features.py)."""
+        t, grace, due, late = self.t, self.grace, self.due, self.late
+        lanes = [(interval, self.open[label]) for label, interval in self.intervals.items()]
+        for trade in trades:
+            ts, price, amount = trade["ts_event"], trade["price"], trade["amount"]
+            if ts > t:
+                t = ts
+            for interval, candles in lanes:
+                start = _floor(ts / interval) * interval
+                end = start + interval + grace
+                if end <= t:
+                    late += 1
+                    continue
+                c = candles.get(start)
+                if c is None:
+                    candles[start] = [start, price, price, price, price, amount, price * amount,
+                                      1, ts, ts]
+                    if end < due:
+                        due = end
+                    continue
+                if price > c[HIGH]:
+                    c[HIGH] = price
+                elif price < c[LOW]:
+                    c[LOW] = price
+                if ts < c[OPEN_TS]:
+                    c[OPEN], c[OPEN_TS] = price, ts
+                if ts >= c[CLOSE_TS]:
+                    c[CLOSE], c[CLOSE_TS] = price, ts
+                c[VOLUME] += amount
+                c[QUOTE_VOLUME] += price * amount
+                c[TRADES] += 1
+            if t >= due:
+                self.t = t
+                self.close_due()
+                due = self.due
+        self.t, self.due, self.late = t, due, late
 
     def close_due(self) -> None:
         """Move every candle with end + grace <= t to `closed`, oldest first."""

@@ -8,6 +8,7 @@ folds a batch's trades with `fold_trades`, and publishes and saves what `evaluat
 from __future__ import annotations
 
 import math
+from bisect import bisect_right
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,7 +75,10 @@ def fold_trades(market: Market, trades: list[dict[str, Any]], offsets: list[int]
     partition), in order, skipping those a run before a restart already folded: the same as
     `fold_trade` on each, with the per-market lookups done once."""
     windows, candles = market.windows, market.candles
-    folded, candle_folded = windows.offset, candles.offset  # before this batch
+    if not trades:
+        return
+    # The offsets increase: the trades a run before a restart folded are a prefix.
+    first = bisect_right(offsets, windows.offset)
     exchange, symbol = market.exchange, market.symbol
     threshold = rules.thresholds.get(symbol.rpartition("-")[2])
     span = signals.SPIKE_CHECK
@@ -82,23 +86,24 @@ def fold_trades(market: Market, trades: list[dict[str, Any]], offsets: list[int]
     # floor(t / span)): the exact test runs only from there.
     next_check = (market.checked + 1) * span - 1e-3
     updated = market.updated
-    fold_window, fold_candle = windows.fold, candles.fold
-    for trade, offset in zip(trades, offsets, strict=True):
-        ts, price, amount = trade["ts_event"], trade["price"], trade["amount"]
-        if offset > folded:
-            fold_window(ts, price, amount, trade["side"], offset)
-            if trade["ts_recv"] > updated:
-                updated = trade["ts_recv"]
-            if threshold is not None and price * amount >= threshold:
-                market.signals.append(signals.large_trade(exchange, symbol, trade,
-                                                          rules.thresholds))
-            if windows.t >= next_check and math.floor(windows.t / span) > market.checked:
-                check_spike(market, rules.spike_factor)  # t entered a new 5-second span
-                next_check = (market.checked + 1) * span - 1e-3
-        if offset > candle_folded:
-            candles.offset = offset
-            fold_candle(ts, price, amount)
+    fold_window = windows.fold
+    for i in range(first, len(trades)):
+        trade = trades[i]
+        price, amount = trade["price"], trade["amount"]
+        fold_window(trade["ts_event"], price, amount, trade["side"], offsets[i])
+        if trade["ts_recv"] > updated:
+            updated = trade["ts_recv"]
+        if threshold is not None and price * amount >= threshold:
+            market.signals.append(signals.large_trade(exchange, symbol, trade,
+                                                      rules.thresholds))
+        if windows.t >= next_check and math.floor(windows.t / span) > market.checked:
+            check_spike(market, rules.spike_factor)  # t entered a new 5-second span
+            next_check = (market.checked + 1) * span - 1e-3
     market.updated = updated
+    first = bisect_right(offsets, candles.offset)
+    if first < len(trades):
+        candles.fold_trades(trades[first:] if first else trades)
+        candles.offset = offsets[-1]
 
 
 def check_spike(market: Market, factor: float) -> None:

@@ -36,31 +36,6 @@ class Bucket:
         self.hi = hi  # the highest source offset folded in
         self.sums: tuple[float, float, float, int] | None = None  # buy, sell, notional, count
 
-    def add(self, ts: float, price: float, amount: float, side: int) -> None:
-        times, entries = self.times, self.entries
-        if times and ts == times[-1]:
-            e = entries[-1]
-        elif not times or ts > times[-1]:
-            e = [ts, 0.0, 0.0, 0.0, 0, price, price]
-            times.append(ts)
-            entries.append(e)
-        else:  # out of order
-            i = bisect_left(times, ts)
-            if times[i] == ts:
-                e = entries[i]
-            else:
-                e = [ts, 0.0, 0.0, 0.0, 0, price, price]
-                times.insert(i, ts)
-                entries.insert(i, e)
-        if side == BUY:
-            e[BUY_VOL] += amount
-        else:
-            e[SELL_VOL] += amount
-        e[NOTIONAL] += price * amount
-        e[COUNT] += 1
-        e[LAST] = price
-        self.sums = None
-
     def totals(self, start: int = 0) -> tuple[float, float, float, int]:
         """Sums of the entries from index `start` on."""
         if start == 0 and self.sums is not None:
@@ -113,10 +88,35 @@ class Windows:
         if bucket is None:
             bucket = self.buckets[index] = Bucket()
             self.removed.discard(index)
-        if offset > bucket.hi:  # else folded into this bucket before a crash
-            bucket.add(ts, price, amount, side)
-            bucket.hi = offset
-            self.dirty.add(index)
+        if offset <= bucket.hi:
+            return True  # folded into this bucket before a crash
+        bucket.hi = offset
+        self.dirty.add(index)
+        # The trade joins the bucket's entry of its ts_event, or a new one (written here, not
+        # in a Bucket method: one call fewer per trade).
+        bucket.sums = None
+        times, entries = bucket.times, bucket.entries
+        if times and ts == times[-1]:
+            e = entries[-1]
+        elif not times or ts > times[-1]:
+            e = [ts, 0.0, 0.0, 0.0, 0, price, price]
+            times.append(ts)
+            entries.append(e)
+        else:  # out of order
+            i = bisect_left(times, ts)
+            if times[i] == ts:
+                e = entries[i]
+            else:
+                e = [ts, 0.0, 0.0, 0.0, 0, price, price]
+                times.insert(i, ts)
+                entries.insert(i, e)
+        if side == BUY:
+            e[BUY_VOL] += amount
+        else:
+            e[SELL_VOL] += amount
+        e[NOTIONAL] += price * amount
+        e[COUNT] += 1
+        e[LAST] = price
         return True
 
     def evict(self) -> None:
@@ -162,7 +162,10 @@ class Windows:
             buy = sell = notional = 0.0
             count = 0
             first = None
-            for index in order:
+            # Buckets wholly before lo hold no trade of this window (one bucket of margin
+            # against rounding in floor(ts / BUCKET); each is still tested below).
+            skip = bisect_left(order, _floor(lo / BUCKET) - 1) if order and lo > -math.inf else 0
+            for index in order[skip:]:
                 bucket = self.buckets[index]
                 times = bucket.times
                 if times[-1] <= lo:
