@@ -107,7 +107,7 @@ def preload_snapshots(name: str, connector: Any, recording: Recording) -> None:
                 connector._load(symbol, snapshot, [], 1.0)
 
 
-def normalize_pass(name: str, recording: Recording, frames: list[tuple[Any, Stream]],
+def normalize_pass(name: str, recording: Recording, frames: list[tuple[Any, int]],
                    settings: Any) -> tuple[float, int]:
     subs = from_recordings({name: recording}).get(name) or from_recordings(
         {next(k for k, v in RECORDING_NAMES.items() if v == name): recording})[name]
@@ -115,13 +115,17 @@ def normalize_pass(name: str, recording: Recording, frames: list[tuple[Any, Stre
     connector = CONNECTORS[name](subs, out, settings)
     connector.session = OfflineSession()  # type: ignore[assignment]
     connector.connections()
+    # One Stream per recorded connection, new each pass: what a connector keeps per socket
+    # (sequence numbers, channel ids, confirmed flags) lives as long as that connection.
+    streams = [Stream(conn.url, [], []) for conn in recording.connections]
+    timed = [(frame, streams[i]) for frame, i in frames]
     preload_snapshots(name, connector, recording)
     out.pending.clear()
     on_frame = connector.on_frame
     pending = out.pending
     errors = 0
     started = process_time()
-    for frame, stream in frames:
+    for frame, stream in timed:
         try:
             on_frame(frame, 1.0, stream)
         except Exception:  # noqa: BLE001 - counted: a benchmark pass must not stop
@@ -133,7 +137,7 @@ def normalize_pass(name: str, recording: Recording, frames: list[tuple[Any, Stre
     return elapsed, errors
 
 
-def decode_pass(name: str, frames: list[tuple[Any, Stream]]) -> float:
+def decode_pass(name: str, frames: list[tuple[Any, int]]) -> float:
     # Same loop shape as normalize_pass (try per frame): fixtures hold malformed frames.
     loads = orjson.loads
     inflate = gzip.decompress
@@ -160,8 +164,9 @@ class Exchange:
         self.name = name
         self.recording = recording
         self.source = source
-        self.frames = [(data, Stream(conn.url, [], []))
-                       for conn in recording.connections for _, data in conn.received]
+        # (frame, index of its recorded connection), connection by connection
+        self.frames = [(data, i) for i, conn in enumerate(recording.connections)
+                       for _, data in conn.received]
         self.kilobytes = sum(len(data if type(data) is bytes else data.encode())
                              for data, _ in self.frames) / 1024
         self.normalize: list[float] = []  # seconds per pass, one median per round
