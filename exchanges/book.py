@@ -22,20 +22,56 @@ each change that reaches it (copied first when a record holds it), never rebuilt
 
 from __future__ import annotations
 
+import zlib
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol
 
 from exchanges.values import INF, BadValue
 
-__all__ = ["L2Book", "Level", "BookSide", "is_ordered", "crossed", "crossed_reason",
-           "snapshot_fault", "first_levels", "check_levels"]
+__all__ = ["L2Book", "Level", "BookSide", "Side", "new_side", "max_float", "is_ordered",
+           "crossed", "crossed_reason", "snapshot_fault", "first_levels", "check_levels"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
 
 UNTOUCHED = 1 << 62  # `touched` when no change reached any level since the last look
+
+
+class Side(Protocol):
+    """What a book side offers: `BookSide` below, or the same in C (`exchanges/_book.c`)."""
+
+    touched: int
+
+    def __len__(self) -> int: ...
+    def __contains__(self, price: float) -> bool: ...
+    def __getitem__(self, price: float) -> Level: ...
+    def set(self, price: float, level: Level) -> None: ...
+    def put(self, price: float, size: float, price_text: str | None,
+            size_text: str | None) -> None: ...
+    def pop(self, price: float, default: object = None) -> object: ...
+    def truncate(self, depth: int) -> None: ...
+    def clear(self) -> None: ...
+    def load(self, levels: dict[float, Level]) -> None: ...
+    def load_text(self, levels: Sequence[Sequence[str]]) -> tuple[float, float] | None: ...
+    def apply_text(self, levels: Sequence[Sequence[str]]) -> tuple[float, float] | None: ...
+    def take(self, other: Any) -> None: ...
+    def best_price(self) -> float | None: ...
+    def best(self, depth: int) -> list[tuple[float, float]]: ...
+    def text(self, depth: int) -> list[Level]: ...
+    def items(self) -> list[tuple[float, Level]]: ...
+    def digits_crc32(self, depth: int, crc: int) -> int: ...
+
+
+@lru_cache(maxsize=1 << 16)
+def _level_digits(level: Level) -> str:
+    """A level's part of Kraken's checksum input: its price then size text, each with the
+    decimal point and leading zeros removed. Cached by level: the same levels come back in
+    the top 10 message after message."""
+    return (level[1].replace(".", "").lstrip("0") +  # type: ignore[union-attr]
+            level[2].replace(".", "").lstrip("0"))  # type: ignore[union-attr]
 
 
 class BookSide:
@@ -77,6 +113,10 @@ class BookSide:
             top = self.top = top.copy()  # type: ignore[union-attr]
             self.shared = False
         return top  # type: ignore[return-value]
+
+    def put(self, price: float, size: float, price_text: str | None,
+            size_text: str | None) -> None:
+        self.set(price, (size, price_text, size_text))
 
     def set(self, price: float, level: Level) -> None:
         """Add or replace the level at `price` (a non-zero size)."""
@@ -152,6 +192,49 @@ class BookSide:
         self.shared = False
         self.touched = 0
 
+    def load_text(self, levels: Sequence[Sequence[str]]) -> tuple[float, float] | None:
+        """Replace the side from `[[price_text, size_text, ...], ...]` (zero sizes left out,
+        a repeated price's last level kept); None, or the first level (price, size) that is
+        not a finite price above 0 and a finite size of 0 or more, the side left as it was."""
+        out: dict[float, Level] = {}
+        for level in levels:
+            p, s = level[0], level[1]
+            price, size = float(p), float(s)
+            if not (0.0 < price < INF and 0.0 <= size < INF):
+                return price, size
+            if size != 0.0:
+                out[price] = (size, p, s)
+        self.load(out)
+        return None
+
+    def apply_text(self, levels: Sequence[Sequence[str]]) -> tuple[float, float] | None:
+        """Apply absolute sizes given as text pairs in order (a zero size removes the level);
+        None, or the first bad level (see `load_text`), the levels before it applied."""
+        for level in levels:
+            p, s = level[0], level[1]
+            price, size = float(p), float(s)
+            if not (0.0 < price < INF and 0.0 <= size < INF):
+                return price, size
+            if size == 0.0:
+                self.pop(price)
+            else:
+                self.set(price, (size, p, s))
+        return None
+
+    def take(self, other: Any) -> None:
+        """Take the levels of `other` (a side of the same kind, emptied)."""
+        self.levels, self.keys = other.levels, other.keys
+        other.levels, other.keys = {}, []
+        other.clear()
+        self.top = None
+        self.shared = False
+        self.touched = 0
+
+    def digits_crc32(self, depth: int, crc: int) -> int:
+        """`zlib.crc32` continued from `crc` over the best `depth` levels' price then size
+        text, each with the decimal point and leading zeros removed (Kraken's checksum)."""
+        return zlib.crc32("".join(map(_level_digits, self.text(depth))).encode(), crc)
+
     def best_price(self) -> float | None:
         keys = self.keys
         return keys[-1] * self.sign if keys else None
@@ -161,11 +244,11 @@ class BookSide:
         a change reaches it (do not modify it: records share it)."""
         top = self.top
         if top is None or self.top_depth != depth:
-            levels = self.levels
+            levels, best = self.levels, self._best_keys(depth)
             if self.sign > 0:
-                top = [(p, levels[p][0]) for p in reversed(self.keys[-depth:])]
+                top = [(p, levels[p][0]) for p in best]
             else:
-                top = [(-k, levels[-k][0]) for k in reversed(self.keys[-depth:])]
+                top = [(-k, levels[-k][0]) for k in best]
             self.top = top
             self.top_depth = depth
         self.shared = True
@@ -173,10 +256,14 @@ class BookSide:
 
     def text(self, depth: int) -> list[Level]:
         """The best `depth` levels with their original text, best first (for checksums)."""
-        levels = self.levels
+        levels, best = self.levels, self._best_keys(depth)
         if self.sign > 0:
-            return [levels[p] for p in reversed(self.keys[-depth:])]
-        return [levels[-k] for k in reversed(self.keys[-depth:])]
+            return [levels[p] for p in best]
+        return [levels[-k] for k in best]
+
+    def _best_keys(self, depth: int) -> list[float]:
+        """The best `depth` sort keys, best first (none for a depth of 0 or less)."""
+        return self.keys[:-depth - 1:-1] if depth > 0 else []
 
     def items(self) -> list[tuple[float, Level]]:
         """Every level, best first."""
@@ -259,24 +346,42 @@ def _why(value: float) -> str:
     return "negative" if value < 0.0 else "zero"
 
 
-def _levels(levels: Sequence[Sequence[str]]) -> dict[float, Level]:
-    out: dict[float, Level] = {}
+def _max_float(levels: Sequence[Sequence[Any]], index: int, start: float | None
+               ) -> float | None:
+    best = start
     for level in levels:
-        p, s = level[0], level[1]
-        price, size = float(p), float(s)
-        if not (0.0 < price < INF and 0.0 <= size < INF):
-            _reject(price, size)
-        if size != 0.0:
-            out[price] = (size, p, s)
-    return out
+        value = float(level[index])
+        if best is None or value > best:
+            best = value
+    return best
+
+
+try:  # the C side where it was built (exchanges/_native.py); else the one above
+    from exchanges._book import BookSide as _CSide  # type: ignore[import-not-found]
+    from exchanges._book import max_float as _c_max_float
+except ImportError:
+    _CSide = _c_max_float = None
+
+# max_float(levels, index, start): the largest float(level[index]) of `levels` and `start`
+# (None: the first level's), a later value taking over only when greater, as max() does.
+max_float: Any = _c_max_float if _c_max_float is not None else _max_float
+
+# What L2Book builds its sides with. Measured (bench/parse.py --rounds 3, one run, against
+# the mypyc-compiled BookSide above): see the README's parse table and exchanges/_book.c.
+SIDE_TYPE: Any = _CSide if _CSide is not None else BookSide
+
+
+def new_side(descending: bool) -> Side:
+    side: Side = SIDE_TYPE(descending)
+    return side
 
 
 class L2Book:
     __slots__ = ("bids", "asks", "sequence", "ts_event", "ready")
 
     def __init__(self) -> None:
-        self.bids = BookSide(descending=True)
-        self.asks = BookSide(descending=False)
+        self.bids: Side = new_side(True)
+        self.asks: Side = new_side(False)
         self.sequence: int | None = None
         self.ts_event = 0.0
         self.ready = False  # True once a snapshot was loaded and the book is publishable
@@ -296,7 +401,7 @@ class L2Book:
         if size == 0.0:
             self.bids.pop(price)
         else:
-            self.bids.set(price, (size, price_text, size_text))
+            self.bids.put(price, size, price_text, size_text)
 
     def set_ask(self, price: float, size: float, price_text: str | None = None,
                 size_text: str | None = None) -> None:
@@ -305,7 +410,7 @@ class L2Book:
         if size == 0.0:
             self.asks.pop(price)
         else:
-            self.asks.set(price, (size, price_text, size_text))
+            self.asks.put(price, size, price_text, size_text)
 
     def _drop(self, price: float, size: float) -> None:
         """A bad level in a message that is only partly applied: the book cannot be proven
@@ -322,9 +427,13 @@ class L2Book:
                          asks: Sequence[Sequence[str]]) -> None:
         """Replace both sides from `[[price_text, size_text, ...], ...]` lists (a snapshot:
         one sort per side, much faster than level by level on 1000-level books)."""
-        new_bids, new_asks = _levels(bids), _levels(asks)  # BadValue before any change
-        self.bids.load(new_bids)
-        self.asks.load(new_asks)
+        new_bids, new_asks = new_side(True), new_side(False)
+        for side, levels in ((new_bids, bids), (new_asks, asks)):
+            bad = side.load_text(levels)
+            if bad is not None:
+                _reject(bad[0], bad[1])  # BadValue before any change
+        self.bids.take(new_bids)
+        self.asks.take(new_asks)
 
     def load_levels(self, bids: dict[float, Level], asks: dict[float, Level]) -> None:
         """Replace both sides from price -> Level dicts a connector built from a snapshot in
@@ -340,16 +449,11 @@ class L2Book:
     def apply_text_levels(self, bids: Sequence[Sequence[str]],
                           asks: Sequence[Sequence[str]]) -> None:
         """Apply absolute sizes given as text pairs; a zero size removes the level."""
-        for side, levels in ((self.bids, bids), (self.asks, asks)):
-            for level in levels:
-                p, s = level[0], level[1]
-                price, size = float(p), float(s)
-                if not (0.0 < price < INF and 0.0 <= size < INF):
-                    self._drop(price, size)  # BadValue: the book is dropped
-                if size == 0.0:
-                    side.pop(price)
-                else:
-                    side.set(price, (size, p, s))
+        bad = self.bids.apply_text(bids)
+        if bad is None:
+            bad = self.asks.apply_text(asks)
+        if bad is not None:
+            self._drop(bad[0], bad[1])  # BadValue: the book is dropped
 
     def apply_sided_levels(self, changes: Sequence[Sequence[str]], bid: str) -> None:
         """Apply `[[side, price_text, size_text], ...]` in order (Coinbase's `changes`), where
@@ -364,7 +468,7 @@ class L2Book:
             if size == 0.0:
                 (bids if side == bid else asks).pop(price)
             else:
-                (bids if side == bid else asks).set(price, (size, p, s))
+                (bids if side == bid else asks).put(price, size, p, s)
 
     def top_changed(self, depth: int) -> bool:
         """True when a change reached the top `depth` levels of either side since the last
@@ -382,8 +486,8 @@ class L2Book:
         return self.asks.best_price()
 
     def is_crossed(self) -> bool:
-        bids, asks = self.bids.keys, self.asks.keys
-        return bool(bids) and bool(asks) and bids[-1] >= -asks[-1]
+        bid, ask = self.bids.best_price(), self.asks.best_price()
+        return bid is not None and ask is not None and bid >= ask
 
     def top_bids(self, depth: int) -> list[tuple[float, float]]:
         """Best first. The list is shared until the top changes: do not modify it."""
