@@ -36,6 +36,9 @@ typedef struct {
     PyObject *top;        /* the best top_depth levels as [(price, size)], or NULL: rebuild */
     Py_ssize_t top_depth;
     Py_ssize_t touched;   /* rank (0 = best) of the best level changed since the last look */
+    /* the last digits_crc32: over the best crc_depth levels (0: none kept) from crc_start */
+    Py_ssize_t crc_depth;
+    unsigned long crc_start, crc_value;
 } Side;
 
 static PyTypeObject SideType;
@@ -131,6 +134,7 @@ static Py_ssize_t find(const Side *self, double key) {
 
 static void changed(Side *self, Py_ssize_t rank) {
     if (rank < self->touched) self->touched = rank;
+    if (rank < self->crc_depth) self->crc_depth = 0;
     if (self->top != NULL && rank < self->top_depth) Py_CLEAR(self->top);
 }
 
@@ -315,6 +319,7 @@ static PyObject *Side_truncate(Side *self, PyObject *arg) {
 static void reset(Side *self) {
     Py_CLEAR(self->top);
     self->touched = 0;
+    self->crc_depth = 0;
 }
 
 static PyObject *Side_clear(Side *self, PyObject *unused) {
@@ -672,6 +677,11 @@ static PyObject *Side_digits_crc32(Side *self, PyObject *const *args, Py_ssize_t
     unsigned long crc = PyLong_AsUnsignedLongMask(args[1]);
     if (crc == (unsigned long)-1 && PyErr_Occurred()) return NULL;
     crc &= 0xffffffffUL;
+    /* A side whose best levels did not change since its last checksum from the same start
+       (Kraken: the side an update did not touch, when the asks did not change either) */
+    if (depth > 0 && depth == self->crc_depth && crc == self->crc_start)
+        return PyLong_FromUnsignedLong(self->crc_value);
+    unsigned long start = crc;
     char buf[2048];
     Py_ssize_t at = 0, count = depth < self->n ? depth : self->n;
     for (Py_ssize_t r = 0; r < count; r++) {
@@ -700,7 +710,22 @@ static PyObject *Side_digits_crc32(Side *self, PyObject *const *args, Py_ssize_t
         }
     }
     if (at) crc = crc32(crc, (const Bytef *)buf, (uInt)at);
+    self->crc_depth = depth > 0 ? depth : 0;
+    self->crc_start = start;
+    self->crc_value = crc;
     return PyLong_FromUnsignedLong(crc);
+}
+
+#define UNTOUCHED ((Py_ssize_t)1 << 62)  /* book.py's UNTOUCHED: no change since the look */
+
+/* look(depth): True when a change reached the best depth levels since the last look (or
+   since the side was cleared or loaded); starts a new watch. */
+static PyObject *Side_look(Side *self, PyObject *arg) {
+    Py_ssize_t depth = PyLong_AsSsize_t(arg);
+    if (depth == -1 && PyErr_Occurred()) return NULL;
+    int changed = self->touched < depth;
+    self->touched = UNTOUCHED;
+    return PyBool_FromLong(changed);
 }
 
 static PyMemberDef Side_members[] = {
@@ -730,6 +755,8 @@ static PyMethodDef Side_methods[] = {
      "the best depth levels as [(price, size)], best first; the same list until a change"},
     {"text", (PyCFunction)Side_text, METH_O, "the best depth levels as Level tuples"},
     {"items", (PyCFunction)Side_items, METH_NOARGS, "every level as (price, Level), best first"},
+    {"look", (PyCFunction)Side_look, METH_O,
+     "look(depth): whether a change reached the best depth levels since the last look"},
     {"digits_crc32", (PyCFunction)(void (*)(void))Side_digits_crc32, METH_FASTCALL,
      "crc32 continued over the best n levels' digits (Kraken's checksum)"},
     {NULL}
@@ -808,7 +835,73 @@ static PyObject *max_float(PyObject *module, PyObject *const *args, Py_ssize_t n
     return PyFloat_FromDouble(best);
 }
 
+/* Append one text (an ASCII str) to the buffer, after a ':' unless it is the first; the
+   buffer goes through crc32 whenever the next text would not fit. 0, or 1: not ASCII text. */
+static int joined_into(PyObject *text, char *buf, Py_ssize_t room, Py_ssize_t *at,
+                       unsigned long *crc, int *first) {
+    if (text == NULL || !PyUnicode_CheckExact(text) || !PyUnicode_IS_ASCII(text)) return 1;
+    const char *s = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(text);
+    if (*at + len + 1 > room) {
+        *crc = crc32(*crc, (const Bytef *)buf, (uInt)*at);
+        *at = 0;
+    }
+    if (!*first) {
+        if (*at + 1 > room) {
+            *crc = crc32(*crc, (const Bytef *)buf, (uInt)*at);
+            *at = 0;
+        }
+        buf[(*at)++] = ':';
+    }
+    *first = 0;
+    if (len > room - *at) {  /* longer than the buffer: on its own */
+        *crc = crc32(*crc, (const Bytef *)buf, (uInt)*at);
+        *at = 0;
+        *crc = crc32(*crc, (const Bytef *)s, (uInt)len);
+        return 0;
+    }
+    memcpy(buf + *at, s, (size_t)len);
+    *at += len;
+    return 0;
+}
+
+/* interleaved_crc32(bids, asks, depth): the signed CRC32 of bidPrice:bidSize:askPrice:
+   askSize:... over the best depth levels of each side from their original text, level by
+   level, the longer side going on alone (OKX's and Bitfinex's checksum: Bitfinex's ask
+   size text is its negative amount as sent). None when a text is not an ASCII str (the
+   caller computes it in Python, with Python's error). */
+static PyObject *interleaved_crc32(PyObject *module, PyObject *const *args,
+                                   Py_ssize_t nargs) {
+    if (nargs != 3 || !PyObject_TypeCheck(args[0], &SideType) ||
+            !PyObject_TypeCheck(args[1], &SideType)) {
+        PyErr_SetString(PyExc_TypeError, "interleaved_crc32(bids, asks, depth)");
+        return NULL;
+    }
+    Side *bids = (Side *)args[0], *asks = (Side *)args[1];
+    Py_ssize_t depth = PyLong_AsSsize_t(args[2]);
+    if (depth == -1 && PyErr_Occurred()) return NULL;
+    Py_ssize_t nb = depth < bids->n ? depth : bids->n, na = depth < asks->n ? depth : asks->n;
+    char buf[4096];
+    Py_ssize_t at = 0;
+    unsigned long crc = 0;
+    int first = 1;
+    for (Py_ssize_t r = 0; r < nb || r < na; r++) {
+        for (int k = 0; k < 2; k++) {
+            Side *side = k ? asks : bids;
+            if (r >= (k ? na : nb)) continue;
+            const Lv *lv = side->lv + side->n - 1 - r;
+            if (joined_into(lv->ptext, buf, sizeof(buf), &at, &crc, &first) ||
+                    joined_into(lv->stext, buf, sizeof(buf), &at, &crc, &first))
+                Py_RETURN_NONE;
+        }
+    }
+    if (at) crc = crc32(crc, (const Bytef *)buf, (uInt)at);
+    return PyLong_FromLong(crc & 0x80000000UL ? (long)crc - 0x100000000L : (long)crc);
+}
+
 static PyMethodDef module_methods[] = {
+    {"interleaved_crc32", (PyCFunction)(void (*)(void))interleaved_crc32, METH_FASTCALL,
+     "interleaved_crc32(bids, asks, depth): OKX's and Bitfinex's signed checksum"},
     {"max_float", (PyCFunction)(void (*)(void))max_float, METH_FASTCALL,
      "max_float(levels, index, start): the largest float(level[index]), and start"},
     {"parse_float", parse_float, METH_O, "float(text), as the book parses levels (tests)"},

@@ -31,8 +31,9 @@ from typing import Any, Protocol
 
 from exchanges.values import INF, BadValue
 
-__all__ = ["L2Book", "Level", "BookSide", "Side", "new_side", "max_float", "is_ordered",
-           "crossed", "crossed_reason", "snapshot_fault", "first_levels", "check_levels"]
+__all__ = ["L2Book", "Level", "BookSide", "Side", "new_side", "max_float", "interleaved_crc32",
+           "is_ordered", "crossed", "crossed_reason", "snapshot_fault", "first_levels",
+           "check_levels"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
@@ -63,6 +64,7 @@ class Side(Protocol):
     def text(self, depth: int) -> list[Level]: ...
     def items(self) -> list[tuple[float, Level]]: ...
     def digits_crc32(self, depth: int, crc: int) -> int: ...
+    def look(self, depth: int) -> bool: ...
 
 
 @lru_cache(maxsize=1 << 16)
@@ -230,6 +232,13 @@ class BookSide:
         self.shared = False
         self.touched = 0
 
+    def look(self, depth: int) -> bool:
+        """True when a change reached the best `depth` levels since the last look (or since
+        the side was cleared or loaded); starts a new watch."""
+        changed = self.touched < depth
+        self.touched = UNTOUCHED
+        return changed
+
     def digits_crc32(self, depth: int, crc: int) -> int:
         """`zlib.crc32` continued from `crc` over the best `depth` levels' price then size
         text, each with the decimal point and leading zeros removed (Kraken's checksum)."""
@@ -356,11 +365,23 @@ def _max_float(levels: Sequence[Sequence[Any]], index: int, start: float | None
     return best
 
 
+def _interleaved_crc32(book: L2Book, depth: int) -> int:
+    bids, asks = book.text_bids(depth), book.text_asks(depth)
+    parts: list[str | None] = []
+    for (_, bid_price, bid_size), (_, ask_price, ask_size) in zip(bids, asks, strict=False):
+        parts += (bid_price, bid_size, ask_price, ask_size)
+    for _, price, size in bids[len(asks):] or asks[len(bids):]:  # the longer side's rest
+        parts += (price, size)
+    crc = zlib.crc32(":".join(parts).encode())  # type: ignore[arg-type]
+    return crc - 0x100000000 if crc & 0x80000000 else crc
+
+
 try:  # the C side where it was built (exchanges/_native.py); else the one above
     from exchanges._book import BookSide as _CSide  # type: ignore[import-not-found]
+    from exchanges._book import interleaved_crc32 as _c_interleaved_crc32
     from exchanges._book import max_float as _c_max_float
 except ImportError:
-    _CSide = _c_max_float = None
+    _CSide = _c_max_float = _c_interleaved_crc32 = None
 
 # max_float(levels, index, start): the largest float(level[index]) of `levels` and `start`
 # (None: the first level's), a later value taking over only when greater, as max() does.
@@ -369,6 +390,17 @@ max_float: Any = _c_max_float if _c_max_float is not None else _max_float
 # What L2Book builds its sides with. Measured (bench/parse.py --rounds 3, one run, against
 # the mypyc-compiled BookSide above): see the README's parse table and exchanges/_book.c.
 SIDE_TYPE: Any = _CSide if _CSide is not None else BookSide
+
+
+def interleaved_crc32(book: L2Book, depth: int) -> int:
+    """The signed CRC32 of `bidPrice:bidSize:askPrice:askSize:...` over the best `depth`
+    levels' original text, level by level, the longer side going on alone: OKX's checksum,
+    and Bitfinex's (whose ask size text is the negative amount it sent). In C where built."""
+    if _c_interleaved_crc32 is not None:
+        crc: int | None = _c_interleaved_crc32(book.bids, book.asks, depth)
+        if crc is not None:
+            return crc
+    return _interleaved_crc32(book, depth)  # no C, or a text that is not ASCII: Python's
 
 
 def new_side(descending: bool) -> Side:
@@ -474,10 +506,8 @@ class L2Book:
         """True when a change reached the top `depth` levels of either side since the last
         call (or since the book was cleared or loaded): only then is a new top-N record worth
         publishing. Each call starts a new watch."""
-        bids, asks = self.bids, self.asks
-        changed = bids.touched < depth or asks.touched < depth
-        bids.touched = asks.touched = UNTOUCHED
-        return changed
+        bids_changed = self.bids.look(depth)  # both sides look: each starts a new watch
+        return self.asks.look(depth) or bids_changed
 
     def best_bid(self) -> float | None:
         return self.bids.best_price()

@@ -270,8 +270,9 @@ def test_c_side_answers_as_the_pure_side() -> None:
             if price in pure:
                 assert pure[price] == fast[price], step
             if all(lv[1] != "p" for lv in pure.text(10)):
-                crc = rng.randint(0, (1 << 32) - 1)
-                assert pure.digits_crc32(10, crc) == fast.digits_crc32(10, crc), step
+                crc = rng.choice([0, 0, rng.randint(0, (1 << 32) - 1)])  # 0: often kept
+                for _ in range(2):
+                    assert pure.digits_crc32(10, crc) == fast.digits_crc32(10, crc), step
         other_pure, other_fast = book.BookSide(descending), native.BookSide(descending)
         other_pure.load_text([["10", "1"], ["11", "2"]])
         other_fast.load_text([["10", "1"], ["11", "2"]])
@@ -311,3 +312,41 @@ def test_max_float_equals_max_of_floats() -> None:
             except (ValueError, IndexError) as exc:
                 answers.append(f"{type(exc).__name__}: {exc}")
         assert answers[0] == answers[1], levels
+
+
+def test_interleaved_crc32_is_okx_and_bitfinex_checksum() -> None:
+    """The book's interleaved checksum (C where built) answers as OKX's and Bitfinex's own
+    checksum functions, so either can call it: sides of any lengths, ask amounts negative."""
+    from exchanges import bitfinex, okx
+    from exchanges.book import interleaved_crc32
+
+    rng = random.Random(13)
+    for case in range(2000):
+        book = L2Book()
+        for setter, sign in ((book.set_bid, 1), (book.set_ask, -1)):
+            for _ in range(rng.randint(0, 40)):
+                price = rng.randint(1, 10 ** rng.randint(1, 9)) / 10 ** rng.randint(0, 8)
+                text = f"{price:.{rng.randint(0, 8)}f}"
+                size = rng.randint(1, 10 ** 6) / 10 ** rng.randint(0, 8)
+                size_text = f"{sign * size:.8f}" if case % 2 else f"{size:g}"
+                if float(text) > 0:
+                    setter(float(text), size, text, size_text)
+        depth = rng.choice([25, 1, 0, 60])
+        if depth == 25:
+            assert interleaved_crc32(book, 25) == okx.checksum(book), case
+            assert interleaved_crc32(book, 25) == bitfinex.book_checksum(book), case
+        assert interleaved_crc32(book, depth) == book_checksum_of(book, depth), case
+
+
+def book_checksum_of(book: L2Book, depth: int) -> int:
+    """The interleaved checksum spelled out once more, for depths other than 25."""
+    import zlib
+
+    bids, asks = book.text_bids(depth), book.text_asks(depth)
+    parts: list[str] = []
+    for i in range(max(len(bids), len(asks))):
+        for side in (bids, asks):
+            if i < len(side):
+                parts += side[i][1:]  # type: ignore[arg-type]
+    crc = zlib.crc32(":".join(parts).encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
