@@ -2,9 +2,12 @@
 
 The modules in `COMPILED` are ordinary typed Python. `python exchanges/_native.py build`
 (run by `make run`, `make test` and `.ci/run` through the Makefile) compiles them in place
-with mypyc (a C extension next to each source, and their shared library `_compiled__mypyc`)
-and records a hash of their sources in `exchanges/_native.stamp`. Where no compiler or no mypy
-is available the build says so and the pure modules run: nothing else changes.
+with mypyc (a C extension next to each source, and their shared library `_compiled__mypyc`),
+builds the hand-written C in `C_EXTENSIONS` beside them (the book's sides, `exchanges/_book.c`,
+whose pure twin is `exchanges/book.py`'s BookSide), and records a hash of all their sources in
+`exchanges/_native.stamp`. Where no compiler, no mypy or no zlib header is available the build
+says so and the pure modules run: nothing else changes. Compiled means all of it (mypyc's
+modules and the C sides), pure none of it (the C extensions are not imported then).
 
 At import (`install()`, first thing in `exchanges/__init__.py`) the compiled modules are used
 only when they were built from exactly the sources on disk: a developer who edits one of

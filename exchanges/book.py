@@ -5,23 +5,34 @@ and size strings, because checksums (Kraken, OKX, Bitfinex) are defined over tha
 A book knows nothing about sequence rules: connectors decide when a change is valid and call
 `clear()` when it is not; `is_crossed()` is the consistency check every exchange gets.
 
-Speed: a side is a dict (price -> level) plus one flat list of its prices, sorted so that the
-best price is last, kept in order with `bisect` (both C in CPython). A change near the top of
-the book moves only the few list slots after it, and a change anywhere costs one C binary
-search, where a tree of Python objects (sortedcontainers) or a sort on read (the `order-book`
-package 0.6.1, the last one for Python 3.11: 137-153 us per update and top-20 read on an
-800-level side) cost far more. Re-checked 2026-11-30 on a 1000-level side (random updates
-near the top, each followed by the Kraken checksum and a top-20 read, min of 15 alternating
-passes in one process): order-book 0.6.1 13.5 us per update (0.4 us without the reads:
-it sorts on read), this book 9.5 us, and order-book needs Decimal keys to keep the text a
+Speed: where the compiled modules run (exchanges/_native.py), a side is `exchanges/_book.c`:
+one C array of levels sorted by key (price for bids, -price for asks, so the best level is
+last and a change near the top moves the fewest entries), found by binary search, sizes as C
+doubles, the exchange's strings kept by reference; text is parsed to the float `float(text)`
+gives in C, Kraken's checksum is computed from the kept strings with no Python object built
+(`digits_crc32`), and the (price, size) and Level tuples are built once per level. That took
+Kraken's recorded pass (depth-1000 books, a checksum on every update) from 1.02-1.21x to
+2.77-3.13x cryptofeed's msg/s (bench/parse.py --rounds 3, back-to-back runs at load 4.4-5,
+2026-11-30): CPython's object work around the Python side (dict, key list, float boxing,
+checksum text rebuilt as strings) was the cost, which compiling this module with mypyc could
+not remove. `BookSide` below is the same side in Python: the fallback where nothing compiles
+(`KORCOIN_PURE_PYTHON=1`, no compiler), and the reference the C side is tested against
+(tests/exchanges/test_book.py: every operation at random, both sides, same answers). It is a
+dict (price -> level) plus one flat list of its prices, sorted so that the best price is last,
+kept in order with `bisect`. Libraries measured and not used: a tree of Python objects
+(sortedcontainers), and the `order-book` package 0.6.1 (the last one for Python 3.11), which
+sorts on read: on a 1000-level side, random updates near the top each followed by the Kraken
+checksum and a top-20 read, min of 15 alternating passes in one process, order-book 13.5 us
+per update, the Python side 9.5 us, and order-book needs Decimal keys to keep the text a
 checksum is computed from. Each side remembers how close to the best level a change came
-since it was last asked (`touched`), so connectors build and publish the top-N record only
-after a change within the top N (`top_changed`); the top-N list itself is edited in step with
-each change that reaches it (copied first when a record holds it), never rebuilt per update.
+since it was last asked (`touched`, `look()`), so connectors build and publish the top-N
+record only after a change within the top N (`top_changed`); the top-N list is never edited
+once handed out (records hold it).
 """
 
 from __future__ import annotations
 
+import importlib
 import zlib
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
@@ -29,6 +40,7 @@ from functools import lru_cache
 from itertools import pairwise
 from typing import Any, Protocol
 
+from exchanges import _native
 from exchanges.values import INF, BadValue
 
 __all__ = ["L2Book", "Level", "BookSide", "Side", "new_side", "max_float", "interleaved_crc32",
@@ -84,7 +96,8 @@ class BookSide:
     and changes near the top move the fewest list slots. Negation is exact for floats.
     """
 
-    __slots__ = ("levels", "keys", "sign", "top", "top_depth", "shared", "touched")
+    __slots__ = ("levels", "keys", "sign", "top", "top_depth", "shared", "touched",
+                 "crc_depth", "crc_start", "crc_value")
 
     def __init__(self, descending: bool) -> None:
         self.levels: dict[float, Level] = {}
@@ -96,6 +109,9 @@ class BookSide:
         self.top_depth = 0
         self.shared = False  # `top` was handed out (records hold it): copy before editing
         self.touched = 0  # rank (0 = best) of the best level changed since the last look
+        # The last digits_crc32: over the best crc_depth levels (0: none kept) from crc_start.
+        self.crc_depth = 0
+        self.crc_start = self.crc_value = 0
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -141,6 +157,8 @@ class BookSide:
                     top.pop()
         if rank < self.touched:
             self.touched = rank
+        if rank < self.crc_depth:
+            self.crc_depth = 0
 
     def pop(self, price: float, default: object = None) -> object:
         """Remove the level at `price`; its Level, or `default` when there was none."""
@@ -161,6 +179,8 @@ class BookSide:
                 top.append((p, levels[p][0]))
         if rank < self.touched:
             self.touched = rank
+        if rank < self.crc_depth:
+            self.crc_depth = 0
         return level
 
     def truncate(self, depth: int) -> None:
@@ -177,6 +197,8 @@ class BookSide:
                 del self._own_top()[depth:]
             if depth < self.touched:
                 self.touched = depth
+            if depth < self.crc_depth:
+                self.crc_depth = 0
 
     def clear(self) -> None:
         self.levels.clear()
@@ -184,6 +206,7 @@ class BookSide:
         self.top = None
         self.shared = False
         self.touched = 0
+        self.crc_depth = 0
 
     def load(self, levels: dict[float, Level]) -> None:
         """Replace the side (a snapshot): one sort instead of a bisect per level."""
@@ -193,6 +216,7 @@ class BookSide:
         self.top = None
         self.shared = False
         self.touched = 0
+        self.crc_depth = 0
 
     def load_text(self, levels: Sequence[Sequence[str]]) -> tuple[float, float] | None:
         """Replace the side from `[[price_text, size_text, ...], ...]` (zero sizes left out,
@@ -231,6 +255,7 @@ class BookSide:
         self.top = None
         self.shared = False
         self.touched = 0
+        self.crc_depth = 0
 
     def look(self, depth: int) -> bool:
         """True when a change reached the best `depth` levels since the last look (or since
@@ -241,8 +266,13 @@ class BookSide:
 
     def digits_crc32(self, depth: int, crc: int) -> int:
         """`zlib.crc32` continued from `crc` over the best `depth` levels' price then size
-        text, each with the decimal point and leading zeros removed (Kraken's checksum)."""
-        return zlib.crc32("".join(map(_level_digits, self.text(depth))).encode(), crc)
+        text, each with the decimal point and leading zeros removed (Kraken's checksum). The
+        last one is kept until a change reaches those levels (an untouched side's, Kraken)."""
+        if depth > 0 and depth == self.crc_depth and crc == self.crc_start:
+            return self.crc_value
+        value = zlib.crc32("".join(map(_level_digits, self.text(depth))).encode(), crc)
+        self.crc_depth, self.crc_start, self.crc_value = max(depth, 0), crc, value
+        return value
 
     def best_price(self) -> float | None:
         keys = self.keys
@@ -376,28 +406,31 @@ def _interleaved_crc32(book: L2Book, depth: int) -> int:
     return crc - 0x100000000 if crc & 0x80000000 else crc
 
 
-try:  # the C side where it was built (exchanges/_native.py); else the one above
-    from exchanges._book import BookSide as _CSide  # type: ignore[import-not-found]
-    from exchanges._book import interleaved_crc32 as _c_interleaved_crc32
-    from exchanges._book import max_float as _c_max_float
-except ImportError:
-    _CSide = _c_max_float = _c_interleaved_crc32 = None
+def _c_book() -> Any:
+    """exchanges/_book.c's module where the compiled modules run, else None: it is part of
+    the same build, so pure means none of it (exchanges/_native.py)."""
+    if _native.state() != "compiled":
+        return None
+    return importlib.import_module("exchanges._book")
+
+
+_C: Any = _c_book()
 
 # max_float(levels, index, start): the largest float(level[index]) of `levels` and `start`
 # (None: the first level's), a later value taking over only when greater, as max() does.
-max_float: Any = _c_max_float if _c_max_float is not None else _max_float
+max_float: Any = _C.max_float if _C is not None else _max_float
 
-# What L2Book builds its sides with. Measured (bench/parse.py --rounds 3, one run, against
-# the mypyc-compiled BookSide above): see the README's parse table and exchanges/_book.c.
-SIDE_TYPE: Any = _CSide if _CSide is not None else BookSide
+# What L2Book builds its sides with: the C side where built (why and what it gained: the module
+# docstring), else the Python one.
+SIDE_TYPE: Any = _C.BookSide if _C is not None else BookSide
 
 
 def interleaved_crc32(book: L2Book, depth: int) -> int:
     """The signed CRC32 of `bidPrice:bidSize:askPrice:askSize:...` over the best `depth`
     levels' original text, level by level, the longer side going on alone: OKX's checksum,
     and Bitfinex's (whose ask size text is the negative amount it sent). In C where built."""
-    if _c_interleaved_crc32 is not None:
-        crc: int | None = _c_interleaved_crc32(book.bids, book.asks, depth)
+    if _C is not None:
+        crc: int | None = _C.interleaved_crc32(book.bids, book.asks, depth)
         if crc is not None:
             return crc
     return _interleaved_crc32(book, depth)  # no C, or a text that is not ASCII: Python's

@@ -272,10 +272,12 @@ class Kraken(Connector):
                 end = used + len(levels)
                 if end > len(prices) or end > len(qtys):
                     raise ValueError("book levels without a price or qty number token")
-                if book.ready:
-                    setter = book.set_bid if key == "bids" else book.set_ask
-                    for price, qty in zip(prices[used:end], qtys[used:end], strict=True):
-                        setter(float(price), float(qty), price, qty)
+                if book.ready:  # the side's levels in one call, as in v1
+                    pairs = list(zip(prices[used:end], qtys[used:end], strict=True))
+                    if key == "bids":
+                        book.apply_text_levels(pairs, ())
+                    else:
+                        book.apply_text_levels((), pairs)
                 used = end
             if not book.ready:
                 continue  # waiting for the snapshot that answers a resubscription
