@@ -6,28 +6,28 @@ A book knows nothing about sequence rules: connectors decide when a change is va
 `clear()` when it is not; `is_crossed()` is the consistency check every exchange gets.
 
 Speed: where the compiled modules run (exchanges/_native.py), a side is `exchanges/_book.c`:
-one C array of levels sorted by key (price for bids, -price for asks, so the best level is
-last and a change near the top moves the fewest entries), found by binary search, sizes as C
+one C array of levels sorted by key (price for bids, -price for asks, so the best level is last
+and a change near the top moves the fewest entries), found by binary search, sizes as C
 doubles, the exchange's strings kept by reference; text is parsed to the float `float(text)`
 gives in C, Kraken's checksum is computed from the kept strings with no Python object built
 (`digits_crc32`), and the (price, size) and Level tuples are built once per level. That took
-Kraken's recorded pass (depth-1000 books, a checksum on every update) from 1.02-1.21x to
-2.77-3.13x cryptofeed's msg/s (bench/parse.py --rounds 3, back-to-back runs at load 4.4-5,
-2026-11-30): CPython's object work around the Python side (dict, key list, float boxing,
-checksum text rebuilt as strings) was the cost, which compiling this module with mypyc could
-not remove. `BookSide` below is the same side in Python: the fallback where nothing compiles
-(`KORCOIN_PURE_PYTHON=1`, no compiler), and the reference the C side is tested against
-(tests/exchanges/test_book.py: every operation at random, both sides, same answers). It is a
-dict (price -> level) plus one flat list of its prices, sorted so that the best price is last,
-kept in order with `bisect`. Libraries measured and not used: a tree of Python objects
-(sortedcontainers), and the `order-book` package 0.6.1 (the last one for Python 3.11), which
-sorts on read: on a 1000-level side, random updates near the top each followed by the Kraken
-checksum and a top-20 read, min of 15 alternating passes in one process, order-book 13.5 us
-per update, the Python side 9.5 us, and order-book needs Decimal keys to keep the text a
-checksum is computed from. Each side remembers how close to the best level a change came
-since it was last asked (`touched`, `look()`), so connectors build and publish the top-N
-record only after a change within the top N (`top_changed`); the top-N list is never edited
-once handed out (records hold it).
+Kraken's recorded pass (depth-1000 books, a checksum on every update) from 1.14-1.18x to
+2.46-2.73x cryptofeed's msg/s and from 9.4-9.9x to 3.6-3.7x its decode floor (bench/parse.py
+--rounds 3, two back-to-back pairs before/after at load 3.5-4.1, 2026-11-30): CPython's object
+work around the Python side (dict, key list, float boxing, checksum text rebuilt as strings)
+was the cost, which compiling this module with mypyc could not remove. `BookSide` below is the
+same side in Python: the fallback where nothing compiles (`KORCOIN_PURE_PYTHON=1`, no
+compiler), and the reference the C side is tested against (tests/exchanges/test_book.py: every
+operation at random, both sides, same answers). It is a dict (price -> level) plus one flat
+list of its prices, sorted so that the best price is last, kept in order with `bisect`.
+Libraries measured and not used: a tree of Python objects (sortedcontainers), and the
+`order-book` package 0.6.1 (the last one for Python 3.11), which sorts on read: on a 1000-level
+side, random updates near the top each followed by the Kraken checksum and a top-20 read, min
+of 15 alternating passes in one process, order-book 13.5 us per update, the Python side 9.5 us,
+and order-book needs Decimal keys to keep the text a checksum is computed from. Each side
+remembers how close to the best level a change came since it was last asked (`touched`,
+`look()`), so connectors build and publish the top-N record only after a change within the top
+N (`top_changed`); the top-N list is never edited once handed out (records hold it).
 """
 
 from __future__ import annotations
