@@ -2,9 +2,12 @@
 
 The modules in `COMPILED` are ordinary typed Python. `python exchanges/_native.py build`
 (run by `make run`, `make test` and `.ci/run` through the Makefile) compiles them in place
-with mypyc (a C extension next to each source, and their shared library `_compiled__mypyc`)
-and records a hash of their sources in `exchanges/_native.stamp`. Where no compiler or no mypy
-is available the build says so and the pure modules run: nothing else changes.
+with mypyc (a C extension next to each source, and their shared library `_compiled__mypyc`),
+builds the hand-written C in `C_EXTENSIONS` beside them (the book's sides, `exchanges/_book.c`,
+whose pure twin is `exchanges/book.py`'s BookSide), and records a hash of all their sources in
+`exchanges/_native.stamp`. Where no compiler, no mypy or no zlib header is available the build
+says so and the pure modules run: nothing else changes. Compiled means all of it (mypyc's
+modules and the C sides), pure none of it (the C extensions are not imported then).
 
 At import (`install()`, first thing in `exchanges/__init__.py`) the compiled modules are used
 only when they were built from exactly the sources on disk: a developer who edits one of
@@ -40,7 +43,7 @@ import warnings
 from pathlib import Path
 from types import ModuleType
 
-__all__ = ["COMPILED", "PURE_ENV", "install", "state", "build"]
+__all__ = ["COMPILED", "C_EXTENSIONS", "PURE_ENV", "install", "state", "build"]
 
 PACKAGE = Path(__file__).resolve().parent
 ROOT = PACKAGE.parent
@@ -60,6 +63,11 @@ COMPILED = tuple(f"exchanges.{name}" for name in (
     "bithumb", "coinone", "korbit", "binance", "bybit", "okx",
     "coinbase", "kraken", "bitfinex"))
 
+# Hand-written C built beside them (module -> its sources, libraries it links): the book's
+# sides (exchanges/book.py says why). Part of the same build, stamp and switch: compiled
+# means all of it, pure means none of it.
+C_EXTENSIONS = {"exchanges._book": (("exchanges/_book.c",), ("z",))}
+
 # Set by install(): "compiled", or why the pure modules run.
 _state = "pure: not installed"
 
@@ -74,6 +82,9 @@ def source_hash() -> str:
     digest = hashlib.sha256(f"{sys.implementation.cache_tag} {GROUP}".encode())
     for module in COMPILED:
         digest.update(module.encode() + b"\0" + source_path(module).read_bytes() + b"\0")
+    for module, (sources, _) in C_EXTENSIONS.items():
+        for source in sources:
+            digest.update(module.encode() + b"\0" + (ROOT / source).read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -82,7 +93,7 @@ def built() -> bool:
     disk for this interpreter."""
     suffixes = importlib.machinery.EXTENSION_SUFFIXES
     return all(any(source_path(m).with_suffix(s).exists() for s in suffixes)
-               for m in (*COMPILED, f"{GROUP}__mypyc"))
+               for m in (*COMPILED, *C_EXTENSIONS, f"{GROUP}__mypyc"))
 
 
 def state() -> str:
@@ -92,10 +103,12 @@ def state() -> str:
 
 class _PureFinder(importlib.abc.MetaPathFinder):
     """Finds the compiled modules' sources ahead of their extensions (which the default
-    finder would prefer)."""
+    finder would prefer), and refuses the C extensions (their importers fall back)."""
 
     def find_spec(self, fullname: str, path: object = None,
                   target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname in C_EXTENSIONS:
+            raise ModuleNotFoundError(f"{fullname}: {_state}", name=fullname)
         if fullname not in COMPILED:
             return None
         return importlib.util.spec_from_file_location(fullname, source_path(fullname))
@@ -140,7 +153,7 @@ def build() -> int:
     STAMP.unlink(missing_ok=True)
     try:
         from mypyc.build import mypycify
-        from setuptools import setup  # type: ignore[import-untyped]
+        from setuptools import Extension, setup  # type: ignore[import-untyped]
     except ImportError as exc:
         print(f"exchanges/_native.py: not compiled ({exc}); the pure-Python modules run")
         return 0
@@ -154,6 +167,9 @@ def build() -> int:
     except SystemExit as exc:  # mypy's errors, printed above: the sources need fixing
         print(f"exchanges/_native.py: mypyc refused the sources (exit {exc.code})")
         return 1
+    extensions += [Extension(module, list(sources), libraries=list(libraries),
+                             extra_compile_args=["-O3"])
+                   for module, (sources, libraries) in C_EXTENSIONS.items()]
     try:
         setup(name="kcs-exchanges-native", ext_modules=extensions,
               script_args=["--quiet", "build_ext", "--inplace"])

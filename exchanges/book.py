@@ -5,37 +5,87 @@ and size strings, because checksums (Kraken, OKX, Bitfinex) are defined over tha
 A book knows nothing about sequence rules: connectors decide when a change is valid and call
 `clear()` when it is not; `is_crossed()` is the consistency check every exchange gets.
 
-Speed: a side is a dict (price -> level) plus one flat list of its prices, sorted so that the
-best price is last, kept in order with `bisect` (both C in CPython). A change near the top of
-the book moves only the few list slots after it, and a change anywhere costs one C binary
-search, where a tree of Python objects (sortedcontainers) or a sort on read (the `order-book`
-package 0.6.1, the last one for Python 3.11: 137-153 us per update and top-20 read on an
-800-level side) cost far more. Re-checked 2026-11-30 on a 1000-level side (random updates
-near the top, each followed by the Kraken checksum and a top-20 read, min of 15 alternating
-passes in one process): order-book 0.6.1 13.5 us per update (0.4 us without the reads:
-it sorts on read), this book 9.5 us, and order-book needs Decimal keys to keep the text a
-checksum is computed from. Each side remembers how close to the best level a change came
-since it was last asked (`touched`), so connectors build and publish the top-N record only
-after a change within the top N (`top_changed`); the top-N list itself is edited in step with
-each change that reaches it (copied first when a record holds it), never rebuilt per update.
+Speed: where the compiled modules run (exchanges/_native.py), a side is `exchanges/_book.c`:
+one C array of levels sorted by key (price for bids, -price for asks, so the best level is last
+and a change near the top moves the fewest entries), found by binary search, sizes as C
+doubles, the exchange's strings kept by reference; text is parsed to the float `float(text)`
+gives in C, Kraken's checksum is computed from the kept strings with no Python object built
+(`digits_crc32`), and the (price, size) and Level tuples are built once per level. That took
+Kraken's recorded pass (depth-1000 books, a checksum on every update) from 1.14-1.18x to
+2.46-2.73x cryptofeed's msg/s and from 9.4-9.9x to 3.6-3.7x its decode floor (bench/parse.py
+--rounds 3, two back-to-back pairs before/after at load 3.5-4.1, 2026-11-30): CPython's object
+work around the Python side (dict, key list, float boxing, checksum text rebuilt as strings)
+was the cost, which compiling this module with mypyc could not remove. `BookSide` below is the
+same side in Python: the fallback where nothing compiles (`KORCOIN_PURE_PYTHON=1`, no
+compiler), and the reference the C side is tested against (tests/exchanges/test_book.py: every
+operation at random, both sides, same answers). It is a dict (price -> level) plus one flat
+list of its prices, sorted so that the best price is last, kept in order with `bisect`.
+Libraries measured and not used: a tree of Python objects (sortedcontainers), and the
+`order-book` package 0.6.1 (the last one for Python 3.11), which sorts on read: on a 1000-level
+side, random updates near the top each followed by the Kraken checksum and a top-20 read, min
+of 15 alternating passes in one process, order-book 13.5 us per update, the Python side 9.5 us,
+and order-book needs Decimal keys to keep the text a checksum is computed from. Each side
+remembers how close to the best level a change came since it was last asked (`touched`,
+`look()`), so connectors build and publish the top-N record only after a change within the top
+N (`top_changed`); the top-N list is never edited once handed out (records hold it).
 """
 
 from __future__ import annotations
 
+import importlib
+import zlib
 from bisect import bisect_left
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from itertools import pairwise
-from typing import Any
+from typing import Any, Protocol
 
+from exchanges import _native
 from exchanges.values import INF, BadValue
 
-__all__ = ["L2Book", "Level", "BookSide", "is_ordered", "crossed", "crossed_reason",
-           "snapshot_fault", "first_levels", "check_levels"]
+__all__ = ["L2Book", "Level", "BookSide", "Side", "new_side", "max_float", "interleaved_crc32",
+           "is_ordered", "crossed", "crossed_reason", "snapshot_fault", "first_levels",
+           "check_levels"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
 
 UNTOUCHED = 1 << 62  # `touched` when no change reached any level since the last look
+
+
+class Side(Protocol):
+    """What a book side offers: `BookSide` below, or the same in C (`exchanges/_book.c`)."""
+
+    touched: int
+
+    def __len__(self) -> int: ...
+    def __contains__(self, price: float) -> bool: ...
+    def __getitem__(self, price: float) -> Level: ...
+    def set(self, price: float, level: Level) -> None: ...
+    def put(self, price: float, size: float, price_text: str | None,
+            size_text: str | None) -> None: ...
+    def pop(self, price: float, default: object = None) -> object: ...
+    def truncate(self, depth: int) -> None: ...
+    def clear(self) -> None: ...
+    def load(self, levels: dict[float, Level]) -> None: ...
+    def load_text(self, levels: Sequence[Sequence[str]]) -> tuple[float, float] | None: ...
+    def apply_text(self, levels: Sequence[Sequence[str]]) -> tuple[float, float] | None: ...
+    def take(self, other: Any) -> None: ...
+    def best_price(self) -> float | None: ...
+    def best(self, depth: int) -> list[tuple[float, float]]: ...
+    def text(self, depth: int) -> list[Level]: ...
+    def items(self) -> list[tuple[float, Level]]: ...
+    def digits_crc32(self, depth: int, crc: int) -> int: ...
+    def look(self, depth: int) -> bool: ...
+
+
+@lru_cache(maxsize=1 << 16)
+def _level_digits(level: Level) -> str:
+    """A level's part of Kraken's checksum input: its price then size text, each with the
+    decimal point and leading zeros removed. Cached by level: the same levels come back in
+    the top 10 message after message."""
+    return (level[1].replace(".", "").lstrip("0") +  # type: ignore[union-attr]
+            level[2].replace(".", "").lstrip("0"))  # type: ignore[union-attr]
 
 
 class BookSide:
@@ -46,7 +96,8 @@ class BookSide:
     and changes near the top move the fewest list slots. Negation is exact for floats.
     """
 
-    __slots__ = ("levels", "keys", "sign", "top", "top_depth", "shared", "touched")
+    __slots__ = ("levels", "keys", "sign", "top", "top_depth", "shared", "touched",
+                 "crc_depth", "crc_start", "crc_value")
 
     def __init__(self, descending: bool) -> None:
         self.levels: dict[float, Level] = {}
@@ -58,6 +109,9 @@ class BookSide:
         self.top_depth = 0
         self.shared = False  # `top` was handed out (records hold it): copy before editing
         self.touched = 0  # rank (0 = best) of the best level changed since the last look
+        # The last digits_crc32: over the best crc_depth levels (0: none kept) from crc_start.
+        self.crc_depth = 0
+        self.crc_start = self.crc_value = 0
 
     def __len__(self) -> int:
         return len(self.keys)
@@ -77,6 +131,10 @@ class BookSide:
             top = self.top = top.copy()  # type: ignore[union-attr]
             self.shared = False
         return top  # type: ignore[return-value]
+
+    def put(self, price: float, size: float, price_text: str | None,
+            size_text: str | None) -> None:
+        self.set(price, (size, price_text, size_text))
 
     def set(self, price: float, level: Level) -> None:
         """Add or replace the level at `price` (a non-zero size)."""
@@ -99,6 +157,8 @@ class BookSide:
                     top.pop()
         if rank < self.touched:
             self.touched = rank
+        if rank < self.crc_depth:
+            self.crc_depth = 0
 
     def pop(self, price: float, default: object = None) -> object:
         """Remove the level at `price`; its Level, or `default` when there was none."""
@@ -119,6 +179,8 @@ class BookSide:
                 top.append((p, levels[p][0]))
         if rank < self.touched:
             self.touched = rank
+        if rank < self.crc_depth:
+            self.crc_depth = 0
         return level
 
     def truncate(self, depth: int) -> None:
@@ -135,6 +197,8 @@ class BookSide:
                 del self._own_top()[depth:]
             if depth < self.touched:
                 self.touched = depth
+            if depth < self.crc_depth:
+                self.crc_depth = 0
 
     def clear(self) -> None:
         self.levels.clear()
@@ -142,6 +206,7 @@ class BookSide:
         self.top = None
         self.shared = False
         self.touched = 0
+        self.crc_depth = 0
 
     def load(self, levels: dict[float, Level]) -> None:
         """Replace the side (a snapshot): one sort instead of a bisect per level."""
@@ -151,6 +216,63 @@ class BookSide:
         self.top = None
         self.shared = False
         self.touched = 0
+        self.crc_depth = 0
+
+    def load_text(self, levels: Sequence[Sequence[str]]) -> tuple[float, float] | None:
+        """Replace the side from `[[price_text, size_text, ...], ...]` (zero sizes left out,
+        a repeated price's last level kept); None, or the first level (price, size) that is
+        not a finite price above 0 and a finite size of 0 or more, the side left as it was."""
+        out: dict[float, Level] = {}
+        for level in levels:
+            p, s = level[0], level[1]
+            price, size = float(p), float(s)
+            if not (0.0 < price < INF and 0.0 <= size < INF):
+                return price, size
+            if size != 0.0:
+                out[price] = (size, p, s)
+        self.load(out)
+        return None
+
+    def apply_text(self, levels: Sequence[Sequence[str]]) -> tuple[float, float] | None:
+        """Apply absolute sizes given as text pairs in order (a zero size removes the level);
+        None, or the first bad level (see `load_text`), the levels before it applied."""
+        for level in levels:
+            p, s = level[0], level[1]
+            price, size = float(p), float(s)
+            if not (0.0 < price < INF and 0.0 <= size < INF):
+                return price, size
+            if size == 0.0:
+                self.pop(price)
+            else:
+                self.set(price, (size, p, s))
+        return None
+
+    def take(self, other: Any) -> None:
+        """Take the levels of `other` (a side of the same kind, emptied)."""
+        self.levels, self.keys = other.levels, other.keys
+        other.levels, other.keys = {}, []
+        other.clear()
+        self.top = None
+        self.shared = False
+        self.touched = 0
+        self.crc_depth = 0
+
+    def look(self, depth: int) -> bool:
+        """True when a change reached the best `depth` levels since the last look (or since
+        the side was cleared or loaded); starts a new watch."""
+        changed = self.touched < depth
+        self.touched = UNTOUCHED
+        return changed
+
+    def digits_crc32(self, depth: int, crc: int) -> int:
+        """`zlib.crc32` continued from `crc` over the best `depth` levels' price then size
+        text, each with the decimal point and leading zeros removed (Kraken's checksum). The
+        last one is kept until a change reaches those levels (an untouched side's, Kraken)."""
+        if depth > 0 and depth == self.crc_depth and crc == self.crc_start:
+            return self.crc_value
+        value = zlib.crc32("".join(map(_level_digits, self.text(depth))).encode(), crc)
+        self.crc_depth, self.crc_start, self.crc_value = max(depth, 0), crc, value
+        return value
 
     def best_price(self) -> float | None:
         keys = self.keys
@@ -161,11 +283,11 @@ class BookSide:
         a change reaches it (do not modify it: records share it)."""
         top = self.top
         if top is None or self.top_depth != depth:
-            levels = self.levels
+            levels, best = self.levels, self._best_keys(depth)
             if self.sign > 0:
-                top = [(p, levels[p][0]) for p in reversed(self.keys[-depth:])]
+                top = [(p, levels[p][0]) for p in best]
             else:
-                top = [(-k, levels[-k][0]) for k in reversed(self.keys[-depth:])]
+                top = [(-k, levels[-k][0]) for k in best]
             self.top = top
             self.top_depth = depth
         self.shared = True
@@ -173,10 +295,14 @@ class BookSide:
 
     def text(self, depth: int) -> list[Level]:
         """The best `depth` levels with their original text, best first (for checksums)."""
-        levels = self.levels
+        levels, best = self.levels, self._best_keys(depth)
         if self.sign > 0:
-            return [levels[p] for p in reversed(self.keys[-depth:])]
-        return [levels[-k] for k in reversed(self.keys[-depth:])]
+            return [levels[p] for p in best]
+        return [levels[-k] for k in best]
+
+    def _best_keys(self, depth: int) -> list[float]:
+        """The best `depth` sort keys, best first (none for a depth of 0 or less)."""
+        return self.keys[:-depth - 1:-1] if depth > 0 else []
 
     def items(self) -> list[tuple[float, Level]]:
         """Every level, best first."""
@@ -259,24 +385,68 @@ def _why(value: float) -> str:
     return "negative" if value < 0.0 else "zero"
 
 
-def _levels(levels: Sequence[Sequence[str]]) -> dict[float, Level]:
-    out: dict[float, Level] = {}
+def _max_float(levels: Sequence[Sequence[Any]], index: int, start: float | None
+               ) -> float | None:
+    best = start
     for level in levels:
-        p, s = level[0], level[1]
-        price, size = float(p), float(s)
-        if not (0.0 < price < INF and 0.0 <= size < INF):
-            _reject(price, size)
-        if size != 0.0:
-            out[price] = (size, p, s)
-    return out
+        value = float(level[index])
+        if best is None or value > best:
+            best = value
+    return best
+
+
+def _interleaved_crc32(book: L2Book, depth: int) -> int:
+    bids, asks = book.text_bids(depth), book.text_asks(depth)
+    parts: list[str | None] = []
+    for (_, bid_price, bid_size), (_, ask_price, ask_size) in zip(bids, asks, strict=False):
+        parts += (bid_price, bid_size, ask_price, ask_size)
+    for _, price, size in bids[len(asks):] or asks[len(bids):]:  # the longer side's rest
+        parts += (price, size)
+    crc = zlib.crc32(":".join(parts).encode())  # type: ignore[arg-type]
+    return crc - 0x100000000 if crc & 0x80000000 else crc
+
+
+def _c_book() -> Any:
+    """exchanges/_book.c's module where the compiled modules run, else None: it is part of
+    the same build, so pure means none of it (exchanges/_native.py)."""
+    if _native.state() != "compiled":
+        return None
+    return importlib.import_module("exchanges._book")
+
+
+_C: Any = _c_book()
+
+# max_float(levels, index, start): the largest float(level[index]) of `levels` and `start`
+# (None: the first level's), a later value taking over only when greater, as max() does.
+max_float: Any = _C.max_float if _C is not None else _max_float
+
+# What L2Book builds its sides with: the C side where built (why and what it gained: the module
+# docstring), else the Python one.
+SIDE_TYPE: Any = _C.BookSide if _C is not None else BookSide
+
+
+def interleaved_crc32(book: L2Book, depth: int) -> int:
+    """The signed CRC32 of `bidPrice:bidSize:askPrice:askSize:...` over the best `depth`
+    levels' original text, level by level, the longer side going on alone: OKX's checksum,
+    and Bitfinex's (whose ask size text is the negative amount it sent). In C where built."""
+    if _C is not None:
+        crc: int | None = _C.interleaved_crc32(book.bids, book.asks, depth)
+        if crc is not None:
+            return crc
+    return _interleaved_crc32(book, depth)  # no C, or a text that is not ASCII: Python's
+
+
+def new_side(descending: bool) -> Side:
+    side: Side = SIDE_TYPE(descending)
+    return side
 
 
 class L2Book:
     __slots__ = ("bids", "asks", "sequence", "ts_event", "ready")
 
     def __init__(self) -> None:
-        self.bids = BookSide(descending=True)
-        self.asks = BookSide(descending=False)
+        self.bids: Side = new_side(True)
+        self.asks: Side = new_side(False)
         self.sequence: int | None = None
         self.ts_event = 0.0
         self.ready = False  # True once a snapshot was loaded and the book is publishable
@@ -296,7 +466,7 @@ class L2Book:
         if size == 0.0:
             self.bids.pop(price)
         else:
-            self.bids.set(price, (size, price_text, size_text))
+            self.bids.put(price, size, price_text, size_text)
 
     def set_ask(self, price: float, size: float, price_text: str | None = None,
                 size_text: str | None = None) -> None:
@@ -305,7 +475,7 @@ class L2Book:
         if size == 0.0:
             self.asks.pop(price)
         else:
-            self.asks.set(price, (size, price_text, size_text))
+            self.asks.put(price, size, price_text, size_text)
 
     def _drop(self, price: float, size: float) -> None:
         """A bad level in a message that is only partly applied: the book cannot be proven
@@ -322,9 +492,13 @@ class L2Book:
                          asks: Sequence[Sequence[str]]) -> None:
         """Replace both sides from `[[price_text, size_text, ...], ...]` lists (a snapshot:
         one sort per side, much faster than level by level on 1000-level books)."""
-        new_bids, new_asks = _levels(bids), _levels(asks)  # BadValue before any change
-        self.bids.load(new_bids)
-        self.asks.load(new_asks)
+        new_bids, new_asks = new_side(True), new_side(False)
+        for side, levels in ((new_bids, bids), (new_asks, asks)):
+            bad = side.load_text(levels)
+            if bad is not None:
+                _reject(bad[0], bad[1])  # BadValue before any change
+        self.bids.take(new_bids)
+        self.asks.take(new_asks)
 
     def load_levels(self, bids: dict[float, Level], asks: dict[float, Level]) -> None:
         """Replace both sides from price -> Level dicts a connector built from a snapshot in
@@ -340,16 +514,11 @@ class L2Book:
     def apply_text_levels(self, bids: Sequence[Sequence[str]],
                           asks: Sequence[Sequence[str]]) -> None:
         """Apply absolute sizes given as text pairs; a zero size removes the level."""
-        for side, levels in ((self.bids, bids), (self.asks, asks)):
-            for level in levels:
-                p, s = level[0], level[1]
-                price, size = float(p), float(s)
-                if not (0.0 < price < INF and 0.0 <= size < INF):
-                    self._drop(price, size)  # BadValue: the book is dropped
-                if size == 0.0:
-                    side.pop(price)
-                else:
-                    side.set(price, (size, p, s))
+        bad = self.bids.apply_text(bids)
+        if bad is None:
+            bad = self.asks.apply_text(asks)
+        if bad is not None:
+            self._drop(bad[0], bad[1])  # BadValue: the book is dropped
 
     def apply_sided_levels(self, changes: Sequence[Sequence[str]], bid: str) -> None:
         """Apply `[[side, price_text, size_text], ...]` in order (Coinbase's `changes`), where
@@ -364,16 +533,14 @@ class L2Book:
             if size == 0.0:
                 (bids if side == bid else asks).pop(price)
             else:
-                (bids if side == bid else asks).set(price, (size, p, s))
+                (bids if side == bid else asks).put(price, size, p, s)
 
     def top_changed(self, depth: int) -> bool:
         """True when a change reached the top `depth` levels of either side since the last
         call (or since the book was cleared or loaded): only then is a new top-N record worth
         publishing. Each call starts a new watch."""
-        bids, asks = self.bids, self.asks
-        changed = bids.touched < depth or asks.touched < depth
-        bids.touched = asks.touched = UNTOUCHED
-        return changed
+        bids_changed = self.bids.look(depth)  # both sides look: each starts a new watch
+        return self.asks.look(depth) or bids_changed
 
     def best_bid(self) -> float | None:
         return self.bids.best_price()
@@ -382,8 +549,8 @@ class L2Book:
         return self.asks.best_price()
 
     def is_crossed(self) -> bool:
-        bids, asks = self.bids.keys, self.asks.keys
-        return bool(bids) and bool(asks) and bids[-1] >= -asks[-1]
+        bid, ask = self.bids.best_price(), self.asks.best_price()
+        return bid is not None and ask is not None and bid >= ask
 
     def top_bids(self, depth: int) -> list[tuple[float, float]]:
         """Best first. The list is shared until the top changes: do not modify it."""

@@ -28,8 +28,6 @@ id, so only v2 sessions deduplicate against it).
 from __future__ import annotations
 
 import re
-import zlib
-from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -37,7 +35,7 @@ import orjson
 
 from exchanges.codecs import rfc3339_epoch
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.book import L2Book, Level, crossed_reason
+from exchanges.book import L2Book, crossed_reason, max_float
 from exchanges.publisher import Publisher
 from exchanges.symbols import ASSET_ALIASES, split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -84,36 +82,21 @@ def recorded_api(replay_dir: str) -> str:
     return "v2"
 
 
-def _digits(text: str) -> str:
-    return text.replace(".", "").lstrip("0")
-
-
-@lru_cache(maxsize=1 << 16)
-def _level_text(level: Level) -> str:
-    """A level's part of the checksum input: its price then quantity text, each with the
-    decimal point and leading zeros removed. Cached by level: the same levels come back in
-    the top 10 message after message, so most are a dict hit instead of four string ops."""
-    return _digits(level[1]) + _digits(level[2])  # type: ignore[arg-type]
-
-
-def _side_text(levels: list[Level]) -> str:
-    """One side's part of the checksum input (levels best first)."""
-    return "".join(map(_level_text, levels))
-
-
 def book_checksum(book: L2Book) -> int:
-    """CRC32 (unsigned) of the top 10 asks then the top 10 bids (see `_side_text`)."""
-    return zlib.crc32((_side_text(book.text_asks(CHECKSUM_LEVELS)) +
-                       _side_text(book.text_bids(CHECKSUM_LEVELS))).encode())
+    """CRC32 (unsigned) of the top 10 asks then the top 10 bids, each level its price then
+    quantity text with the decimal point and leading zeros removed (`digits_crc32`: in C from
+    the kept strings where the book is compiled, exchanges/_book.c)."""
+    return book.bids.digits_crc32(CHECKSUM_LEVELS,
+                                  book.asks.digits_crc32(CHECKSUM_LEVELS, 0))
 
 
 def _truncate(book: L2Book, depth: int) -> None:
     """Keep the best `depth` levels per side, as the server's own book does (on most
     messages neither side is longer: only the lengths are compared)."""
     bids, asks = book.bids, book.asks
-    if len(bids.keys) > depth:
+    if len(bids) > depth:
         bids.truncate(depth)
-    if len(asks.keys) > depth:
+    if len(asks) > depth:
         asks.truncate(depth)
 
 
@@ -148,11 +131,7 @@ class Kraken(Connector):
         self.book_streams: dict[str, Stream] = {}  # where to resubscribe a book
         self.channels: dict[int, int] = {}  # v1 book channelID -> its depth
         self.last_trade: dict[str, int] = {}  # v2 trade_id per pair: snapshots repeat trades
-        # Checksum input per book side, kept with the top list it was made from: the book
-        # hands out the same list object until a change reaches its top, and most changes
-        # of a deep book do not, so most checksums reuse both sides' text.
         self.top_levels = max(self.depth, CHECKSUM_LEVELS)
-        self.side_texts: dict[str, tuple[list, str, list, str]] = {}
 
     # -- connections -----------------------------------------------------------------------
 
@@ -293,15 +272,17 @@ class Kraken(Connector):
                 end = used + len(levels)
                 if end > len(prices) or end > len(qtys):
                     raise ValueError("book levels without a price or qty number token")
-                if book.ready:
-                    setter = book.set_bid if key == "bids" else book.set_ask
-                    for price, qty in zip(prices[used:end], qtys[used:end], strict=True):
-                        setter(float(price), float(qty), price, qty)
+                if book.ready:  # the side's levels in one call, as in v1
+                    pairs = list(zip(prices[used:end], qtys[used:end], strict=True))
+                    if key == "bids":
+                        book.apply_text_levels(pairs, ())
+                    else:
+                        book.apply_text_levels((), pairs)
                 used = end
             if not book.ready:
                 continue  # waiting for the snapshot that answers a resubscription
             _truncate(book, self.book_depths.get(symbol, self.book_depth))
-            checksum = self._checksum(symbol, book)
+            checksum = book_checksum(book)
             if checksum != item["checksum"]:
                 self.resync(symbol, f"checksum mismatch: computed {checksum}, "
                                     f"kraken sent {item['checksum']}")
@@ -311,22 +292,6 @@ class Kraken(Connector):
             self._publish(symbol, book, rfc3339_epoch(stamp) if stamp else ts_recv, ts_recv, stream)
         if used != len(prices) or used != len(qtys):
             raise ValueError(f"{len(prices)} price tokens for {used} book levels")
-
-    def _checksum(self, symbol: str, book: L2Book) -> int:
-        """`book_checksum(book)`, rebuilding only the text of a side whose top changed."""
-        n = self.top_levels
-        asks, bids = book.asks.best(n), book.bids.best(n)
-        cached = self.side_texts.get(symbol)
-        if cached is not None and cached[0] is asks:
-            ask_text = cached[1]
-        else:
-            ask_text = _side_text(book.text_asks(CHECKSUM_LEVELS))
-        if cached is not None and cached[2] is bids:
-            bid_text = cached[3]
-        else:
-            bid_text = _side_text(book.text_bids(CHECKSUM_LEVELS))
-        self.side_texts[symbol] = (asks, ask_text, bids, bid_text)
-        return zlib.crc32(bid_text.encode(), zlib.crc32(ask_text.encode()))
 
     def _publish(self, symbol: str, book: L2Book, ts_event: float, ts_recv: float,
                  stream: Stream) -> None:
@@ -436,10 +401,11 @@ class Kraken(Connector):
             book.ready = True
             self.book_streams[symbol] = stream
             # a snapshot's time is that of its newest level
-            newest = max((float(level[2]) for side in ("as", "bs")
-                          for level in first.get(side, ())), default=ts_recv)
+            latest: float | None = max_float(first.get("bs", ()), 2,
+                                             max_float(first.get("as", ()), 2, None))
             _truncate(book, depth)
-            self._publish(symbol, book, newest, ts_recv, stream)
+            self._publish(symbol, book, ts_recv if latest is None else latest, ts_recv,
+                          stream)
             return
         if not book.ready:
             return  # waiting for the snapshot that answers a resubscription
@@ -452,16 +418,15 @@ class Kraken(Connector):
                 if key == "c":
                     checksum = int(levels)
                     continue
-                setter = book.set_ask if key == "a" else book.set_bid
-                for level in levels:
-                    price, volume = level[0], level[1]
-                    setter(float(price), float(volume), price, volume)
-                    when = float(level[2])
-                    if when > newest:
-                        newest = when
+                newest = max_float(levels, 2, newest)
+                # the side's levels in one call (parsed, checked and set in C when compiled)
+                if key == "a":
+                    book.apply_text_levels((), levels)
+                else:
+                    book.apply_text_levels(levels, ())
         _truncate(book, depth)
         if checksum is not None:
-            computed = self._checksum(symbol, book)
+            computed = book_checksum(book)
             if computed != checksum:
                 self.resync(symbol, f"checksum mismatch: computed {computed}, kraken sent "
                                     f"{checksum}")

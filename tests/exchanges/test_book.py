@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import pytest
 
@@ -150,3 +151,202 @@ def test_load_levels_refuses_a_bad_level_and_drops_the_book(bad: tuple[float, fl
     with pytest.raises(BadValue):
         book.load_levels({100.0: (1.0, "100", "1")}, {price: (size, "x", "y")})
     assert not book.bids and not book.asks
+
+
+# -- the C side (exchanges/_book.c) against the pure one --------------------------------------
+
+def c_book() -> object:
+    """exchanges._book, or a skip where it is not what this process runs (pure modules)."""
+    from exchanges import book
+
+    if book.SIDE_TYPE is book.BookSide:
+        pytest.skip("the C book side is not built or not in use (pure modules)")
+    import exchanges._book as native
+
+    return native
+
+
+def random_text(rng: random.Random) -> str:
+    """Decimal text as venues send it, and the odd forms float() also reads or refuses."""
+    kind = rng.random()
+    if kind < 0.7:
+        places = rng.randint(0, 10)
+        return f"{rng.randint(0, 10 ** rng.randint(1, 12)) / 10 ** places:.{places}f}"
+    return rng.choice(["0", "0.0", "00.100", ".5", "5.", "1e3", "1E-3", "-0", "-1.5", " 1.5",
+                       "1_0", "nan", "inf", "-inf", "", ".", "1.2.3", "abc", "+2",
+                       "9007199254740993", "9007199254740992", "0.1234567890123456789",
+                       "1" * 30, "0." + "0" * 30 + "1", "123456789.0123456789012",
+                       "4503599627370497.5", "1.00000000000000000000000000001",
+                       "\u0661", "1.5\u00a0"])
+
+
+def test_c_text_parse_equals_float() -> None:
+    native: Any = c_book()
+    rng = random.Random(5)
+    for _ in range(50000):
+        text = random_text(rng)
+        try:
+            want: object = float(text)
+        except ValueError as exc:
+            want = str(exc)
+        try:
+            got: object = native.parse_float(text)
+        except ValueError as exc:
+            got = str(exc)
+        assert repr(got) == repr(want), text
+
+
+def test_c_side_answers_as_the_pure_side() -> None:
+    """Every operation, at random, on both sides at once: the same levels, top lists, texts,
+    checksums, `touched` and errors after each."""
+    from exchanges import book
+
+    native: Any = c_book()
+    rng = random.Random(3)
+
+    def level_text(price: float) -> str:
+        return f"{price:.{rng.choice([1, 2, 8])}f}"
+
+    def text_levels() -> list[list[str]]:
+        out = []
+        for _ in range(rng.randint(0, 40)):
+            price = rng.randint(1, 80) / 2
+            size = rng.choice([0, 0, 1, 2.5, 0.00012])
+            out.append([level_text(price), f"{size:.8f}", "1618678133.365913"])
+        if out and rng.random() < 0.1:
+            out[rng.randrange(len(out))][rng.randint(0, 1)] = rng.choice(
+                ["nan", "inf", "-1", "0", "x"])
+        if rng.random() < 0.5:
+            out.sort(key=lambda lv: float(lv[0]) if lv[0][0].isdigit() else 0.0,
+                     reverse=rng.random() < 0.5)
+        return out
+
+    for descending in (True, False):
+        pure, fast = book.BookSide(descending), native.BookSide(descending)
+        for step in range(6000):
+            action = rng.random()
+            price = rng.randint(1, 80) / 2
+            calls: list[tuple[str, tuple]] = []
+            if action < 0.35:
+                size = rng.choice([1.0, 2.0, 0.5])
+                calls.append(("put", (price, size, level_text(price), f"{size}")))
+            elif action < 0.45:
+                calls.append(("set", (price, (3.0, level_text(price), "3"))))
+            elif action < 0.6:
+                calls.append(("pop", (price, "none")))
+            elif action < 0.65:
+                calls.append(("truncate", (rng.randint(0, 40),)))
+            elif action < 0.67:
+                calls.append(("clear", ()))
+            elif action < 0.7:
+                levels = {rng.randint(1, 80) / 2: (1.5, "p", "1.5") for _ in range(30)}
+                calls.append(("load", (levels,)))
+            elif action < 0.8:
+                calls.append(("load_text", (text_levels(),)))
+            elif action < 0.95:
+                calls.append(("apply_text", (text_levels(),)))
+            else:
+                depth = rng.randint(0, 25)
+                calls.append(("best", (depth,)))
+                calls.append(("text", (depth,)))
+            if rng.random() < 0.2:
+                pure.touched = fast.touched = book.UNTOUCHED
+            for name, args in calls:
+                answers = []
+                for side in (pure, fast):
+                    try:
+                        answers.append(("ok", getattr(side, name)(*args)))
+                    except (ValueError, TypeError) as exc:
+                        answers.append(("raised", f"{type(exc).__name__}: {exc}"))
+                assert repr(answers[0]) == repr(answers[1]), (step, name, args)  # nan
+            assert pure.items() == fast.items(), step
+            assert len(pure) == len(fast) and bool(pure) == bool(fast), step
+            assert pure.touched == fast.touched, step
+            assert pure.best_price() == fast.best_price(), step
+            depth = rng.choice([5, 10, 20])
+            assert pure.best(depth) == fast.best(depth), step
+            assert pure.text(depth) == fast.text(depth), step
+            assert (price in pure) == (price in fast), step
+            if price in pure:
+                assert pure[price] == fast[price], step
+            if all(lv[1] != "p" for lv in pure.text(10)):
+                crc = rng.choice([0, 0, rng.randint(0, (1 << 32) - 1)])  # 0: often kept
+                for _ in range(2):
+                    assert pure.digits_crc32(10, crc) == fast.digits_crc32(10, crc), step
+        other_pure, other_fast = book.BookSide(descending), native.BookSide(descending)
+        other_pure.load_text([["10", "1"], ["11", "2"]])
+        other_fast.load_text([["10", "1"], ["11", "2"]])
+        pure.take(other_pure)
+        fast.take(other_fast)
+        assert pure.items() == fast.items() and len(other_fast) == 0 == len(other_pure)
+
+
+def test_c_best_list_is_never_edited_once_handed_out() -> None:
+    native: Any = c_book()
+    side = native.BookSide(True)
+    side.load_text([["100", "1"], ["99", "2"]])
+    top = side.best(5)
+    assert side.best(5) is top  # no change: the same list
+    side.put(100.5, 3.0, "100.5", "3")
+    assert top == [(100.0, 1.0), (99.0, 2.0)]
+    assert side.best(5) == [(100.5, 3.0), (100.0, 1.0), (99.0, 2.0)]
+    side.put(50.0, 1.0, "50", "1")  # below the top 2: the list for depth 2 stays
+    top2 = side.best(2)
+    side.put(49.0, 1.0, "49", "1")
+    assert side.best(2) is top2
+
+
+def test_max_float_equals_max_of_floats() -> None:
+    from exchanges import book
+
+    rng = random.Random(9)
+    fast: Any = book.max_float
+    for _ in range(3000):
+        levels = [["1", "1", random_text(rng) if rng.random() < 0.2 else
+                   f"{rng.uniform(1.6e9, 1.7e9):.6f}"] for _ in range(rng.randint(0, 6))]
+        start = rng.choice([None, 0.0, 1.65e9])
+        answers = []
+        for fn in (book._max_float, fast):
+            try:
+                answers.append(repr(fn(levels, 2, start)))
+            except (ValueError, IndexError) as exc:
+                answers.append(f"{type(exc).__name__}: {exc}")
+        assert answers[0] == answers[1], levels
+
+
+def test_interleaved_crc32_is_okx_and_bitfinex_checksum() -> None:
+    """The book's interleaved checksum (C where built) answers as OKX's and Bitfinex's own
+    checksum functions, so either can call it: sides of any lengths, ask amounts negative."""
+    from exchanges import bitfinex, okx
+    from exchanges.book import interleaved_crc32
+
+    rng = random.Random(13)
+    for case in range(2000):
+        book = L2Book()
+        for setter, sign in ((book.set_bid, 1), (book.set_ask, -1)):
+            for _ in range(rng.randint(0, 40)):
+                price = rng.randint(1, 10 ** rng.randint(1, 9)) / 10 ** rng.randint(0, 8)
+                text = f"{price:.{rng.randint(0, 8)}f}"
+                size = rng.randint(1, 10 ** 6) / 10 ** rng.randint(0, 8)
+                size_text = f"{sign * size:.8f}" if case % 2 else f"{size:g}"
+                if float(text) > 0:
+                    setter(float(text), size, text, size_text)
+        depth = rng.choice([25, 1, 0, 60])
+        if depth == 25:
+            assert interleaved_crc32(book, 25) == okx.checksum(book), case
+            assert interleaved_crc32(book, 25) == bitfinex.book_checksum(book), case
+        assert interleaved_crc32(book, depth) == book_checksum_of(book, depth), case
+
+
+def book_checksum_of(book: L2Book, depth: int) -> int:
+    """The interleaved checksum spelled out once more, for depths other than 25."""
+    import zlib
+
+    bids, asks = book.text_bids(depth), book.text_asks(depth)
+    parts: list[str] = []
+    for i in range(max(len(bids), len(asks))):
+        for side in (bids, asks):
+            if i < len(side):
+                parts += side[i][1:]  # type: ignore[arg-type]
+    crc = zlib.crc32(":".join(parts).encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
