@@ -34,13 +34,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zlib
 from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.book import L2Book
+from exchanges.book import L2Book, interleaved_crc32
 from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -75,16 +74,9 @@ def to_unified(inst_id: str) -> str:
 
 def checksum(book: L2Book) -> int:
     """OKX's CRC32 of the top 25 levels: `bidPx:bidSz:askPx:askSz:...` over the original text,
-    interleaved level by level (the longer side continues alone), as a signed 32-bit int."""
-    bids = book.text_bids(CHECKSUM_LEVELS)
-    asks = book.text_asks(CHECKSUM_LEVELS)
-    parts: list[str | None] = []
-    for (_, bid_price, bid_size), (_, ask_price, ask_size) in zip(bids, asks, strict=False):
-        parts += (bid_price, bid_size, ask_price, ask_size)
-    for _, price, size in bids[len(asks):] or asks[len(bids):]:  # the longer side's rest
-        parts += (price, size)
-    crc = zlib.crc32(":".join(parts).encode())  # type: ignore[arg-type]
-    return crc - 0x100000000 if crc & 0x80000000 else crc
+    interleaved level by level (the longer side continues alone), as a signed 32-bit int:
+    the book's `interleaved_crc32` (C where built)."""
+    return interleaved_crc32(book, CHECKSUM_LEVELS)
 
 
 def _number(text: str) -> float | None:

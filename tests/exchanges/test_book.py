@@ -314,10 +314,9 @@ def test_max_float_equals_max_of_floats() -> None:
         assert answers[0] == answers[1], levels
 
 
-def test_interleaved_crc32_is_okx_and_bitfinex_checksum() -> None:
-    """The book's interleaved checksum (C where built) answers as OKX's and Bitfinex's own
-    checksum functions, so either can call it: sides of any lengths, ask amounts negative."""
-    from exchanges import bitfinex, okx
+def test_interleaved_crc32() -> None:
+    """The book's interleaved checksum (C where built; OKX's and Bitfinex's checksum) equals
+    the rule spelled out in Python: sides of any lengths, ask amounts negative."""
     from exchanges.book import interleaved_crc32
 
     rng = random.Random(13)
@@ -332,9 +331,6 @@ def test_interleaved_crc32_is_okx_and_bitfinex_checksum() -> None:
                 if float(text) > 0:
                     setter(float(text), size, text, size_text)
         depth = rng.choice([25, 1, 0, 60])
-        if depth == 25:
-            assert interleaved_crc32(book, 25) == okx.checksum(book), case
-            assert interleaved_crc32(book, 25) == bitfinex.book_checksum(book), case
         assert interleaved_crc32(book, depth) == book_checksum_of(book, depth), case
 
 
