@@ -88,6 +88,10 @@ static int parse_amount(PyObject *obj, double *out) {
             }
         }
     }
+    if (PyBool_Check(obj)) {  /* float(False) is 0.0: a JSON false would delete a level */
+        PyErr_Format(PyExc_TypeError, "not a number: %R", obj);
+        return -1;
+    }
     PyObject *f = PyNumber_Float(obj);
     if (f == NULL) return -1;
     *out = PyFloat_AS_DOUBLE(f);

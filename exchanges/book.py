@@ -225,7 +225,7 @@ class BookSide:
         out: dict[float, Level] = {}
         for level in levels:
             p, s = level[0], level[1]
-            price, size = float(p), float(s)
+            price, size = _number(p), _number(s)
             if not (0.0 < price < INF and 0.0 <= size < INF):
                 return price, size
             if size != 0.0:
@@ -238,7 +238,7 @@ class BookSide:
         None, or the first bad level (see `load_text`), the levels before it applied."""
         for level in levels:
             p, s = level[0], level[1]
-            price, size = float(p), float(s)
+            price, size = _number(p), _number(s)
             if not (0.0 < price < INF and 0.0 <= size < INF):
                 return price, size
             if size == 0.0:
@@ -308,6 +308,14 @@ class BookSide:
         """Every level, best first."""
         levels, sign = self.levels, self.sign
         return [(k * sign, levels[k * sign]) for k in reversed(self.keys)]
+
+
+def _number(value: Any) -> float:
+    """float(value), but a bool is refused as the C side refuses it: float(False) is 0.0, and
+    a JSON false where a size belongs would delete a level."""
+    if type(value) is bool:
+        raise TypeError(f"not a number: {value!r}")
+    return float(value)
 
 
 def is_ordered(levels: list[tuple[float, float]], descending: bool) -> bool:

@@ -153,6 +153,23 @@ def test_load_levels_refuses_a_bad_level_and_drops_the_book(bad: tuple[float, fl
     assert not book.bids and not book.asks
 
 
+@pytest.mark.parametrize("side_type", ["python", "built"])
+def test_a_bool_is_not_a_size(side_type: str) -> None:
+    """float(False) is 0.0: a JSON false where a size belongs would delete a level unseen.
+    Both sides refuse it (TypeError, the frame to the DLQ), the level kept."""
+    from exchanges import book as books
+
+    kind: Any = books.BookSide if side_type == "python" else books.SIDE_TYPE
+    for bad in (["100.5", False], [True, "1.0"]):
+        side = kind(True)
+        side.set(100.5, (2.0, "100.5", "2.0"))
+        with pytest.raises(TypeError):  # compiled, mypyc refuses it first (a str expected)
+            side.apply_text([bad])
+        with pytest.raises(TypeError):  # compiled, mypyc refuses it first (a str expected)
+            side.load_text([bad])
+        assert side.items() == [(100.5, (2.0, "100.5", "2.0"))]
+
+
 # -- the C side (exchanges/_book.c) against the pure one --------------------------------------
 
 def c_book() -> object:
