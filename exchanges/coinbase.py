@@ -20,13 +20,15 @@ from __future__ import annotations
 
 
 import orjson
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from exchanges.codecs import rfc3339_epoch
+from exchanges.codecs import DecodeError, rfc3339_epoch
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.book import L2Book, crossed_reason
+from exchanges.book import L2Book, Level, crossed_reason
+from exchanges.coinbase_messages import Snapshot, Update, decode_message
 from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
+from exchanges.values import INF
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
 if TYPE_CHECKING:
@@ -128,7 +130,20 @@ class Coinbase(Connector):
             self.last_trade.pop(to_native(symbol), None)
 
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
-        msg = orjson.loads(frame)
+        """Book messages decode typed (exchanges/coinbase_messages.py); anything else, and a
+        book message that does not fit its type exactly, is parsed by `on_message`."""
+        try:
+            message = decode_message(frame)
+        except (DecodeError, RecursionError):  # msgspec's nesting limit is below orjson's
+            self.on_message(orjson.loads(frame), ts_recv, stream)
+            return
+        if isinstance(message, Update):
+            self._book_update(message, frame, ts_recv, stream)
+        else:
+            self._book_snapshot(message, frame, ts_recv, stream)
+
+    def on_message(self, msg: Any, ts_recv: float, stream: Stream) -> None:
+        """A frame decoded by orjson: every message but a well-formed book message."""
         kind = msg["type"]
         if kind == "l2update":
             self._update(msg, ts_recv, stream)
@@ -148,32 +163,73 @@ class Coinbase(Connector):
             raise ValueError(f"unknown message type {kind!r}")
 
     # -- books -----------------------------------------------------------------------------
+    # The typed path (`_book_snapshot`, `_book_update`) and the untyped one (`_snapshot`,
+    # `_update`) apply a message alike. A level out of range (`nan`, `-1`, `0` for a price)
+    # is refused by the untyped path, from the frame again, so that the error names the
+    # value as float(text) does (msgspec reads "-0" as 0.0): a level that fits its type but
+    # cannot be used is rare, and the book is dropped with it anyway.
+
+    def _book_of(self, symbol: str, kind: str) -> L2Book | None:
+        """The market's book, or None for a market unsubscribed on the open socket (a
+        message in flight before the venue took it); a market never subscribed raises."""
+        book = self.books.get(symbol)
+        if book is None and "book" in self.subscriptions.get(symbol, ()):
+            raise ValueError(f"{kind} for {symbol}, which has no book subscription")
+        return book
+
+    def _book_snapshot(self, msg: Snapshot, frame: bytes | str, ts_recv: float,
+                       stream: Stream) -> None:
+        symbol = self.symbol(msg.product_id)
+        book = self._book_of(symbol, "snapshot")
+        if book is None:
+            return
+        bids, asks = levels_of(msg.bids), levels_of(msg.asks)
+        if bids is None or asks is None:
+            self._snapshot(orjson.loads(frame), ts_recv, stream)  # raises BadValue
+            return
+        book.bids.load(bids)  # checked by levels_of (load_levels would check them again)
+        book.asks.load(asks)
+        self._loaded(symbol, book, ts_recv, stream)
 
     def _snapshot(self, msg: dict, ts_recv: float, stream: Stream) -> None:
         """{"type":"snapshot","product_id":"BTC-USD","bids":[["10101.10","0.45054140"]],
         "asks":[["10102.55","0.57753524"]]}"""
         symbol = self.symbol(msg["product_id"])
-        book = self.books.get(symbol)
+        book = self._book_of(symbol, "snapshot")
         if book is None:
-            if "book" not in self.subscriptions.get(symbol, ()):
-                return  # unsubscribed on the open socket: in flight before the venue took it
-            raise ValueError(f"snapshot for {symbol}, which has no book subscription")
+            return
         book.load_text_levels(msg["bids"], msg["asks"])
+        self._loaded(symbol, book, ts_recv, stream)
+
+    def _loaded(self, symbol: str, book: L2Book, ts_recv: float, stream: Stream) -> None:
         book.ready = True
         self.book_streams[symbol] = stream
         self._publish(symbol, book, ts_recv, ts_recv, stream)  # a snapshot carries no time
+
+    def _book_update(self, msg: Update, frame: bytes | str, ts_recv: float,
+                     stream: Stream) -> None:
+        symbol = self.symbol(msg.product_id)
+        book = self._book_of(symbol, "l2update")
+        if book is None or not book.ready:
+            return  # not ready: updates before the snapshot that answers a resubscription
+        bids, asks = book.bids, book.asks
+        for side, price, size in msg.changes:
+            if not (0.0 < price < INF and 0.0 <= size < INF):
+                self._update(orjson.loads(frame), ts_recv, stream)  # raises BadValue
+                return
+            if size == 0.0:
+                (bids if side == "buy" else asks).pop(price)
+            else:  # no checksum: the book keeps no text
+                (bids if side == "buy" else asks).set(price, (size, None, None))
+        self._publish(symbol, book, rfc3339_epoch(msg.time), ts_recv, stream)
 
     def _update(self, msg: dict, ts_recv: float, stream: Stream) -> None:
         """{"type":"l2update","product_id":"BTC-USD","changes":[["buy","22356.27","0.00"]],
         "time":"2022-08-04T15:25:05.010758Z"} (`buy` = bid side, size 0 removes)"""
         symbol = self.symbol(msg["product_id"])
-        book = self.books.get(symbol)
-        if book is None:
-            if "book" not in self.subscriptions.get(symbol, ()):
-                return  # unsubscribed on the open socket: in flight before the venue took it
-            raise ValueError(f"l2update for {symbol}, which has no book subscription")
-        if not book.ready:
-            return  # updates before the snapshot that answers a renewed subscription
+        book = self._book_of(symbol, "l2update")
+        if book is None or not book.ready:
+            return
         book.apply_sided_levels(msg["changes"], "buy")
         self._publish(symbol, book, rfc3339_epoch(msg["time"]), ts_recv, stream)
 
@@ -273,6 +329,18 @@ class Coinbase(Connector):
         return [Trade("coinbase", symbol, rfc3339_epoch(t["time"]), ts_recv, float(t["price"]),
                       float(t["size"]), BUY if t["side"] == "sell" else SELL,
                       str(t["trade_id"])) for t in body]
+
+
+def levels_of(side: list[tuple[float, float]]) -> dict[float, Level] | None:
+    """A typed snapshot side as `BookSide.load` takes it (size 0 left out), or None when a
+    level is out of range (the untyped path refuses it)."""
+    levels: dict[float, Level] = {}
+    for price, size in side:
+        if not (0.0 < price < INF and 0.0 <= size < INF):
+            return None
+        if size != 0.0:
+            levels[price] = (size, None, None)
+    return levels
 
 
 CONNECTOR = Coinbase
