@@ -22,6 +22,7 @@ import orjson
 import pytest
 
 from config.settings import load_settings
+from exchanges.codecs import rfc3339_epoch
 from exchanges.coinbase import Coinbase
 from exchanges.coinbase_messages import Snapshot, Update, decode_message
 from exchanges.publisher import Publisher
@@ -210,3 +211,26 @@ def test_the_recording_publishes_the_same_typed_and_untyped(
 
     typed = run(True)
     assert len(typed) > 2_000 and typed == run(False)
+
+
+def test_exchange_time_is_rfc3339_epoch(frames: list[tuple[float, str]]) -> None:
+    """The whole second remembered between messages changes nothing: the same float, or the
+    same error, as `rfc3339_epoch` for every form."""
+    coinbase = connector()
+    texts = [orjson.loads(f).get("time") for _, f in frames]
+    texts = [t for t in texts if t]
+    odd = ["2021-04-17T16:43:42Z", "2021-04-17T16:43:42.2Z", "2021-04-17T16:43:42.214623ZZ",
+           "2021-04-17T16:43:42.21462ZZ", "2021-04-17T16:43:42.214623", "2021-04-17T16:43:42",
+           "2021-04-17T16:43:42.2146231Z", "2021-04-17T16:43:42.21_623Z", "2021-04-17T16:43:42.x",
+           "2021-04-17T16:43:4", "", "2021-04-17T16:43:42+00:00", "2021-04-17T16:43:42.-14623Z",
+           "2021-04-17T16:43:43.000001Z", "1970-01-01T00:00:00.500000Z", "2021-04-17T16:43:42"
+           ".1e-10Z", "2021-04-17T16:43:42.inf00Z", "2021-04-17T16:43:42.nan00Z"]
+    rng = random.Random(7)
+    for text in texts + [t for o in odd for t in (o, texts[0], o, o)] + rng.sample(texts, 500):
+        def answer(parse: Any, text: str = text) -> Any:
+            try:
+                return parse(text)
+            except Exception as exc:  # noqa: BLE001 - compared by type and text
+                return (type(exc).__name__, str(exc))
+        want, got = answer(rfc3339_epoch), answer(coinbase.exchange_time)
+        assert got == want or (got != got and want != want), text
