@@ -20,15 +20,15 @@ from __future__ import annotations
 
 
 import orjson
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Final, cast
 
 from exchanges.codecs import DecodeError, rfc3339_epoch
 from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book, Level, crossed_reason
-from exchanges.coinbase_messages import Snapshot, Update, decode_message
+from exchanges import coinbase_messages, values
+from exchanges.coinbase_messages import Snapshot, Update
 from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
-from exchanges.values import INF
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
 if TYPE_CHECKING:
@@ -40,6 +40,13 @@ URL = "wss://ws-feed.exchange.coinbase.com"
 BOOK_CHANNEL = "level2_batch"  # public; `level2` (unbatched) needs an authenticated feed
 MAX_PRODUCTS = 100  # per socket: keeps one slow product's batch from delaying many others
 TAKER_SIDE = {"buy": SELL, "sell": BUY}  # a match's `side` is the maker's
+
+# Read per message. Compiled, an imported name is a dict lookup at each use, a Final one a C
+# constant.
+INF: Final = values.INF
+BOOK_RECORD: Final = OrderBook
+UPDATE: Final = Update
+decode_message: Final = coinbase_messages.decode_message
 
 
 def to_native(symbol: str) -> str:
@@ -141,7 +148,7 @@ class Coinbase(Connector):
         except (DecodeError, RecursionError):  # msgspec's nesting limit is below orjson's
             self.on_message(orjson.loads(frame), ts_recv, stream)
             return
-        if isinstance(message, Update):
+        if isinstance(message, UPDATE):
             self._book_update(message, frame, ts_recv, stream)
         else:
             self._book_snapshot(message, frame, ts_recv, stream)
@@ -263,7 +270,7 @@ class Coinbase(Connector):
             self._resync(symbol, fault, stream)
             return
         book.ts_event = ts_event
-        self.out.book(OrderBook("coinbase", symbol, ts_event, ts_recv, bids, asks, None))
+        self.out.book(BOOK_RECORD("coinbase", symbol, ts_event, ts_recv, bids, asks, None))
 
     def _resync(self, symbol: str, reason: str, stream: Stream) -> None:
         """Drop the book and renew its level 2 subscription: the answer is a fresh snapshot."""

@@ -24,10 +24,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from exchanges.metrics import SAMPLE_EVERY, Sampler, metrics
-from exchanges.values import INF, finite_time, non_negative, positive
+from exchanges import values
+from exchanges.values import finite_time, non_negative, positive
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
 from records import ticker_topic, trade_topic
 from records.codec import JSON, Codec
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 DLQ_MAX_BYTES = 256 * 1024  # of a frame kept on ws.dlq; well under the 1 MiB request limit
 TRADE_IDS_KEPT = 4096  # per market: repeats further back than this are not recognized
+
+# Compiled, an imported name is a dict lookup at each use, a Final one a C constant: INF is
+# read several times per record.
+INF: Final = values.INF
 
 Headers = list[tuple[str, bytes]] | None
 Pending = tuple[str, bytes, Any, Headers, float]
