@@ -20,13 +20,13 @@ from __future__ import annotations
 
 
 import orjson
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 from exchanges.codecs import DecodeError, rfc3339_epoch
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.book import L2Book, Level, crossed_reason
+from exchanges.book import L2Book, crossed_reason
 from exchanges import coinbase_messages, values
-from exchanges.coinbase_messages import Snapshot, Update
+from exchanges.coinbase_messages import Update
 from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -45,7 +45,6 @@ TAKER_SIDE = {"buy": SELL, "sell": BUY}  # a match's `side` is the maker's
 # constant.
 INF: Final = values.INF
 BOOK_RECORD: Final = OrderBook
-UPDATE: Final = Update
 decode_message: Final = coinbase_messages.decode_message
 
 
@@ -141,20 +140,17 @@ class Coinbase(Connector):
             self.last_trade.pop(to_native(symbol), None)
 
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
-        """Book messages decode typed (exchanges/coinbase_messages.py); anything else, and a
-        book message that does not fit its type exactly, is parsed by `on_message`."""
+        """Book updates decode typed (exchanges/coinbase_messages.py); anything else, and an
+        update that does not fit its type exactly, is parsed by `on_message`."""
         try:
             message = decode_message(frame)
         except (DecodeError, RecursionError):  # msgspec's nesting limit is below orjson's
             self.on_message(orjson.loads(frame), ts_recv, stream)
             return
-        if isinstance(message, UPDATE):
-            self._book_update(message, frame, ts_recv, stream)
-        else:
-            self._book_snapshot(message, frame, ts_recv, stream)
+        self._book_update(message, frame, ts_recv, stream)
 
     def on_message(self, msg: Any, ts_recv: float, stream: Stream) -> None:
-        """A frame decoded by orjson: every message but a well-formed book message."""
+        """A frame decoded by orjson: every message but a well-formed book update."""
         kind = msg["type"]
         if kind == "l2update":
             self._update(msg, ts_recv, stream)
@@ -174,11 +170,11 @@ class Coinbase(Connector):
             raise ValueError(f"unknown message type {kind!r}")
 
     # -- books -----------------------------------------------------------------------------
-    # The typed path (`_book_snapshot`, `_book_update`) and the untyped one (`_snapshot`,
-    # `_update`) apply a message alike. A level out of range (`nan`, `-1`, `0` for a price)
-    # is refused by the untyped path, from the frame again, so that the error names the
-    # value as float(text) does (msgspec reads "-0" as 0.0): a level that fits its type but
-    # cannot be used is rare, and the book is dropped with it anyway.
+    # The typed update (`_book_update`) and the untyped one (`_update`) apply a message
+    # alike. A level out of range (`nan`, `-1`, `0` for a price) is refused by the untyped
+    # path, from the frame again, so that the error names the value as float(text) does
+    # (msgspec reads "-0" as 0.0): a level that fits its type but cannot be used is rare,
+    # and the book is dropped with it anyway.
 
     def _book_of(self, symbol: str, kind: str) -> L2Book | None:
         """The market's book, or None for a market unsubscribed on the open socket (a
@@ -188,20 +184,6 @@ class Coinbase(Connector):
             raise ValueError(f"{kind} for {symbol}, which has no book subscription")
         return book
 
-    def _book_snapshot(self, msg: Snapshot, frame: bytes | str, ts_recv: float,
-                       stream: Stream) -> None:
-        symbol = self.symbol(msg.product_id)
-        book = self._book_of(symbol, "snapshot")
-        if book is None:
-            return
-        bids, asks = levels_of(msg.bids), levels_of(msg.asks)
-        if bids is None or asks is None:
-            self._snapshot(orjson.loads(frame), ts_recv, stream)  # raises BadValue
-            return
-        book.bids.load(bids)  # checked by levels_of (load_levels would check them again)
-        book.asks.load(asks)
-        self._loaded(symbol, book, ts_recv, stream)
-
     def _snapshot(self, msg: dict, ts_recv: float, stream: Stream) -> None:
         """{"type":"snapshot","product_id":"BTC-USD","bids":[["10101.10","0.45054140"]],
         "asks":[["10102.55","0.57753524"]]}"""
@@ -210,9 +192,6 @@ class Coinbase(Connector):
         if book is None:
             return
         book.load_text_levels(msg["bids"], msg["asks"])
-        self._loaded(symbol, book, ts_recv, stream)
-
-    def _loaded(self, symbol: str, book: L2Book, ts_recv: float, stream: Stream) -> None:
         book.ready = True
         self.book_streams[symbol] = stream
         self._publish(symbol, book, ts_recv, ts_recv, stream)  # a snapshot carries no time
@@ -231,7 +210,7 @@ class Coinbase(Connector):
             if size == 0.0:
                 (bids if side == "buy" else asks).pop(price)
             else:  # no checksum: the book keeps no text
-                (bids if side == "buy" else asks).set(price, (size, None, None))
+                (bids if side == "buy" else asks).put(price, size, None, None)
         self._publish(symbol, book, self.exchange_time(msg.time), ts_recv, stream)
 
     def exchange_time(self, text: str) -> float:
@@ -354,23 +333,6 @@ class Coinbase(Connector):
         return [Trade("coinbase", symbol, rfc3339_epoch(t["time"]), ts_recv, float(t["price"]),
                       float(t["size"]), BUY if t["side"] == "sell" else SELL,
                       str(t["trade_id"])) for t in body]
-
-
-def levels_of(side: list[tuple[float, float]]) -> dict[float, Level] | None:
-    """A typed snapshot side as `BookSide.load` takes it (size 0 left out), or None when a
-    level is out of range (the untyped path refuses it)."""
-    # Compiled, the levels are kept as the decoder's float objects and compared as C
-    # doubles: read as floats, each would be boxed anew to be stored (1.05 against 1.25 ms
-    # for the recording's 10 snapshots, one process, alternating).
-    levels: dict[Any, Any] = {}
-    for level in cast(list[tuple[object, object]], side):
-        price, size = level
-        p, s = cast(float, price), cast(float, size)
-        if not (0.0 < p < INF and 0.0 <= s < INF):
-            return None
-        if s != 0.0:
-            levels[price] = (size, None, None)
-    return levels
 
 
 CONNECTOR = Coinbase
