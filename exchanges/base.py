@@ -22,6 +22,7 @@ from exchanges.book import L2Book
 from exchanges.codecs import DecodeError, ValidationError
 from exchanges.history import backfill
 from exchanges.publisher import Publisher
+from exchanges.values import INF
 from records import Trade
 
 if TYPE_CHECKING:
@@ -222,7 +223,8 @@ class Connector:
         if stream.connects < 2:
             return
         times = [out.newest_trade[s][0] for s in stream.symbols if s in out.newest_trade]
-        times += [out.book_times[s][0] for s in stream.symbols if s in out.book_times]
+        books = out.book_times
+        times += [books[s][0] for s in stream.symbols if s in books]
         if not times:
             return  # nothing was heard on it: nothing to continue from
         # exchange times of different markets interleave: a little before the newest
@@ -270,13 +272,15 @@ class Connector:
         (a silent socket is the session's silence watchdog's business)."""
         if now - stream.last_frame > stale_after:
             return
-        times = self.out.book_times
+        markets = self.out.book_markets
         for symbol in stream.symbols:
-            last = times.get(symbol)
-            if last is not None and now - last[1] > stale_after:
-                del times[symbol]  # armed again by the next book published
-                self.resync(symbol, f"stale: exchange time stuck at {last[0]:.3f} for "
-                                    f"{now - last[1]:.0f} s while the feed is alive",
+            market = markets.get(symbol)
+            if market is not None and market.newest > -INF and \
+                    now - market.advanced > stale_after:
+                stuck = market.newest
+                market.newest = -INF  # watched again from the next book message
+                self.resync(symbol, f"stale: exchange time stuck at {stuck:.3f} for "
+                                    f"{now - market.advanced:.0f} s while the feed is alive",
                             kind="stale")
                 self.restart_book(symbol, stream)
 

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 
 import orjson
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Final
 
-from exchanges.codecs import rfc3339_epoch
+from exchanges.codecs import DecodeError, rfc3339_epoch
 from exchanges.base import Connector, Stream, Subscriptions
 from exchanges.book import L2Book, crossed_reason
+from exchanges import coinbase_messages, values
+from exchanges.coinbase_messages import Update
 from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -38,6 +40,12 @@ URL = "wss://ws-feed.exchange.coinbase.com"
 BOOK_CHANNEL = "level2_batch"  # public; `level2` (unbatched) needs an authenticated feed
 MAX_PRODUCTS = 100  # per socket: keeps one slow product's batch from delaying many others
 TAKER_SIDE = {"buy": SELL, "sell": BUY}  # a match's `side` is the maker's
+
+# Read per message. Compiled, an imported name is a dict lookup at each use, a Final one a C
+# constant.
+INF: Final = values.INF
+BOOK_RECORD: Final = OrderBook
+decode_message: Final = coinbase_messages.decode_message
 
 
 def to_native(symbol: str) -> str:
@@ -70,6 +78,10 @@ class Coinbase(Connector):
         self.last_trade: dict[str, int] = {}  # product -> last trade_id received
         self.ticker_sequence: dict[str, int] = {}  # product -> sequence of the last ticker
         self.book_streams: dict[str, Stream] = {}  # where to renew a book subscription
+        # `time`'s whole second ("2021-04-17T16:43:42") and its epoch seconds: messages come
+        # in time order, many within one second (`exchange_time`)
+        self.second = ""
+        self.second_epoch = 0.0
 
     def connections(self) -> list[Stream]:
         streams = []
@@ -128,7 +140,17 @@ class Coinbase(Connector):
             self.last_trade.pop(to_native(symbol), None)
 
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
-        msg = orjson.loads(frame)
+        """Book updates decode typed (exchanges/coinbase_messages.py); anything else, and an
+        update that does not fit its type exactly, is parsed by `on_message`."""
+        try:
+            message = decode_message(frame)
+        except (DecodeError, RecursionError):  # msgspec's nesting limit is below orjson's
+            self.on_message(orjson.loads(frame), ts_recv, stream)
+            return
+        self._book_update(message, frame, ts_recv, stream)
+
+    def on_message(self, msg: Any, ts_recv: float, stream: Stream) -> None:
+        """A frame decoded by orjson: every message but a well-formed book update."""
         kind = msg["type"]
         if kind == "l2update":
             self._update(msg, ts_recv, stream)
@@ -148,32 +170,70 @@ class Coinbase(Connector):
             raise ValueError(f"unknown message type {kind!r}")
 
     # -- books -----------------------------------------------------------------------------
+    # The typed update (`_book_update`) and the untyped one (`_update`) apply a message
+    # alike. A level out of range (`nan`, `-1`, `0` for a price) is refused by the untyped
+    # path, from the frame again, so that the error names the value as float(text) does
+    # (msgspec reads "-0" as 0.0): a level that fits its type but cannot be used is rare,
+    # and the book is dropped with it anyway.
+
+    def _book_of(self, symbol: str, kind: str) -> L2Book | None:
+        """The market's book, or None for a market unsubscribed on the open socket (a
+        message in flight before the venue took it); a market never subscribed raises."""
+        book = self.books.get(symbol)
+        if book is None and "book" in self.subscriptions.get(symbol, ()):
+            raise ValueError(f"{kind} for {symbol}, which has no book subscription")
+        return book
 
     def _snapshot(self, msg: dict, ts_recv: float, stream: Stream) -> None:
         """{"type":"snapshot","product_id":"BTC-USD","bids":[["10101.10","0.45054140"]],
         "asks":[["10102.55","0.57753524"]]}"""
         symbol = self.symbol(msg["product_id"])
-        book = self.books.get(symbol)
+        book = self._book_of(symbol, "snapshot")
         if book is None:
-            if "book" not in self.subscriptions.get(symbol, ()):
-                return  # unsubscribed on the open socket: in flight before the venue took it
-            raise ValueError(f"snapshot for {symbol}, which has no book subscription")
+            return
         book.load_text_levels(msg["bids"], msg["asks"])
         book.ready = True
         self.book_streams[symbol] = stream
         self._publish(symbol, book, ts_recv, ts_recv, stream)  # a snapshot carries no time
 
+    def _book_update(self, msg: Update, frame: bytes | str, ts_recv: float,
+                     stream: Stream) -> None:
+        symbol = self.symbol(msg.product_id)
+        book = self._book_of(symbol, "l2update")
+        if book is None or not book.ready:
+            return  # not ready: updates before the snapshot that answers a resubscription
+        bids, asks = book.bids, book.asks
+        for side, price, size in msg.changes:
+            if not (0.0 < price < INF and 0.0 <= size < INF):
+                self._update(orjson.loads(frame), ts_recv, stream)  # raises BadValue
+                return
+            if size == 0.0:
+                (bids if side == "buy" else asks).pop(price)
+            else:  # no checksum: the book keeps no text
+                (bids if side == "buy" else asks).put(price, size, None, None)
+        self._publish(symbol, book, self.exchange_time(msg.time), ts_recv, stream)
+
+    def exchange_time(self, text: str) -> float:
+        """`rfc3339_epoch(text)`, the same float, with the whole second looked up only when
+        it changes: the feed's `.ffffffZ` form within the last second seen costs a prefix
+        test and one float() (0.11 against 0.22 us on the recording's times, compiled)."""
+        second = self.second  # "" until a time was parsed
+        if len(text) == 27 and text[26] == "Z" and text[25] != "Z" and second and \
+                text.startswith(second):
+            return self.second_epoch + float(text[19:26])
+        ts = rfc3339_epoch(text)  # parsed (or refused) as everywhere
+        if len(text) >= 19:
+            self.second = text[:19]
+            self.second_epoch = rfc3339_epoch(self.second)
+        return ts
+
     def _update(self, msg: dict, ts_recv: float, stream: Stream) -> None:
         """{"type":"l2update","product_id":"BTC-USD","changes":[["buy","22356.27","0.00"]],
         "time":"2022-08-04T15:25:05.010758Z"} (`buy` = bid side, size 0 removes)"""
         symbol = self.symbol(msg["product_id"])
-        book = self.books.get(symbol)
-        if book is None:
-            if "book" not in self.subscriptions.get(symbol, ()):
-                return  # unsubscribed on the open socket: in flight before the venue took it
-            raise ValueError(f"l2update for {symbol}, which has no book subscription")
-        if not book.ready:
-            return  # updates before the snapshot that answers a renewed subscription
+        book = self._book_of(symbol, "l2update")
+        if book is None or not book.ready:
+            return
         book.apply_sided_levels(msg["changes"], "buy")
         self._publish(symbol, book, rfc3339_epoch(msg["time"]), ts_recv, stream)
 
@@ -189,7 +249,7 @@ class Coinbase(Connector):
             self._resync(symbol, fault, stream)
             return
         book.ts_event = ts_event
-        self.out.book(OrderBook("coinbase", symbol, ts_event, ts_recv, bids, asks, None))
+        self.out.book(BOOK_RECORD("coinbase", symbol, ts_event, ts_recv, bids, asks, None))
 
     def _resync(self, symbol: str, reason: str, stream: Stream) -> None:
         """Drop the book and renew its level 2 subscription: the answer is a fresh snapshot."""

@@ -24,10 +24,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from exchanges.metrics import SAMPLE_EVERY, Sampler, metrics
-from exchanges.values import INF, finite_time, non_negative, positive
+from exchanges import values
+from exchanges.values import finite_time, non_negative, positive
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
 from records import ticker_topic, trade_topic
 from records.codec import JSON, Codec
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 DLQ_MAX_BYTES = 256 * 1024  # of a frame kept on ws.dlq; well under the 1 MiB request limit
 TRADE_IDS_KEPT = 4096  # per market: repeats further back than this are not recognized
+
+# Compiled, an imported name is a dict lookup at each use, a Final one a C constant: INF is
+# read several times per record.
+INF: Final = values.INF
 
 Headers = list[tuple[str, bytes]] | None
 Pending = tuple[str, bytes, Any, Headers, float]
@@ -70,6 +75,21 @@ class TradeMarket:
         self.newest_id: str | None = None
 
 
+class BookMarket:
+    """One market's book state in a Publisher, found with one lookup per book message."""
+
+    __slots__ = ("key", "newest", "advanced", "published")
+
+    def __init__(self, key: bytes) -> None:
+        self.key = key  # the Kafka key
+        # The newest ts_event of the market's book messages, published or not, and our time
+        # when it last advanced (stale books, `Connector.check_stale`); -INF: not watched
+        # until the next book message.
+        self.newest = -INF
+        self.advanced = 0.0
+        self.published: float | None = None  # ts_event of the last book record (its age)
+
+
 class Producer(Protocol):
     async def send(self, topic: str, value: bytes, key: bytes, headers: Headers = None) -> Any:
         ...
@@ -80,7 +100,7 @@ class Publisher:
 
     __slots__ = ("exchange", "producer", "pending", "trade_topic", "book_topic", "ticker_topic",
                  "on_ack", "sent", "keys", "markets", "out_of_order_after",
-                 "book_times", "held", "trades", "books", "tickers", "book_ts", "sampler",
+                 "book_markets", "held", "trades", "books", "tickers", "sampler",
                  "codec", "last_ts_event", "outbox", "resume", "skipped",
                  "last_event")
 
@@ -99,13 +119,11 @@ class Publisher:
         self.keys: dict[str, bytes] = {}  # symbol -> Kafka key, built once per market
         self.markets: dict[str, TradeMarket] = {}  # symbol -> its trades' state
         self.out_of_order_after = out_of_order_after
-        # symbol -> (the book's newest ts_event, our time when it last advanced): stale books
-        self.book_times: dict[str, tuple[float, float]] = {}
+        self.book_markets: dict[str, BookMarket] = {}  # symbol -> its book state
         # symbol -> live trades held back while its missed trades are fetched (backfill)
         self.held: dict[str, list[Pending]] = {}
         # Read by Prometheus at scrape time (exchanges/metrics.py), never locked here.
         self.trades = self.books = self.tickers = 0
-        self.book_ts: dict[str, float] = {}  # symbol -> ts_event of its last book
         self.last_ts_event = 0.0  # of the last record queued: the sampled event delay
         self.sampler = Sampler(exchange)
         # Series at 0 from the start, so a rate over them exists before the first event.
@@ -138,6 +156,13 @@ class Publisher:
     def _market(self, symbol: str) -> TradeMarket:
         market = self.markets[symbol] = TradeMarket(self.key(symbol))
         return market
+
+    @property
+    def book_times(self) -> dict[str, tuple[float, float]]:
+        """symbol -> (the book's newest ts_event, our time when it last advanced), of the
+        books watched for staleness (read on a reconnect, not per message)."""
+        return {symbol: (m.newest, m.advanced) for symbol, m in self.book_markets.items()
+                if m.newest > -INF}
 
     def trade(self, trade: Trade) -> bool:
         """Check and queue a trade; False (and nothing queued) for a repeat. Hot path: the
@@ -233,25 +258,34 @@ class Publisher:
         return False
 
     def book(self, book: OrderBook) -> None:
+        """Queue a book record. Hot path: each field read once, one lookup per market."""
         fields: Any = book  # read untyped: see `trade()`
         ts: object = fields.ts_event
         if type(ts) is not float or not 0.0 < ts < INF:
             ts = book.ts_event = finite_time(ts)
-        last = self.book_times.get(book.symbol)
-        if last is None or ts > last[0]:
-            self.book_times[book.symbol] = (ts, book.ts_recv)
+        ts_recv = fields.ts_recv
+        market = self._book_time(fields.symbol, ts, ts_recv)
+        market.published = ts
         self.books += 1
-        self.book_ts[book.symbol] = self.last_ts_event = ts
+        self.last_ts_event = ts
         # levels were checked where parsed: an L2Book's setters, or `book.check_levels` and
         # `book.first_levels` for full book messages (no second pass per level here)
-        self.pending.append((self.book_topic, self.key(book.symbol), book, None, book.ts_recv))
+        self.pending.append((self.book_topic, market.key, book, None, ts_recv))
 
     def book_seen(self, symbol: str, ts_event: float, ts_recv: float) -> None:
         """A book update that left the published top N as it was: nothing is published, but
         its exchange time still counts as the book's (stale-book detection)."""
-        last = self.book_times.get(symbol)
-        if last is None or ts_event > last[0]:
-            self.book_times[symbol] = (ts_event, ts_recv)
+        self._book_time(symbol, ts_event, ts_recv)
+
+    def _book_time(self, symbol: str, ts_event: float, ts_recv: float) -> BookMarket:
+        """The market's book state, its newest exchange time advanced to `ts_event`."""
+        market = self.book_markets.get(symbol)
+        if market is None:
+            market = self.book_markets[symbol] = BookMarket(self.key(symbol))
+        if ts_event > market.newest:
+            market.newest = ts_event
+            market.advanced = ts_recv
+        return market
 
     def ticker(self, ticker: Ticker) -> None:
         """Prices must be real where sent (a ticker without a bid has a null bid, never 0);
@@ -410,8 +444,9 @@ class Publisher:
             ("kcs_records", (ex, "trade"), float(self.trades)),
             ("kcs_records", (ex, "book"), float(self.books)),
             ("kcs_records", (ex, "ticker"), float(self.tickers))]
-        samples += [("kcs_book_age_seconds", (ex, symbol), now - ts)
-                    for symbol, ts in list(self.book_ts.items())]
+        samples += [("kcs_book_age_seconds", (ex, symbol), now - market.published)
+                    for symbol, market in list(self.book_markets.items())
+                    if market.published is not None]
         return samples
 
 

@@ -238,7 +238,7 @@ def test_crossed_book_resyncs(recording: Any) -> None:
     books: dict[str, RebuiltBook] = {}
     feed(connector, frames[:100], books)
     book = connector.books["BAND-GBP"]
-    best_ask = book.text_asks(1)[0][1]  # the best ask price text
+    best_ask = repr(book.top_asks(1)[0][0])  # the best ask price, as text
     start = len(connector.out.pending)
     [stream] = connector.connections()
     crossing = {"type": "l2update", "product_id": "BAND-GBP", "changes": [["buy", best_ask, "5"]],
