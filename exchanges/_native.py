@@ -121,9 +121,10 @@ def install() -> str:
             _state != "pure: not installed":
         return _state
     if not built():
+        # the finder still goes in: extensions an earlier or partial build left beside the
+        # sources would otherwise be imported, stale, in place of the pure modules
         _state = "pure: not built (python exchanges/_native.py build)"
-        return _state
-    if os.environ.get(PURE_ENV, "") not in ("", "0"):
+    elif os.environ.get(PURE_ENV, "") not in ("", "0"):
         _state = f"pure: {PURE_ENV} is set"
     else:
         recorded = STAMP.read_text().strip() if STAMP.exists() else ""
