@@ -132,10 +132,10 @@ def make_connector(exchange: str, producer: object, on_ack: object,
     settings = load_settings({})
     if exchange == "binance":
         subs = {s: {"trades"} for s in SYMBOLS}
-        return (Binance(subs, Publisher("binance", producer, on_ack, codec), settings),
+        return (Binance(subs, Publisher("binance", producer, on_ack, codec=codec), settings),
                 Stream("bench"))
     subs = {s.replace("USDT", "KRW"): {"trades"} for s in SYMBOLS}
-    return Upbit(subs, Publisher("upbit", producer, on_ack, codec), settings), Stream("bench")
+    return Upbit(subs, Publisher("upbit", producer, on_ack, codec=codec), settings), Stream("bench")
 
 
 def avro_codec(exchange: str, registry: str) -> tuple[Codec, str]:
