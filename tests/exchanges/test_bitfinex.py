@@ -18,7 +18,8 @@ import pytest
 
 from config.settings import load_settings
 from replay.subscriptions import from_recordings
-from exchanges.bitfinex import URL, Bitfinex, _update_tokens, to_native, to_unified
+from exchanges.bitfinex import URL, Bitfinex, to_native, to_unified
+from exchanges.book import counted_update
 from exchanges.publisher import Publisher
 from replay.recordings import load_recordings
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -430,9 +431,9 @@ def test_update_that_is_not_three_numbers_is_refused(update: str) -> None:
     a count whose text is not the decoded integer (a space, `0.0`: the count decides a
     deletion), an extra field, or a value that is no number refuses the frame (the session
     sends it to the DLQ), and the book is left as it was."""
-    assert _update_tokens("[17082,[7254.5,0,1],5]", [7254.5, 0, 1]) == (
+    assert counted_update("[17082,[7254.5,0,1],5]", [7254.5, 0, 1]) == (
         7254.5, "7254.5", 1.0, "1", True)
-    assert _update_tokens("[17082,[7255,2,-1.5],5]", [7255, 2, -1.5]) == (
+    assert counted_update("[17082,[7255,2,-1.5],5]", [7255, 2, -1.5]) == (
         7255.0, "7255", -1.5, "-1.5", False)
     frames = session_frames()
     first_update = next(i for i, f in enumerate(frames) if f.startswith("[17082,[7254.8"))
