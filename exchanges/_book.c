@@ -440,9 +440,9 @@ static int read_level(PyObject *level, PyObject **p, PyObject **s, double *price
     return ok_price(*price) && ok_size(*size) ? 0 : 1;
 }
 
-static PyObject *float_pair(double a, double b) {
-    PyObject *x = PyFloat_FromDouble(a), *y = x ? PyFloat_FromDouble(b) : NULL;
-    PyObject *t = y ? PyTuple_New(2) : NULL;
+/* (x, y), taking both references; NULL (both released) when either is NULL or no tuple */
+static PyObject *pair_of(PyObject *x, PyObject *y) {
+    PyObject *t = x && y ? PyTuple_New(2) : NULL;
     if (t == NULL) {
         Py_XDECREF(x);
         Py_XDECREF(y);
@@ -451,6 +451,11 @@ static PyObject *float_pair(double a, double b) {
     PyTuple_SET_ITEM(t, 0, x);
     PyTuple_SET_ITEM(t, 1, y);
     return t;
+}
+
+static PyObject *float_pair(double a, double b) {
+    PyObject *x = PyFloat_FromDouble(a);
+    return pair_of(x, x ? PyFloat_FromDouble(b) : NULL);
 }
 
 static PyObject *bad_level(double price, double size) {
@@ -592,9 +597,8 @@ static PyObject *Side_best_price(Side *self, PyObject *unused) {
     return PyFloat_FromDouble(self->lv[self->n - 1].key * self->sign);
 }
 
-static PyObject *Side_best(Side *self, PyObject *arg) {
-    Py_ssize_t depth = PyLong_AsSsize_t(arg);
-    if (depth == -1 && PyErr_Occurred()) return NULL;
+/* the best depth levels as [(price, size)], best first (a new reference to the list kept) */
+static PyObject *best_list(Side *self, Py_ssize_t depth) {
     if (depth < 0) depth = 0;
     if (self->top == NULL || self->top_depth != depth) {
         Py_ssize_t count = depth < self->n ? depth : self->n;
@@ -615,6 +619,12 @@ static PyObject *Side_best(Side *self, PyObject *arg) {
         self->top_depth = depth;
     }
     return Py_NewRef(self->top);
+}
+
+static PyObject *Side_best(Side *self, PyObject *arg) {
+    Py_ssize_t depth = PyLong_AsSsize_t(arg);
+    if (depth == -1 && PyErr_Occurred()) return NULL;
+    return best_list(self, depth);
 }
 
 static PyObject *Side_text(Side *self, PyObject *arg) {
@@ -734,6 +744,37 @@ static PyObject *Side_look(Side *self, PyObject *arg) {
     int changed = self->touched < depth;
     self->touched = UNTOUCHED;
     return PyBool_FromLong(changed);
+}
+
+/* The arguments (bids, asks, depth) of a function over both sides: 0, or -1 with TypeError
+   (usage) or the depth's error set. */
+static int sides_and_depth(PyObject *const *args, Py_ssize_t nargs, const char *usage,
+                           Side **bids, Side **asks, Py_ssize_t *depth) {
+    if (nargs != 3 || !PyObject_TypeCheck(args[0], &SideType) ||
+            !PyObject_TypeCheck(args[1], &SideType)) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    *bids = (Side *)args[0];
+    *asks = (Side *)args[1];
+    *depth = PyLong_AsSsize_t(args[2]);
+    return (*depth == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* changed_top(bids, asks, depth): book.py's `_changed_top` in C: both sides look (each
+   starts a new watch); None when no change reached the best depth levels of either, else
+   (bids.best(depth), asks.best(depth)). One call where a connector made four. */
+static PyObject *changed_top(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Side *bids, *asks;
+    Py_ssize_t depth;
+    if (sides_and_depth(args, nargs, "changed_top(bids, asks, depth)", &bids, &asks,
+                        &depth) < 0)
+        return NULL;
+    int changed = bids->touched < depth || asks->touched < depth;
+    bids->touched = asks->touched = UNTOUCHED;
+    if (!changed) Py_RETURN_NONE;
+    PyObject *b = best_list(bids, depth);
+    return pair_of(b, b ? best_list(asks, depth) : NULL);
 }
 
 static PyMemberDef Side_members[] = {
@@ -880,14 +921,11 @@ static int joined_into(PyObject *text, char *buf, Py_ssize_t room, Py_ssize_t *a
    caller computes it in Python, with Python's error). */
 static PyObject *interleaved_crc32(PyObject *module, PyObject *const *args,
                                    Py_ssize_t nargs) {
-    if (nargs != 3 || !PyObject_TypeCheck(args[0], &SideType) ||
-            !PyObject_TypeCheck(args[1], &SideType)) {
-        PyErr_SetString(PyExc_TypeError, "interleaved_crc32(bids, asks, depth)");
+    Side *bids, *asks;
+    Py_ssize_t depth;
+    if (sides_and_depth(args, nargs, "interleaved_crc32(bids, asks, depth)", &bids, &asks,
+                        &depth) < 0)
         return NULL;
-    }
-    Side *bids = (Side *)args[0], *asks = (Side *)args[1];
-    Py_ssize_t depth = PyLong_AsSsize_t(args[2]);
-    if (depth == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t nb = depth < bids->n ? depth : bids->n, na = depth < asks->n ? depth : asks->n;
     char buf[4096];
     Py_ssize_t at = 0;
@@ -905,6 +943,12 @@ static PyObject *interleaved_crc32(PyObject *module, PyObject *const *args,
     }
     if (at) crc = crc32(crc, (const Bytef *)buf, (uInt)at);
     return PyLong_FromLong(crc & 0x80000000UL ? (long)crc - 0x100000000L : (long)crc);
+}
+
+/* index of the first c in s[from:len], or -1 (str.find of one ASCII character) */
+static Py_ssize_t find_char(const char *s, Py_ssize_t len, char c, Py_ssize_t from) {
+    const char *at = from < len ? memchr(s + from, c, (size_t)(len - from)) : NULL;
+    return at == NULL ? -1 : at - s;
 }
 
 /* ---- Bitfinex's counted levels ---------------------------------------------------------- */
@@ -1017,33 +1061,37 @@ static PyObject *load_counted(PyObject *module, PyObject *const *args, Py_ssize_
     /* The tokens between the first "[[" and the "]]" after it, separated by "," and "],["
        (book.py's `counted_tokens`: replace, then split, reads the same pieces) */
     Py_ssize_t start = -1, end = -1, i, tokens = 0, joins = 0, from;
-    for (i = 0; i + 1 < len; i++)
-        if (s[i] == '[' && s[i + 1] == '[') {
+    for (i = find_char(s, len, '[', 0); i >= 0 && i + 1 < len; i = find_char(s, len, '[', i + 1))
+        if (s[i + 1] == '[') {
             start = i + 2;
             break;
         }
-    for (i = start; start >= 0 && i + 1 < len; i++)
-        if (s[i] == ']' && s[i + 1] == ']') {
+    for (i = start < 0 ? -1 : find_char(s, len, ']', start); i >= 0 && i + 1 < len;
+            i = find_char(s, len, ']', i + 1))
+        if (s[i + 1] == ']') {
             end = i;
             break;
         }
     if (end >= 0) {
         cuts = PyMem_Malloc((size_t)(6 * n) * sizeof(Py_ssize_t));
         if (cuts == NULL) return PyErr_NoMemory();
-        for (i = from = start; i <= end && tokens <= 3 * n; i++) {
-            int join = i + 2 < end && s[i] == ']' && s[i + 1] == ',' && s[i + 2] == '[';
-            if (i == end || s[i] == ',' || join) {
-                if (tokens < 3 * n) {
-                    cuts[2 * tokens] = from;
-                    cuts[2 * tokens + 1] = i;
-                }
-                tokens++;
-                if (join) {
-                    joins++;
-                    i += 2;
-                }
-                from = i + 1;
+        /* From comma to comma: a comma between ']' and '[' (both inside the text) ends a
+           token at its ']' and the next starts after its '[', as the "],[" replace does: the
+           character before a token is never that ']' (it is the '[' or ',' before it). */
+        from = start;
+        while (tokens <= 3 * n) {
+            Py_ssize_t c = find_char(s, end, ',', from), stop = c;
+            int join = c > from && c + 1 < end && s[c - 1] == ']' && s[c + 1] == '[';
+            if (c < 0) stop = end;
+            else if (join) stop = c - 1;
+            if (tokens < 3 * n) {
+                cuts[2 * tokens] = from;
+                cuts[2 * tokens + 1] = stop;
             }
+            tokens++;
+            if (c < 0) break;
+            joins += join;
+            from = join ? c + 2 : c + 1;
         }
     }
     if (end < 0 || tokens != 3 * n || joins != n - 1) {
@@ -1108,12 +1156,6 @@ done:
     release_run(&runs[1]);
     PyMem_Free(cuts);
     return result;
-}
-
-/* index of the first c in s[from:len], or -1 (str.find of one ASCII character) */
-static Py_ssize_t find_char(const char *s, Py_ssize_t len, char c, Py_ssize_t from) {
-    const char *at = from < len ? memchr(s + from, c, (size_t)(len - from)) : NULL;
-    return at == NULL ? -1 : at - s;
 }
 
 /* apply_counted(bids, asks, text, update): one book update written [CHAN_ID,[PRICE,COUNT,
@@ -1189,6 +1231,8 @@ static PyObject *apply_counted(PyObject *module, PyObject *const *args, Py_ssize
 }
 
 static PyMethodDef module_methods[] = {
+    {"changed_top", (PyCFunction)(void (*)(void))changed_top, METH_FASTCALL,
+     "changed_top(bids, asks, depth): None, or both sides' best lists after a change"},
     {"apply_counted", (PyCFunction)(void (*)(void))apply_counted, METH_FASTCALL,
      "apply_counted(bids, asks, text, update): one Bitfinex book update"},
     {"load_counted", (PyCFunction)(void (*)(void))load_counted, METH_FASTCALL,

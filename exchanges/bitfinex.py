@@ -270,10 +270,11 @@ class Bitfinex(Connector):
         """Snapshot: [17082,[[7254.7,3,3.3],[7254.6,2,-5.5],..],SEQ]; update:
         [17082,[7254.5,0,1],SEQ] (COUNT 0 deletes: from the bids if AMOUNT is 1, from the
         asks if -1; AMOUNT > 0 is a bid); checksum: [17082,"cs",-1476734512,SEQ]."""
-        symbol = channel.symbol
-        book = self.books[symbol]
+        book = self.books[channel.symbol]
         payload = msg[1]
-        if payload == "cs":
+        if type(payload) is not list:
+            if type(payload) is not str or payload != "cs":
+                raise ValueError(f"book message {payload!r}")
             if not book.ready:
                 return
             computed = book_checksum(book)
@@ -291,8 +292,6 @@ class Bitfinex(Connector):
             return
         if not book.ready:
             return
-        if type(payload) is not list:
-            raise ValueError(f"book message {payload!r}")
         book.apply_counted(text, payload)
         if not checksummed:
             self._publish(chan_id, channel, book, ts_recv)
@@ -300,11 +299,11 @@ class Bitfinex(Connector):
             channel.dirty = True  # published once the next checksum proves it
 
     def _publish(self, chan_id: int, channel: _Channel, book: L2Book, ts_recv: float) -> None:
-        depth = self.depth
-        if not book.top_changed(depth):
+        top = book.changed_top(self.depth)  # lists kept until a change reaches them
+        if top is None:
             self.out.book_seen(channel.symbol, ts_recv, ts_recv)
             return  # the last record published still holds
-        bids, asks = book.bids.best(depth), book.asks.best(depth)  # cached until they change
+        bids, asks = top
         if bids and asks and bids[0][0] >= asks[0][0]:  # crossed (inline: the common path)
             fault = crossed_reason(bids, asks)
             self._resubscribe(chan_id, channel, fault)

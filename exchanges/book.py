@@ -531,6 +531,17 @@ def _apply_counted(bids: Side, asks: Side, text: str, update: list
     return None
 
 
+def _changed_top(bids: Side, asks: Side, depth: int
+                 ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]] | None:
+    """None when no change reached the best `depth` levels of either side since they last
+    looked, else both sides' best `depth` levels (`best`); both sides look (each starts a new
+    watch). exchanges/_book.c's `changed_top` is the same in C."""
+    bids_changed = bids.look(depth)
+    if not asks.look(depth) and not bids_changed:
+        return None
+    return bids.best(depth), asks.best(depth)
+
+
 def _c_book() -> Any:
     """exchanges/_book.c's module where the compiled modules run, else None: it is part of
     the same build, so pure means none of it (exchanges/_native.py)."""
@@ -566,6 +577,7 @@ def interleaved_crc32(book: L2Book, depth: int) -> int:
 # caller then runs the Python twin). Why: the L2Book methods below.
 _LOAD_COUNTED: Any = _C.load_counted if _C is not None else _load_counted
 _APPLY_COUNTED: Any = _C.apply_counted if _C is not None else _apply_counted
+_CHANGED_TOP: Any = _C.changed_top if _C is not None else _changed_top
 
 
 def new_side(descending: bool) -> Side:
@@ -704,6 +716,13 @@ class L2Book:
         publishing. Each call starts a new watch."""
         bids_changed = self.bids.look(depth)  # both sides look: each starts a new watch
         return self.asks.look(depth) or bids_changed
+
+    def changed_top(self, depth: int
+                    ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]] | None:
+        """`top_changed(depth)` and, when True, the top `depth` bids and asks (else None):
+        one call into the C side instead of four (Bitfinex's update path)."""
+        top: Any = _CHANGED_TOP(self.bids, self.asks, depth)
+        return top  # type: ignore[no-any-return]
 
     def best_bid(self) -> float | None:
         return self.bids.best_price()

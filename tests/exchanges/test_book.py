@@ -395,7 +395,8 @@ def counted_text(rng: random.Random, levels: list[list[str]]) -> str:
 def test_c_counted_snapshot_and_updates_answer_as_the_pure_twin() -> None:
     """Bitfinex's snapshots and updates (`load_counted`, `apply_counted`): the C twins read
     the same texts and numbers, keep the same levels and refuse the same frames (ValueError
-    with the same message, or the same bad level) as book.py's Python twins, at random."""
+    with the same message, or the same bad level) as book.py's Python twins, at random; and
+    `changed_top` answers as its twin after each."""
     import orjson
 
     from exchanges import book
@@ -415,6 +416,10 @@ def test_c_counted_snapshot_and_updates_answer_as_the_pure_twin() -> None:
         for p, f in zip(pure, fast, strict=True):
             assert p.items() == f.items(), (name, args)
             assert p.touched == f.touched and p.best(20) == f.best(20), (name, args)
+        if rng.random() < 0.5:  # the top-N lists after a change, one call (`changed_top`)
+            depth = rng.choice([0, 1, 5, 20])
+            assert book._changed_top(*pure, depth) == native.changed_top(*fast, depth), args
+            assert pure[0].touched == fast[0].touched == book.UNTOUCHED
 
     pure = (book.BookSide(True), book.BookSide(False))
     fast = (native.BookSide(True), native.BookSide(False))
@@ -446,6 +451,12 @@ def test_c_counted_snapshot_and_updates_answer_as_the_pure_twin() -> None:
                 continue
             if type(decoded) is list:
                 both("apply_counted", (text, decoded), pure, fast)
+    # any text at all: the C twin cuts the same tokens (here texts of [1.5, 1, +-2.5] levels)
+    for _ in range(20000):
+        text = "".join(rng.choice("[[]],,,1-") for _ in range(rng.randint(0, 40)))
+        count = rng.randint(0, 4)
+        levels = [[1.5 + i, 1, rng.choice([2.5, -2.5])] for i in range(count)]
+        both("load_counted", (text, levels), pure, fast)
     # not ASCII: the C twin leaves it to the Python one
     assert native.load_counted(*fast, '[1,[[1,1,1]],"\u00e9"]', [[1, 1, 1]]) is NotImplemented
     assert native.apply_counted(*fast, '[1,[1,1,1],"\u00e9"]', [1, 1, 1]) is NotImplemented
