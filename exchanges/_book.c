@@ -1159,8 +1159,8 @@ done:
 }
 
 /* apply_counted(bids, asks, text, update): one book update written [CHAN_ID,[PRICE,COUNT,
-   AMOUNT],SEQ] (Bitfinex's), book.py's `_apply_counted` in C (its docstring has the rules;
-   `counted_update` how the texts are cut). Returns None; the (price, size) of a level that
+   AMOUNT],SEQ] (Bitfinex's), book.py's `_apply_counted` in C (its docstring has the rules
+   and how the texts are cut). Returns None; the (price, size) of a level that
    is not a finite price above 0 and a finite size (nothing changed); NotImplemented for a
    text that is not ASCII (the caller uses the pure twin). ValueError for an update that is
    not three numbers, or whose COUNT text is not the decoded integer where it deletes. */

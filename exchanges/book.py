@@ -45,7 +45,7 @@ from exchanges.values import INF, BadValue
 
 __all__ = ["L2Book", "Level", "BookSide", "Side", "new_side", "max_float", "interleaved_crc32",
            "is_ordered", "crossed", "crossed_reason", "snapshot_fault", "first_levels",
-           "check_levels", "counted_tokens", "counted_update"]
+           "check_levels", "counted_tokens"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
@@ -483,15 +483,19 @@ def _load_counted(bids: Side, asks: Side, text: str, levels: Any) -> tuple[float
     return None
 
 
-def counted_update(text: str, update: list) -> tuple[float, str, float, str, bool]:
-    """A book update written `[CHAN_ID,[PRICE,COUNT,AMOUNT],SEQ]` (Bitfinex's), `update`
-    its decoded inner list: (price, its text, amount, its text, whether COUNT is 0, which
-    deletes). The numbers are the ones orjson decoded (correctly rounded: the float
-    `float(text)` gives; parsing the tokens again cost 2.5x this function's time), the texts
-    are cut from the frame at the inner array's two commas (three decoded numbers have
-    exactly those). The count decides a deletion, so its text must be the decoded integer's
-    where it deletes; a value that is no number, or a count that is no integer, refuses the
-    frame (ValueError)."""
+def _apply_counted(bids: Side, asks: Side, text: str, update: list
+                   ) -> tuple[float, float] | None:
+    """Apply one book update written `[CHAN_ID,[PRICE,COUNT,AMOUNT],SEQ]` (Bitfinex's),
+    `update` its decoded inner list. The numbers are the ones orjson decoded (correctly
+    rounded: the float `float(text)` gives; parsing the tokens again cost 2.5x the cutting),
+    the texts are cut from the frame at the inner array's two commas (three decoded numbers
+    have exactly those). An AMOUNT text that starts with `-` is the asks' (size -AMOUNT), any
+    other the bids'; COUNT 0 removes the price from that side, else its level is set (a
+    size 0 removes it too). The count decides a deletion, so its text must be the decoded
+    integer's where it deletes; a value that is no number, or a count that is no integer,
+    refuses the update (ValueError, nothing changed). Returns None, or the (price, size) of
+    a level that is not a finite price above 0 and a finite size of 0 or more (nothing
+    changed). exchanges/_book.c's `apply_counted` is the same in C."""
     if len(update) != 3:
         raise ValueError(f"book update of {len(update)} fields: {update}")
     p, count, a = update[0], update[1], update[2]
@@ -506,26 +510,14 @@ def counted_update(text: str, update: list) -> tuple[float, str, float, str, boo
     deletes = second == first + 2 and text[first + 1] == "0"  # the count's text is "0"
     if type(count) is not int or deletes != (count == 0):
         raise ValueError(f"book update count {text[first + 1:second]!r} is not {count!r}")
-    return price, text[start:first], amount, text[second + 1:close], deletes
-
-
-def _apply_counted(bids: Side, asks: Side, text: str, update: list
-                   ) -> tuple[float, float] | None:
-    """Apply one book update written `[CHAN_ID,[PRICE,COUNT,AMOUNT],SEQ]` (Bitfinex's),
-    `update` its decoded inner list (`counted_update` reads it): an AMOUNT text that starts
-    with `-` is the asks' (size -AMOUNT), any other the bids'; COUNT 0 removes the price
-    from that side, else its level is set (a size 0 removes it too). Returns None, or the
-    (price, size) of a level that is not a finite price above 0 and a finite size of 0 or
-    more (nothing changed). exchanges/_book.c's `apply_counted` is the same in C."""
-    price, price_text, amount, amount_text, deletes = counted_update(text, update)
-    ask = amount_text.startswith("-")
+    ask = text[second + 1] == "-"  # the amount's first character (`close` is after it)
     side = asks if ask else bids
     if not deletes:
         size = -amount if ask else amount
         if not (0.0 < price < INF and 0.0 <= size < INF):
             return price, size
         if size != 0.0:
-            side.put(price, size, price_text, amount_text)
+            side.put(price, size, text[start:first], text[second + 1:close])
             return None
     side.pop(price)
     return None
