@@ -326,11 +326,15 @@ static void reset(Side *self) {
     self->crc_depth = 0;
 }
 
-static PyObject *Side_clear(Side *self, PyObject *unused) {
+static void clear_side(Side *self) {
     Py_ssize_t n = self->n;
     self->n = 0;
     release(self->lv, n);
     reset(self);
+}
+
+static PyObject *Side_clear(Side *self, PyObject *unused) {
+    clear_side(self);
     Py_RETURN_NONE;
 }
 
@@ -436,9 +440,9 @@ static int read_level(PyObject *level, PyObject **p, PyObject **s, double *price
     return ok_price(*price) && ok_size(*size) ? 0 : 1;
 }
 
-static PyObject *float_pair(double a, double b) {
-    PyObject *x = PyFloat_FromDouble(a), *y = x ? PyFloat_FromDouble(b) : NULL;
-    PyObject *t = y ? PyTuple_New(2) : NULL;
+/* (x, y), taking both references; NULL (both released) when either is NULL or no tuple */
+static PyObject *pair_of(PyObject *x, PyObject *y) {
+    PyObject *t = x && y ? PyTuple_New(2) : NULL;
     if (t == NULL) {
         Py_XDECREF(x);
         Py_XDECREF(y);
@@ -447,6 +451,11 @@ static PyObject *float_pair(double a, double b) {
     PyTuple_SET_ITEM(t, 0, x);
     PyTuple_SET_ITEM(t, 1, y);
     return t;
+}
+
+static PyObject *float_pair(double a, double b) {
+    PyObject *x = PyFloat_FromDouble(a);
+    return pair_of(x, x ? PyFloat_FromDouble(b) : NULL);
 }
 
 static PyObject *bad_level(double price, double size) {
@@ -588,9 +597,8 @@ static PyObject *Side_best_price(Side *self, PyObject *unused) {
     return PyFloat_FromDouble(self->lv[self->n - 1].key * self->sign);
 }
 
-static PyObject *Side_best(Side *self, PyObject *arg) {
-    Py_ssize_t depth = PyLong_AsSsize_t(arg);
-    if (depth == -1 && PyErr_Occurred()) return NULL;
+/* the best depth levels as [(price, size)], best first (a new reference to the list kept) */
+static PyObject *best_list(Side *self, Py_ssize_t depth) {
     if (depth < 0) depth = 0;
     if (self->top == NULL || self->top_depth != depth) {
         Py_ssize_t count = depth < self->n ? depth : self->n;
@@ -611,6 +619,12 @@ static PyObject *Side_best(Side *self, PyObject *arg) {
         self->top_depth = depth;
     }
     return Py_NewRef(self->top);
+}
+
+static PyObject *Side_best(Side *self, PyObject *arg) {
+    Py_ssize_t depth = PyLong_AsSsize_t(arg);
+    if (depth == -1 && PyErr_Occurred()) return NULL;
+    return best_list(self, depth);
 }
 
 static PyObject *Side_text(Side *self, PyObject *arg) {
@@ -730,6 +744,37 @@ static PyObject *Side_look(Side *self, PyObject *arg) {
     int changed = self->touched < depth;
     self->touched = UNTOUCHED;
     return PyBool_FromLong(changed);
+}
+
+/* The arguments (bids, asks, depth) of a function over both sides: 0, or -1 with TypeError
+   (usage) or the depth's error set. */
+static int sides_and_depth(PyObject *const *args, Py_ssize_t nargs, const char *usage,
+                           Side **bids, Side **asks, Py_ssize_t *depth) {
+    if (nargs != 3 || !PyObject_TypeCheck(args[0], &SideType) ||
+            !PyObject_TypeCheck(args[1], &SideType)) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    *bids = (Side *)args[0];
+    *asks = (Side *)args[1];
+    *depth = PyLong_AsSsize_t(args[2]);
+    return (*depth == -1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+/* changed_top(bids, asks, depth): book.py's `_changed_top` in C: both sides look (each
+   starts a new watch); None when no change reached the best depth levels of either, else
+   (bids.best(depth), asks.best(depth)). One call where a connector made four. */
+static PyObject *changed_top(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    Side *bids, *asks;
+    Py_ssize_t depth;
+    if (sides_and_depth(args, nargs, "changed_top(bids, asks, depth)", &bids, &asks,
+                        &depth) < 0)
+        return NULL;
+    int changed = bids->touched < depth || asks->touched < depth;
+    bids->touched = asks->touched = UNTOUCHED;
+    if (!changed) Py_RETURN_NONE;
+    PyObject *b = best_list(bids, depth);
+    return pair_of(b, b ? best_list(asks, depth) : NULL);
 }
 
 static PyMemberDef Side_members[] = {
@@ -876,14 +921,11 @@ static int joined_into(PyObject *text, char *buf, Py_ssize_t room, Py_ssize_t *a
    caller computes it in Python, with Python's error). */
 static PyObject *interleaved_crc32(PyObject *module, PyObject *const *args,
                                    Py_ssize_t nargs) {
-    if (nargs != 3 || !PyObject_TypeCheck(args[0], &SideType) ||
-            !PyObject_TypeCheck(args[1], &SideType)) {
-        PyErr_SetString(PyExc_TypeError, "interleaved_crc32(bids, asks, depth)");
+    Side *bids, *asks;
+    Py_ssize_t depth;
+    if (sides_and_depth(args, nargs, "interleaved_crc32(bids, asks, depth)", &bids, &asks,
+                        &depth) < 0)
         return NULL;
-    }
-    Side *bids = (Side *)args[0], *asks = (Side *)args[1];
-    Py_ssize_t depth = PyLong_AsSsize_t(args[2]);
-    if (depth == -1 && PyErr_Occurred()) return NULL;
     Py_ssize_t nb = depth < bids->n ? depth : bids->n, na = depth < asks->n ? depth : asks->n;
     char buf[4096];
     Py_ssize_t at = 0;
@@ -903,7 +945,298 @@ static PyObject *interleaved_crc32(PyObject *module, PyObject *const *args,
     return PyLong_FromLong(crc & 0x80000000UL ? (long)crc - 0x100000000L : (long)crc);
 }
 
+/* index of the first c in s[from:len], or -1 (str.find of one ASCII character) */
+static Py_ssize_t find_char(const char *s, Py_ssize_t len, char c, Py_ssize_t from) {
+    const char *at = from < len ? memchr(s + from, c, (size_t)(len - from)) : NULL;
+    return at == NULL ? -1 : at - s;
+}
+
+/* ---- Bitfinex's counted levels ---------------------------------------------------------- */
+
+/* A decoded number as the float float() gives it: a float as it is, an int converted (an
+   int too large for a double raises OverflowError, as float() does); anything else (a
+   bool, a string, null) raises ValueError naming it. 0, or -1 with the exception set. */
+static int counted_number(PyObject *value, double *out) {
+    if (PyFloat_CheckExact(value)) {
+        *out = PyFloat_AS_DOUBLE(value);
+        return 0;
+    }
+    if (PyLong_CheckExact(value)) {
+        *out = PyLong_AsDouble(value);
+        return (*out == -1.0 && PyErr_Occurred()) ? -1 : 0;
+    }
+    PyErr_Format(PyExc_ValueError, "book value %R", value);
+    return -1;
+}
+
+/* The levels of one side of a counted snapshot, in the order sent: size 0 marks a level
+   that deletes (COUNT 0, or AMOUNT 0); its texts are not kept. */
+typedef struct {
+    Lv *lv;
+    Py_ssize_t n;
+} Run;
+
+static void release_run(Run *run) {
+    release(run->lv, run->n);
+    PyMem_Free(run->lv);
+    run->lv = NULL;
+    run->n = 0;
+}
+
+/* The run as a side's array: levels in key order with the deletes applied. A side sent in
+   price order (Bitfinex's snapshots: best first) is taken as it is, reversed; anything else
+   (a price repeated, out of order) is applied level by level into a new array, as the pure
+   twin's dict does it. 0, or -1 with an exception set (the run is released either way). */
+static int run_into(Side *side, Run *run) {
+    Lv *lv = run->lv;
+    Py_ssize_t n = run->n, i, kept = 0;
+    int up = 1, down = 1;
+    for (i = 1; i < n && (up || down); i++) {
+        if (!(lv[i - 1].key < lv[i].key)) up = 0;
+        if (!(lv[i - 1].key > lv[i].key)) down = 0;
+    }
+    if (up || down) {  /* no price twice: a delete removes nothing */
+        for (i = 0; i < n; i++)
+            if (lv[i].size != 0.0) lv[kept++] = lv[i];
+        run->n = 0;
+        sort_levels(lv, kept);
+        take_array(side, lv, kept, n ? n : 1);
+        run->lv = NULL;
+        return 0;
+    }
+    Side tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    tmp.sign = side->sign;
+    for (i = 0; i < n; i++) {
+        double key = lv[i].key;
+        if (lv[i].size != 0.0) {  /* put() takes the level's text references */
+            PyObject *p = lv[i].ptext, *s = lv[i].stext;
+            lv[i].ptext = lv[i].stext = NULL;
+            if (put(&tmp, key * side->sign, lv[i].size, p, s) < 0) {
+                release(tmp.lv, tmp.n);
+                PyMem_Free(tmp.lv);
+                release_run(run);
+                return -1;
+            }
+        } else {
+            Py_ssize_t at = find(&tmp, key);
+            if (at < tmp.n && tmp.lv[at].key == key) {
+                PyObject *r = remove_at(&tmp, at, 0);
+                Py_XDECREF(r);
+            }
+        }
+    }
+    release_run(run);
+    take_array(side, tmp.lv, tmp.n, tmp.cap);
+    return 0;
+}
+
+/* load_counted(bids, asks, text, levels): replace both sides from a book snapshot written
+   [[PRICE,COUNT,AMOUNT],...] (Bitfinex's), book.py's `_load_counted` in C (its docstring has
+   the rules). `levels` is the decoded list and `text` the frame it came from: the numbers
+   are the decoded ones, the texts kept are cut from the frame. Returns None; the (price,
+   size) of the first level that is not a finite price and size above 0 (both sides left
+   empty); NotImplemented for a text that is not ASCII (the caller uses the pure twin).
+   Raises ValueError for a frame whose text or levels are not that shape (sides empty). */
+static PyObject *load_counted(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyObject_TypeCheck(args[0], &SideType) ||
+            !PyObject_TypeCheck(args[1], &SideType) || !PyUnicode_CheckExact(args[2])) {
+        PyErr_SetString(PyExc_TypeError, "load_counted(bids, asks, text, levels)");
+        return NULL;
+    }
+    Side *sides[2] = {(Side *)args[0], (Side *)args[1]};
+    PyObject *text = args[2], *levels = args[3], *result = NULL;
+    if (!PyUnicode_IS_ASCII(text)) Py_RETURN_NOTIMPLEMENTED;
+    clear_side(sides[0]);
+    clear_side(sides[1]);
+    if (!PyList_CheckExact(levels)) {
+        PyErr_Format(PyExc_ValueError, "book message %R", levels);
+        return NULL;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(levels), len = PyUnicode_GET_LENGTH(text);
+    const char *s = (const char *)PyUnicode_DATA(text);
+    Run runs[2] = {{NULL, 0}, {NULL, 0}};
+    Py_ssize_t *cuts = NULL;  /* token k is s[cuts[2k]:cuts[2k+1]] */
+    if (n == 0) Py_RETURN_NONE;
+    /* The tokens between the first "[[" and the "]]" after it, separated by "," and "],["
+       (book.py's `counted_tokens`: replace, then split, reads the same pieces) */
+    Py_ssize_t start = -1, end = -1, i, tokens = 0, joins = 0, from;
+    for (i = find_char(s, len, '[', 0); i >= 0 && i + 1 < len; i = find_char(s, len, '[', i + 1))
+        if (s[i + 1] == '[') {
+            start = i + 2;
+            break;
+        }
+    for (i = start < 0 ? -1 : find_char(s, len, ']', start); i >= 0 && i + 1 < len;
+            i = find_char(s, len, ']', i + 1))
+        if (s[i + 1] == ']') {
+            end = i;
+            break;
+        }
+    if (end >= 0) {
+        cuts = PyMem_Malloc((size_t)(6 * n) * sizeof(Py_ssize_t));
+        if (cuts == NULL) return PyErr_NoMemory();
+        /* From comma to comma: a comma between ']' and '[' (both inside the text) ends a
+           token at its ']' and the next starts after its '[', as the "],[" replace does: the
+           character before a token is never that ']' (it is the '[' or ',' before it). */
+        from = start;
+        while (tokens <= 3 * n) {
+            Py_ssize_t c = find_char(s, end, ',', from), stop = c;
+            int join = c > from && c + 1 < end && s[c - 1] == ']' && s[c + 1] == '[';
+            if (c < 0) stop = end;
+            else if (join) stop = c - 1;
+            if (tokens < 3 * n) {
+                cuts[2 * tokens] = from;
+                cuts[2 * tokens + 1] = stop;
+            }
+            tokens++;
+            if (c < 0) break;
+            joins += join;
+            from = join ? c + 2 : c + 1;
+        }
+    }
+    if (end < 0 || tokens != 3 * n || joins != n - 1) {
+        PyErr_Format(PyExc_ValueError, "book snapshot text is not %zd levels of 3 numbers", n);
+        goto done;
+    }
+    for (int k = 0; k < 2; k++) {
+        runs[k].lv = PyMem_Malloc((size_t)n * sizeof(Lv));
+        if (runs[k].lv == NULL) {
+            PyErr_NoMemory();
+            goto done;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        PyObject *level = PyList_GET_ITEM(levels, i);
+        if (!PyList_CheckExact(level) || PyList_GET_SIZE(level) != 3) {
+            PyErr_Format(PyExc_ValueError, "book level %R", level);
+            goto done;
+        }
+        double price, amount;
+        if (counted_number(PyList_GET_ITEM(level, 0), &price) < 0 ||
+                counted_number(PyList_GET_ITEM(level, 2), &amount) < 0)
+            goto done;
+        Py_ssize_t a0 = cuts[6 * i + 4], a1 = cuts[6 * i + 5];
+        int ask = a1 > a0 && s[a0] == '-';
+        PyObject *count = PyList_GET_ITEM(level, 1);
+        if (!PyLong_CheckExact(count)) {
+            PyErr_Format(PyExc_ValueError, "book level count %R", count);
+            goto done;
+        }
+        int overflow;
+        long c = PyLong_AsLongAndOverflow(count, &overflow);
+        double size = ask ? -amount : amount;
+        Side *side = sides[ask];
+        Lv *lv = runs[ask].lv + runs[ask].n;
+        lv->key = price * side->sign;
+        lv->ptext = lv->stext = lv->pair = lv->level = NULL;
+        if ((c == 0 && !overflow) || size == 0.0) {
+            lv->size = 0.0;  /* deletes */
+        } else {
+            if (!(ok_price(price) && 0.0 < size && size < Py_HUGE_VAL)) {
+                result = bad_level(price, size);
+                goto done;
+            }
+            lv->size = size;
+            lv->ptext = PyUnicode_Substring(text, cuts[6 * i], cuts[6 * i + 1]);
+            lv->stext = lv->ptext ? PyUnicode_Substring(text, a0, a1) : NULL;
+            if (lv->stext == NULL) {
+                Py_XDECREF(lv->ptext);
+                goto done;
+            }
+        }
+        runs[ask].n++;
+    }
+    if (run_into(sides[0], &runs[0]) < 0 || run_into(sides[1], &runs[1]) < 0) {
+        clear_side(sides[0]);
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    release_run(&runs[0]);
+    release_run(&runs[1]);
+    PyMem_Free(cuts);
+    return result;
+}
+
+/* apply_counted(bids, asks, text, update): one book update written [CHAN_ID,[PRICE,COUNT,
+   AMOUNT],SEQ] (Bitfinex's), book.py's `_apply_counted` in C (its docstring has the rules
+   and how the texts are cut). Returns None; the (price, size) of a level that
+   is not a finite price above 0 and a finite size (nothing changed); NotImplemented for a
+   text that is not ASCII (the caller uses the pure twin). ValueError for an update that is
+   not three numbers, or whose COUNT text is not the decoded integer where it deletes. */
+static PyObject *apply_counted(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 4 || !PyObject_TypeCheck(args[0], &SideType) ||
+            !PyObject_TypeCheck(args[1], &SideType) || !PyUnicode_CheckExact(args[2]) ||
+            !PyList_CheckExact(args[3])) {
+        PyErr_SetString(PyExc_TypeError, "apply_counted(bids, asks, text, update: list)");
+        return NULL;
+    }
+    PyObject *text = args[2], *update = args[3];
+    if (!PyUnicode_IS_ASCII(text)) Py_RETURN_NOTIMPLEMENTED;
+    if (PyList_GET_SIZE(update) != 3) {
+        PyErr_Format(PyExc_ValueError, "book update of %zd fields: %S",
+                     PyList_GET_SIZE(update), update);
+        return NULL;
+    }
+    double price, amount;
+    if (counted_number(PyList_GET_ITEM(update, 0), &price) < 0 ||
+            counted_number(PyList_GET_ITEM(update, 2), &amount) < 0)
+        return NULL;
+    /* Two numbers decoded: the inner array's '[', two commas and ']' are in the text */
+    const char *s = (const char *)PyUnicode_DATA(text);
+    Py_ssize_t len = PyUnicode_GET_LENGTH(text);
+    Py_ssize_t start = find_char(s, len, '[', 1) + 1;
+    Py_ssize_t first = find_char(s, len, ',', start);
+    Py_ssize_t second = find_char(s, len, ',', first + 1);
+    Py_ssize_t close = second < 0 ? -1 : find_char(s, len, ']', second);
+    if (start <= 0 || first < 0 || second < 0 || close < 0) {  /* not with 2 numbers decoded */
+        PyErr_Format(PyExc_ValueError, "book update text %R", text);
+        return NULL;
+    }
+    int deletes = second == first + 2 && s[first + 1] == '0';  /* the count's text is "0" */
+    PyObject *count = PyList_GET_ITEM(update, 1);
+    int overflow = 0;
+    long c = PyLong_CheckExact(count) ? PyLong_AsLongAndOverflow(count, &overflow) : -1;
+    if (!PyLong_CheckExact(count) || deletes != (c == 0 && !overflow)) {
+        PyObject *written = PyUnicode_Substring(text, first + 1, second);
+        if (written != NULL) {
+            PyErr_Format(PyExc_ValueError, "book update count %R is not %R", written, count);
+            Py_DECREF(written);
+        }
+        return NULL;
+    }
+    int ask = close > second + 1 && s[second + 1] == '-';
+    Side *side = (Side *)args[ask];
+    double key = price * side->sign;
+    if (!deletes) {
+        double size = ask ? -amount : amount;
+        if (!(ok_price(price) && ok_size(size))) return bad_level(price, size);
+        if (size != 0.0) {
+            PyObject *p = PyUnicode_Substring(text, start, first);
+            PyObject *a = p ? PyUnicode_Substring(text, second + 1, close) : NULL;
+            if (a == NULL) {
+                Py_XDECREF(p);
+                return NULL;
+            }
+            if (put(side, price, size, p, a) < 0) return NULL;  /* put() takes p and a */
+            Py_RETURN_NONE;
+        }
+    }
+    Py_ssize_t at = find(side, key);
+    if (at < side->n && side->lv[at].key == key) {
+        PyObject *r = remove_at(side, at, 0);
+        Py_XDECREF(r);
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef module_methods[] = {
+    {"changed_top", (PyCFunction)(void (*)(void))changed_top, METH_FASTCALL,
+     "changed_top(bids, asks, depth): None, or both sides' best lists after a change"},
+    {"apply_counted", (PyCFunction)(void (*)(void))apply_counted, METH_FASTCALL,
+     "apply_counted(bids, asks, text, update): one Bitfinex book update"},
+    {"load_counted", (PyCFunction)(void (*)(void))load_counted, METH_FASTCALL,
+     "load_counted(bids, asks, text, levels): both sides from Bitfinex's snapshot"},
     {"interleaved_crc32", (PyCFunction)(void (*)(void))interleaved_crc32, METH_FASTCALL,
      "interleaved_crc32(bids, asks, depth): OKX's and Bitfinex's signed checksum"},
     {"max_float", (PyCFunction)(void (*)(void))max_float, METH_FASTCALL,

@@ -11,10 +11,10 @@ and resubscribed (unsubscribe + subscribe), which brings a fresh snapshot. A che
 differs, or a crossed book, does the same for that book. Checksums are defined over the
 numbers exactly as Bitfinex wrote them, and Bitfinex sends JSON numbers, so a book frame's
 number tokens are cut from the raw text beside orjson's decode (which gives the structure
-and the floats, correctly rounded as `float(text)` is): a few `find`s per update, one
-replace and one split per snapshot, each checked against the decoded shape. A token
-with whitespace around it would be kept as written and fail its checksum (the book is
-resynced). When the server confirmed OB_CHECKSUM, a book update is published only once the
+and the floats, correctly rounded as `float(text)` is), each checked against the decoded
+shape: the book's `load_counted` and `apply_counted` (exchanges/book.py, in C where built).
+A token with whitespace around it would be kept as written and fail its checksum (the book
+is resynced). When the server confirmed OB_CHECKSUM, a book update is published only once the
 checksum that follows it has verified; without it (recordings made with flags 65536 only),
 after every sequenced update. Snapshots are complete and published at once.
 
@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING
 import orjson
 
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.book import L2Book, Level, crossed_reason, interleaved_crc32
+from exchanges.book import L2Book, crossed_reason, interleaved_crc32
 from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -75,55 +75,6 @@ def to_unified(native: str) -> str:
             raise ValueError(f"not a Bitfinex trading pair: {native!r}")
         base, quote = pair[:3], pair[3:]
     return unified(ASSETS.get(base, base), ASSETS.get(quote, quote))
-
-
-def _update_tokens(text: str, payload: list) -> tuple[float, str, float, str, bool]:
-    """An update `[CHAN_ID,[PRICE,COUNT,AMOUNT],SEQ]`: (price, its text, amount, its text,
-    whether COUNT is 0, which deletes). The numbers are the ones orjson decoded (its parse
-    is correctly rounded: the float `float(text)` gives; parsing the tokens again cost 2.5x
-    this function's time), the texts are cut from the frame at the inner array's two commas
-    (three decoded numbers have exactly those). The count decides a deletion, so its text
-    must be the decoded integer's where it deletes; a value that is no number, or a count
-    that is no integer, refuses the frame."""
-    if len(payload) != 3:
-        raise ValueError(f"book update of {len(payload)} fields: {payload}")
-    p, count, a = payload[0], payload[1], payload[2]
-    price = p if type(p) is float else _integer(p)
-    amount = a if type(a) is float else _integer(a)
-    start = text.find("[", 1) + 1
-    first = text.find(",", start)
-    second = text.find(",", first + 1)
-    deletes = second == first + 2 and text[first + 1] == "0"  # the count's text is "0"
-    if type(count) is not int or deletes != (count == 0):
-        raise ValueError(f"book update count {text[first + 1:second]!r} is not {count!r}")
-    return price, text[start:first], amount, text[second + 1:text.find("]", second)], deletes
-
-
-def _integer(value: object) -> float:
-    """A number orjson decoded as an int (`7255`), as the float `float(text)` also gives; any
-    other value (true, a string) is refused."""
-    if type(value) is int:
-        return float(value)
-    raise ValueError(f"book value {value!r}")
-
-
-def _snapshot_tokens(text: str, levels: int) -> list[str]:
-    """A snapshot's number tokens as written, three per level (PRICE, COUNT, AMOUNT): the
-    text between `[[` and `]]`, its `],[` separators replaced by commas, split at commas
-    (two C passes; the regex that read them took 3x as long and was a third of a snapshot's
-    cost). Exactly `levels - 1` separators and three tokens per level, or the frame is
-    refused: a nested or missing value shows in one count or the other."""
-    if levels == 0:
-        return []
-    start = text.find("[[") + 2
-    end = text.find("]]", start)
-    inner = text[start:end]
-    joined = inner.replace("],[", ",")
-    tokens = joined.split(",")
-    if start < 2 or end < 0 or len(tokens) != 3 * levels or \
-            len(joined) != len(inner) - 2 * (levels - 1):
-        raise ValueError(f"{len(tokens)} number tokens in a book snapshot of {levels} levels")
-    return tokens
 
 
 def book_checksum(book: L2Book) -> int:
@@ -319,10 +270,11 @@ class Bitfinex(Connector):
         """Snapshot: [17082,[[7254.7,3,3.3],[7254.6,2,-5.5],..],SEQ]; update:
         [17082,[7254.5,0,1],SEQ] (COUNT 0 deletes: from the bids if AMOUNT is 1, from the
         asks if -1; AMOUNT > 0 is a bid); checksum: [17082,"cs",-1476734512,SEQ]."""
-        symbol = channel.symbol
-        book = self.books[symbol]
+        book = self.books[channel.symbol]
         payload = msg[1]
-        if payload == "cs":
+        if type(payload) is not list:
+            if type(payload) is not str or payload != "cs":
+                raise ValueError(f"book message {payload!r}")
             if not book.ready:
                 return
             computed = book_checksum(book)
@@ -334,61 +286,24 @@ class Bitfinex(Connector):
                 self._publish(chan_id, channel, book, ts_recv)
             return
         if not payload or type(payload[0]) is list:  # a snapshot
-            self._snapshot(book, payload, _snapshot_tokens(text, len(payload)))
+            book.load_counted(text, payload)  # cleared first; refused: left empty
+            book.ready = True
             self._publish(chan_id, channel, book, ts_recv)
             return
         if not book.ready:
             return
-        if type(payload) is not list:
-            raise ValueError(f"book message {payload!r}")
-        price, price_text, amount, amount_text, deletes = _update_tokens(text, payload)
-        if deletes:
-            if amount_text[0] == "-":
-                book.asks.pop(price, None)
-            else:
-                book.bids.pop(price, None)
-        elif amount_text[0] == "-":
-            book.set_ask(price, -amount, price_text, amount_text)
-        else:
-            book.set_bid(price, amount, price_text, amount_text)
+        book.apply_counted(text, payload)
         if not checksummed:
             self._publish(chan_id, channel, book, ts_recv)
         else:
             channel.dirty = True  # published once the next checksum proves it
 
-    @staticmethod
-    def _snapshot(book: L2Book, levels: list, tokens: list[str]) -> None:
-        """Load a snapshot (COUNT 0 deletes, as in an update): the numbers orjson decoded,
-        beside their tokens (`_snapshot_tokens`, three per level), built as two dicts and
-        loaded with one sort per side, instead of a sorted insert per level."""
-        book.clear()
-        bids: dict[float, Level] = {}
-        asks: dict[float, Level] = {}
-        i = 0
-        for level in levels:
-            if type(level) is not list or len(level) != 3:
-                raise ValueError(f"book level {level!r}")
-            p, count, a = level[0], level[1], level[2]
-            price = p if type(p) is float else _integer(p)
-            size = a if type(a) is float else _integer(a)
-            amount_text = tokens[i + 2]
-            side = asks if amount_text[0] == "-" else bids
-            if type(count) is not int:
-                raise ValueError(f"book level count {count!r}")
-            if count == 0 or size == 0.0:
-                side.pop(price, None)
-            else:
-                side[price] = (-size if side is asks else size, tokens[i], amount_text)
-            i += 3
-        book.load_levels(bids, asks)
-        book.ready = True
-
     def _publish(self, chan_id: int, channel: _Channel, book: L2Book, ts_recv: float) -> None:
-        depth = self.depth
-        if not book.top_changed(depth):
+        top = book.changed_top(self.depth)  # lists kept until a change reaches them
+        if top is None:
             self.out.book_seen(channel.symbol, ts_recv, ts_recv)
             return  # the last record published still holds
-        bids, asks = book.bids.best(depth), book.asks.best(depth)  # cached until they change
+        bids, asks = top
         if bids and asks and bids[0][0] >= asks[0][0]:  # crossed (inline: the common path)
             fault = crossed_reason(bids, asks)
             self._resubscribe(chan_id, channel, fault)

@@ -18,7 +18,8 @@ import pytest
 
 from config.settings import load_settings
 from replay.subscriptions import from_recordings
-from exchanges.bitfinex import URL, Bitfinex, _update_tokens, to_native, to_unified
+from exchanges.bitfinex import URL, Bitfinex, to_native, to_unified
+from exchanges.book import L2Book
 from exchanges.publisher import Publisher
 from replay.recordings import load_recordings
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -430,10 +431,11 @@ def test_update_that_is_not_three_numbers_is_refused(update: str) -> None:
     a count whose text is not the decoded integer (a space, `0.0`: the count decides a
     deletion), an extra field, or a value that is no number refuses the frame (the session
     sends it to the DLQ), and the book is left as it was."""
-    assert _update_tokens("[17082,[7254.5,0,1],5]", [7254.5, 0, 1]) == (
-        7254.5, "7254.5", 1.0, "1", True)
-    assert _update_tokens("[17082,[7255,2,-1.5],5]", [7255, 2, -1.5]) == (
-        7255.0, "7255", -1.5, "-1.5", False)
+    cut = L2Book()
+    cut.apply_counted("[17082,[7255,2,-1.5],5]", [7255, 2, -1.5])
+    assert cut.text_asks(5) == [(1.5, "7255", "-1.5")]
+    cut.apply_counted("[17082,[7255,0,-1],6]", [7255, 0, -1])
+    assert not cut.asks
     frames = session_frames()
     first_update = next(i for i, f in enumerate(frames) if f.startswith("[17082,[7254.8"))
     connector = new_connector({"BTC-USDT": {"book", "trades", "ticker"}})

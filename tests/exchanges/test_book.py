@@ -363,3 +363,128 @@ def book_checksum_of(book: L2Book, depth: int) -> int:
                 parts += side[i][1:]  # type: ignore[arg-type]
     crc = zlib.crc32(":".join(parts).encode())
     return crc - (1 << 32) if crc >= 1 << 31 else crc
+
+
+def counted_number(rng: random.Random, value: float) -> str:
+    """A number as Bitfinex may write it: an int where whole, else a float's text."""
+    if value == int(value) and rng.random() < 0.5:
+        return str(int(value))
+    return repr(value)
+
+
+def counted_level(rng: random.Random) -> list[str]:
+    """[PRICE, COUNT, AMOUNT] as text: usual levels, deletes, and values no book holds."""
+    price = rng.choice([rng.randint(1, 40) / 2, rng.randint(1, 40) / 2, 0.0, -1.0, 1e308])
+    amount = rng.choice([1.0, 2.5, 0.00012, 0.0, 1e308]) * rng.choice([1, -1])
+    count = rng.choice(["1", "3", "0", "0", "1.0", "true", "10000000000000000000000"])
+    return [counted_number(rng, price), count, counted_number(rng, amount)]
+
+
+def counted_text(rng: random.Random, levels: list[list[str]]) -> str:
+    """The levels written as an array, mostly as Bitfinex does, sometimes not quite."""
+    written = [f"[{','.join(level)}]" for level in levels]
+    joiner = rng.choice([",", ",", ",", ", ", "],["])
+    text = f"[{joiner.join(written)}]" if rng.random() < 0.9 else f"[ {','.join(written)}]"
+    if rng.random() < 0.05 and levels:
+        text = text.replace(",", ", ", 1)  # whitespace in a level: kept as written
+    if rng.random() < 0.05:
+        text = text.replace(levels[0][0], f'"{levels[0][0]}"', 1) if levels else text
+    return text
+
+
+def test_c_counted_snapshot_and_updates_answer_as_the_pure_twin() -> None:
+    """Bitfinex's snapshots and updates (`load_counted`, `apply_counted`): the C twins read
+    the same texts and numbers, keep the same levels and refuse the same frames (ValueError
+    with the same message, or the same bad level) as book.py's Python twins, at random; and
+    `changed_top` answers as its twin after each."""
+    import orjson
+
+    from exchanges import book
+
+    native: Any = c_book()
+    rng = random.Random(17)
+
+    def both(name: str, args: tuple, pure: tuple, fast: tuple) -> None:
+        answers = []
+        for twin, (bids, asks) in ((getattr(book, f"_{name}"), pure),
+                                   (getattr(native, name), fast)):
+            try:
+                answers.append(("ok", twin(bids, asks, *args)))
+            except (ValueError, OverflowError) as exc:
+                answers.append(("raised", f"{type(exc).__name__}: {exc}"))
+        assert repr(answers[0]) == repr(answers[1]), (name, args)
+        for p, f in zip(pure, fast, strict=True):
+            assert p.items() == f.items(), (name, args)
+            assert p.touched == f.touched and p.best(20) == f.best(20), (name, args)
+        if rng.random() < 0.5:  # the top-N lists after a change, one call (`changed_top`)
+            depth = rng.choice([0, 1, 5, 20])
+            assert book._changed_top(*pure, depth) == native.changed_top(*fast, depth), args
+            assert pure[0].touched == fast[0].touched == book.UNTOUCHED
+
+    pure = (book.BookSide(True), book.BookSide(False))
+    fast = (native.BookSide(True), native.BookSide(False))
+    for case in range(3000):
+        levels = [counted_level(rng) for _ in range(rng.randint(0, 30))]
+        if rng.random() < 0.7:  # usual: no bad value, bids best first then asks best first
+            levels = [[p, "1" if c in ("1.0", "true", "10000000000000000000000") else c, a]
+                      for p, c, a in levels if 0 < float(p) < 1e300 and float(a) < 1e300]
+            levels.sort(key=lambda lv: (lv[2][0] == "-", -float(lv[0]) if lv[2][0] != "-"
+                                        else float(lv[0])))
+        text = f"[17082,{counted_text(rng, levels)},{case}]"
+        try:
+            decoded = orjson.loads(text)[1]
+        except orjson.JSONDecodeError:
+            continue  # refused before any book sees it
+        both("load_counted", (text, decoded), pure, fast)
+        for _ in range(rng.randint(0, 20)):
+            level = counted_level(rng)
+            if rng.random() < 0.7:
+                level[1] = rng.choice(["0", "1", "2"])
+            update = f"[{','.join(level)}]"
+            if rng.random() < 0.05:
+                update = rng.choice([update.replace(",", ", "), f"[{level[0]},{level[1]}]",
+                                     f"[{update},1]", update.replace(level[1], "[1,2]", 1)])
+            text = f"[17082,{update},{case}]"
+            try:
+                decoded = orjson.loads(text)[1]
+            except orjson.JSONDecodeError:
+                continue
+            if type(decoded) is list:
+                both("apply_counted", (text, decoded), pure, fast)
+    # any text at all: the C twin cuts the same tokens (here texts of [1.5, 1, +-2.5] levels)
+    for _ in range(20000):
+        text = "".join(rng.choice("[[]],,,1-") for _ in range(rng.randint(0, 40)))
+        count = rng.randint(0, 4)
+        levels = [[1.5 + i, 1, rng.choice([2.5, -2.5])] for i in range(count)]
+        both("load_counted", (text, levels), pure, fast)
+    # not ASCII: the C twin leaves it to the Python one
+    assert native.load_counted(*fast, '[1,[[1,1,1]],"\u00e9"]', [[1, 1, 1]]) is NotImplemented
+    assert native.apply_counted(*fast, '[1,[1,1,1],"\u00e9"]', [1, 1, 1]) is NotImplemented
+
+
+def test_counted_book_loads_deletes_and_refuses() -> None:
+    """L2Book's Bitfinex entry points, in either build: a snapshot's asks are its negative
+    amounts, a count of 0 deletes, and a bad level drops the book with BadValue."""
+    book = L2Book()
+    text = "[1,[[100.5,1,2],[100,2,1.5],[101,1,-3],[102,0,-1],[101.5,1,-0.5]],2]"
+    book.load_counted(text, [[100.5, 1, 2], [100, 2, 1.5], [101, 1, -3], [102, 0, -1],
+                             [101.5, 1, -0.5]])
+    assert book.text_bids(5) == [(2.0, "100.5", "2"), (1.5, "100", "1.5")]
+    assert book.text_asks(5) == [(3.0, "101", "-3"), (0.5, "101.5", "-0.5")]
+    book.apply_counted("[1,[101,0,-1],3]", [101, 0, -1])
+    book.apply_counted("[1,[99.5,4,0.25],4]", [99.5, 4, 0.25])
+    assert book.top_asks(5) == [(101.5, 0.5)]
+    assert book.top_bids(5) == [(100.5, 2.0), (100.0, 1.5), (99.5, 0.25)]
+    with pytest.raises(ValueError):
+        book.apply_counted("[1,[99.5,0.0,1],5]", [99.5, 0.0, 1])
+    assert len(book.bids) == 3  # refused: the book as it was
+    with pytest.raises(BadValue):
+        book.apply_counted("[1,[-1,1,1],5]", [-1, 1, 1])
+    assert not book.bids and not book.asks
+    with pytest.raises(BadValue):
+        book.load_counted("[1,[[100,1,1],[0,1,-1]],2]", [[100, 1, 1], [0, 1, -1]])
+    assert not book.bids and not book.ready
+    with pytest.raises(ValueError):  # its texts could not be cut
+        book.load_counted("[1,[[100,1,1], [101,1,-1]],2]", [[100, 1, 1], [101, 1, -1]])
+    book.load_counted("[1,[[100,1,1],[101, 1,-1]],2]", [[100, 1, 1], [101, 1, -1]])
+    assert book.text_asks(1) == [(1.0, "101", "-1")]  # a space kept as written: fails a cs
