@@ -48,14 +48,83 @@ static PyTypeObject SideType;
 static const double POW10[23] = {1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10,
     1e11, 1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
 
+#if PY_LITTLE_ENDIAN
+/* Up to 8 ASCII digits at once, as fast_float (github.com/fastfloat/fast_float) reads them:
+   a long text's digits were a chain of multiply-adds, one per character, about 1.3 ns each
+   (24 ns for Kraken's `1618678123.481570`, whose snapshots carry 2000 of those, 2000 prices
+   and 2000 sizes), and a few operations on 8 bytes replace 8 of them. */
+static inline int eight_digits(uint64_t v) {  /* every byte of an ASCII v is '0'..'9' */
+    return !(((v + 0x4646464646464646ULL) | (v - 0x3030303030303030ULL)) &
+             0x8080808080808080ULL);
+}
+
+static inline uint64_t eight_value(uint64_t v) {  /* the first byte the leading digit */
+    const uint64_t mask = 0x000000FF000000FFULL;
+    const uint64_t mul1 = 0x000F424000000064ULL;  /* 100 + (1000000 << 32) */
+    const uint64_t mul2 = 0x0000271000000001ULL;  /* 1 + (10000 << 32) */
+    v -= 0x3030303030303030ULL;
+    v = (v * 10) + (v >> 8);
+    return (((v & mask) * mul1) + (((v >> 16) & mask) * mul2)) >> 32;
+}
+
+/* The value of the k <= 8 digits that end at end, or 0 when one is not a digit. The 8 bytes
+   before end are read, and the ones before the run count as '0': a compact ASCII str's text
+   follows its 48-byte header in one allocation, so they are readable bytes of the object. */
+static inline int digits8(const unsigned char *end, Py_ssize_t k, uint64_t *value) {
+    uint64_t v;
+    if (k == 0) {
+        *value = 0;
+        return 1;
+    }
+    memcpy(&v, end - 8, 8);
+    if (k < 8) {
+        uint64_t before = (1ULL << (8 * (8 - k))) - 1;  /* the bytes before the run */
+        v = (v & ~before) | (0x3030303030303030ULL & before);
+    }
+    *value = eight_value(v);
+    return eight_digits(v);
+}
+
+/* The same for k <= 16 digits. */
+static inline int digits16(const unsigned char *end, Py_ssize_t k, uint64_t *value) {
+    uint64_t high, low;
+    if (k <= 8) return digits8(end, k, value);
+    if (!(digits8(end - 8, k - 8, &high) & digits8(end, 8, &low))) return 0;
+    *value = high * 100000000ULL + low;
+    return 1;
+}
+
+/* parse_amount's exact path for a compact ASCII text of digits, at most one '.', at most 16
+   digits on either side of it and 19 in all (so the integer m of all its digits fits 64
+   bits), m <= 2**53: m / 10**(fraction digits), as below. 0 when the text is not that. */
+static int short_amount(const unsigned char *s, Py_ssize_t len, double *out) {
+    Py_ssize_t whole = 0, frac;
+    while (whole < len && s[whole] != '.') whole++;  /* shorter than memchr's call */
+    frac = whole < len ? len - whole - 1 : 0;
+    uint64_t w = 0, f = 0;
+    if (whole > 16 || frac > 16 || whole + frac > 19 || whole + frac == 0) return 0;
+    if (!(digits16(s + whole, whole, &w) & digits16(s + len, frac, &f))) return 0;
+    uint64_t m = w * (uint64_t)POW10[frac] + f;
+    if (m > (1ULL << 53)) return 0;
+    *out = (double)m / POW10[frac];
+    return 1;
+}
+#endif
+
 /* float(obj), with a fast exact path for plain decimal text: digits and at most one '.',
    whose significant digits (trailing fraction zeros dropped) make an integer m <= 2**53 and
    at most 22 fraction digits f. Then m and 10**f are exact doubles and m / 10**f is the one
    correctly rounded division: the correctly rounded value of the decimal, which is what
    float() (David Gay's strtod) returns. Anything else goes to float() itself. Returns 0, or
-   -1 with float()'s exception set. */
+   -1 with float()'s exception set. Most texts take `short_amount`'s way to the same value. */
 static int parse_amount(PyObject *obj, double *out) {
     if (PyUnicode_CheckExact(obj) && PyUnicode_IS_ASCII(obj)) {
+#if PY_LITTLE_ENDIAN
+        if (PyUnicode_IS_COMPACT_ASCII(obj) &&
+                short_amount((const unsigned char *)PyUnicode_DATA(obj),
+                             PyUnicode_GET_LENGTH(obj), out))
+            return 0;
+#endif
         const char *s = (const char *)PyUnicode_DATA(obj);
         Py_ssize_t len = PyUnicode_GET_LENGTH(obj), dot = -1, i, end, digits = 0;
         int plain = len > 0 && len < 64;

@@ -186,14 +186,21 @@ def c_book() -> object:
 def random_text(rng: random.Random) -> str:
     """Decimal text as venues send it, and the odd forms float() also reads or refuses."""
     kind = rng.random()
-    if kind < 0.7:
+    if kind < 0.5:
         places = rng.randint(0, 10)
         return f"{rng.randint(0, 10 ** rng.randint(1, 12)) / 10 ** places:.{places}f}"
+    if kind < 0.7:  # up to 20 digits either side of the dot (the C side reads 8 at a time)
+        whole = "".join(rng.choice("0123456789") for _ in range(rng.randint(0, 20)))
+        fraction = "".join(rng.choice("0000123456789") for _ in range(rng.randint(0, 20)))
+        return whole + ("." + fraction if rng.random() < 0.8 else "")
     return rng.choice(["0", "0.0", "00.100", ".5", "5.", "1e3", "1E-3", "-0", "-1.5", " 1.5",
                        "1_0", "nan", "inf", "-inf", "", ".", "1.2.3", "abc", "+2",
                        "9007199254740993", "9007199254740992", "0.1234567890123456789",
                        "1" * 30, "0." + "0" * 30 + "1", "123456789.0123456789012",
                        "4503599627370497.5", "1.00000000000000000000000000001",
+                       "1618678123.481570", "0.000022900", "13355.87450757", "12345678",
+                       "1234567890123456", "12345678901234567890", "9007199254740992.0",
+                       "0.9007199254740993", "1.2345678x", "x1234567.8", "1234.5678.9",
                        "\u0661", "1.5\u00a0"])
 
 
