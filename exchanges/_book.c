@@ -8,8 +8,9 @@ mypyc left Kraken at 1.28x cryptofeed. Here a side is one array of levels sorted
 fewest entries), found by binary search; sizes are C doubles and the exchange's original price
 and size strings are kept as they came (their references). Prices and sizes parsed from text
 equal Python's float(text) (see parse_amount); the Kraken checksum is computed from the kept
-strings into a stack buffer and zlib's crc32 with no Python object built; the top-N list of
-(price, size) tuples is built only when a change reached it since it was last built.
+strings into a stack buffer and zlib's crc32 with no Python object built, each side's CRC kept
+until a change reaches its levels and continued from the other's (crc32_combine); the top-N
+list of (price, size) tuples is built only when a change reached it since it was last built.
 
 exchanges/book.py keeps the pure-Python BookSide (the fallback where this does not compile,
 and the reference tests/exchanges/test_book.py compares this one with).
@@ -36,9 +37,11 @@ typedef struct {
     PyObject *top;        /* the best top_depth levels as [(price, size)], or NULL: rebuild */
     Py_ssize_t top_depth;
     Py_ssize_t touched;   /* rank (0 = best) of the best level changed since the last look */
-    /* the last digits_crc32: over the best crc_depth levels (0: none kept) from crc_start */
+    /* the last digits_crc32's digits over the best crc_depth levels (0: none kept): their
+       CRC from 0 and their length */
     Py_ssize_t crc_depth;
-    unsigned long crc_start, crc_value;
+    unsigned long crc_value;
+    Py_ssize_t crc_len;
 } Side;
 
 static PyTypeObject SideType;
@@ -737,9 +740,86 @@ static int digits_into(PyObject *text, char *buf, Py_ssize_t *at, Py_ssize_t roo
     return 0;
 }
 
-/* digits_crc32(n, crc): zlib.crc32 continued from crc over the best n levels' price then
-   size text, each with the decimal point and leading zeros removed (Kraken's checksum: one
-   call per side, asks first). No Python object is built: the text goes through a buffer. */
+/* zlib's operator that continues a CRC over len bytes (crc32_combine_gen, zlib 1.2.12 and
+   later), kept per length below COMBINE_LENGTHS: making one costs about what reading a side's
+   ten levels again does (measured), applying one a tenth of it, and a side's ten levels come
+   to a few hundred digits at most. 0 is no operator yet (x**n mod the CRC polynomial is
+   never 0). One table for the process: the GIL serializes every use. */
+#define COMBINE_LENGTHS 4096
+#if ZLIB_VERNUM >= 0x12c0
+static unsigned long combine_ops[COMBINE_LENGTHS];
+#endif
+
+/* crc32_combine(start, crc_value, crc_len): the CRC continued from start over the digits
+   whose own CRC (from 0) the side keeps. */
+static unsigned long continued(const Side *self, unsigned long start) {
+    if (start == 0) return self->crc_value;
+#if ZLIB_VERNUM >= 0x12c0
+    Py_ssize_t len = self->crc_len;
+    if (len < COMBINE_LENGTHS) {
+        unsigned long op = combine_ops[len];
+        if (op == 0) op = combine_ops[len] = crc32_combine_gen((z_off_t)len);
+        return crc32_combine_op(start, self->crc_value, op) & 0xffffffffUL;
+    }
+#endif
+    return crc32_combine(start, self->crc_value, (z_off_t)self->crc_len) & 0xffffffffUL;
+}
+
+/* zlib.crc32 continued from start over the best depth levels' price then size text, each
+   with the decimal point and leading zeros removed (Kraken's checksum: asks, then bids from
+   the asks' CRC), into *out: 0, or -1 with an exception set. No Python object is built: the
+   text goes through a buffer. The side keeps its digits' CRC from 0 and continues it from
+   start (`continued`), so a side no change reached is not read again even when the start
+   changed: Kraken's bids, which start from the asks' CRC, were read again on every update
+   that reached the top asks. */
+static int side_digits_crc32(Side *self, Py_ssize_t depth, unsigned long start,
+                             unsigned long *out) {
+    if (depth > 0 && depth == self->crc_depth) {  /* no change reached those levels since */
+        *out = continued(self, start);
+        return 0;
+    }
+    unsigned long crc = 0;
+    char buf[2048];
+    Py_ssize_t at = 0, total = 0, count = depth < self->n ? depth : self->n;
+    for (Py_ssize_t r = 0; r < count; r++) {
+        const Lv *lv = self->lv + self->n - 1 - r;
+        for (int k = 0; k < 2; k++) {
+            PyObject *text = k ? lv->stext : lv->ptext;
+            int full = digits_into(text, buf, &at, (Py_ssize_t)sizeof(buf));
+            if (full < 0) return -1;
+            if (full) {  /* flush and retry: a text longer than the buffer goes alone */
+                crc = crc32(crc, (const Bytef *)buf, (uInt)at);
+                total += at;
+                at = 0;
+                Py_ssize_t len = PyUnicode_GET_LENGTH(text);
+                if (len > (Py_ssize_t)sizeof(buf)) {
+                    PyObject *b = PyUnicode_AsASCIIString(text);
+                    if (b == NULL) return -1;
+                    const char *s = PyBytes_AS_STRING(b);
+                    Py_ssize_t i = 0;
+                    while (i < len && (s[i] == '0' || s[i] == '.')) i++;
+                    for (; i < len; i++) {
+                        if (s[i] != '.') {
+                            crc = crc32(crc, (const Bytef *)s + i, 1);
+                            total++;
+                        }
+                    }
+                    Py_DECREF(b);
+                } else if (digits_into(text, buf, &at, (Py_ssize_t)sizeof(buf)) < 0) {
+                    return -1;
+                }
+            }
+        }
+    }
+    if (at) crc = crc32(crc, (const Bytef *)buf, (uInt)at);
+    self->crc_depth = depth > 0 ? depth : 0;
+    self->crc_value = crc;
+    self->crc_len = total + at;
+    *out = continued(self, start);
+    return 0;
+}
+
+/* digits_crc32(n, crc): side_digits_crc32 over the best n levels from crc. */
 static PyObject *Side_digits_crc32(Side *self, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 2) {
         PyErr_SetString(PyExc_TypeError, "digits_crc32(n, crc)");
@@ -749,43 +829,7 @@ static PyObject *Side_digits_crc32(Side *self, PyObject *const *args, Py_ssize_t
     if (depth == -1 && PyErr_Occurred()) return NULL;
     unsigned long crc = PyLong_AsUnsignedLongMask(args[1]);
     if (crc == (unsigned long)-1 && PyErr_Occurred()) return NULL;
-    crc &= 0xffffffffUL;
-    /* A side whose best levels did not change since its last checksum from the same start
-       (Kraken: the side an update did not touch, when the asks did not change either) */
-    if (depth > 0 && depth == self->crc_depth && crc == self->crc_start)
-        return PyLong_FromUnsignedLong(self->crc_value);
-    unsigned long start = crc;
-    char buf[2048];
-    Py_ssize_t at = 0, count = depth < self->n ? depth : self->n;
-    for (Py_ssize_t r = 0; r < count; r++) {
-        const Lv *lv = self->lv + self->n - 1 - r;
-        for (int k = 0; k < 2; k++) {
-            PyObject *text = k ? lv->stext : lv->ptext;
-            int full = digits_into(text, buf, &at, (Py_ssize_t)sizeof(buf));
-            if (full < 0) return NULL;
-            if (full) {  /* flush and retry: a text longer than the buffer goes alone */
-                crc = crc32(crc, (const Bytef *)buf, (uInt)at);
-                at = 0;
-                Py_ssize_t len = PyUnicode_GET_LENGTH(text);
-                if (len > (Py_ssize_t)sizeof(buf)) {
-                    PyObject *b = PyUnicode_AsASCIIString(text);
-                    if (b == NULL) return NULL;
-                    const char *s = PyBytes_AS_STRING(b);
-                    Py_ssize_t i = 0;
-                    while (i < len && (s[i] == '0' || s[i] == '.')) i++;
-                    for (; i < len; i++)
-                        if (s[i] != '.') crc = crc32(crc, (const Bytef *)s + i, 1);
-                    Py_DECREF(b);
-                } else if (digits_into(text, buf, &at, (Py_ssize_t)sizeof(buf)) < 0) {
-                    return NULL;
-                }
-            }
-        }
-    }
-    if (at) crc = crc32(crc, (const Bytef *)buf, (uInt)at);
-    self->crc_depth = depth > 0 ? depth : 0;
-    self->crc_start = start;
-    self->crc_value = crc;
+    if (side_digits_crc32(self, depth, crc & 0xffffffffUL, &crc) < 0) return NULL;
     return PyLong_FromUnsignedLong(crc);
 }
 
@@ -972,7 +1016,28 @@ static PyObject *interleaved_crc32(PyObject *module, PyObject *const *args,
     return PyLong_FromLong(crc & 0x80000000UL ? (long)crc - 0x100000000L : (long)crc);
 }
 
+/* asks_bids_digits_crc32(asks, bids, depth): Kraken's checksum of a book in one call, what
+   bids.digits_crc32(depth, asks.digits_crc32(depth, 0)) gives: one call per update instead
+   of two, and no int in between. */
+static PyObject *asks_bids_digits_crc32(PyObject *module, PyObject *const *args,
+                                        Py_ssize_t nargs) {
+    if (nargs != 3 || !PyObject_TypeCheck(args[0], &SideType) ||
+            !PyObject_TypeCheck(args[1], &SideType)) {
+        PyErr_SetString(PyExc_TypeError, "asks_bids_digits_crc32(asks, bids, depth)");
+        return NULL;
+    }
+    Py_ssize_t depth = PyLong_AsSsize_t(args[2]);
+    if (depth == -1 && PyErr_Occurred()) return NULL;
+    unsigned long crc;
+    if (side_digits_crc32((Side *)args[0], depth, 0, &crc) < 0 ||
+            side_digits_crc32((Side *)args[1], depth, crc, &crc) < 0)
+        return NULL;
+    return PyLong_FromUnsignedLong(crc);
+}
+
 static PyMethodDef module_methods[] = {
+    {"asks_bids_digits_crc32", (PyCFunction)(void (*)(void))asks_bids_digits_crc32,
+     METH_FASTCALL, "asks_bids_digits_crc32(asks, bids, depth): Kraken's checksum"},
     {"interleaved_crc32", (PyCFunction)(void (*)(void))interleaved_crc32, METH_FASTCALL,
      "interleaved_crc32(bids, asks, depth): OKX's and Bitfinex's signed checksum"},
     {"max_float", (PyCFunction)(void (*)(void))max_float, METH_FASTCALL,

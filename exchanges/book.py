@@ -44,8 +44,8 @@ from exchanges import _native
 from exchanges.values import INF, BadValue
 
 __all__ = ["L2Book", "Level", "BookSide", "Side", "new_side", "max_float", "interleaved_crc32",
-           "is_ordered", "crossed", "crossed_reason", "snapshot_fault", "first_levels",
-           "check_levels"]
+           "digits_checksum", "is_ordered", "crossed", "crossed_reason", "snapshot_fault",
+           "first_levels", "check_levels"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
@@ -444,6 +444,21 @@ def interleaved_crc32(book: L2Book, depth: int) -> int:
     return _interleaved_crc32(book, depth)  # no C, or a text that is not ASCII: Python's
 
 
+# asks_bids_digits_crc32(asks, bids, depth): `digits_checksum` in one C call, where built.
+_ASKS_BIDS_DIGITS_CRC32: Any = _C.asks_bids_digits_crc32 if _C is not None else None
+
+
+def digits_checksum(book: L2Book, depth: int) -> int:
+    """CRC32 (unsigned) of the best `depth` asks then the best `depth` bids, each level its
+    price then size text with the decimal point and leading zeros removed (Kraken's
+    checksum): `bids.digits_crc32(depth, asks.digits_crc32(depth, 0))`, in one C call where
+    built (two calls and the int between them were ~60 ns of Kraken's ~2 us update)."""
+    if _ASKS_BIDS_DIGITS_CRC32 is not None:
+        crc: int = _ASKS_BIDS_DIGITS_CRC32(book.asks, book.bids, depth)
+        return crc
+    return book.bids.digits_crc32(depth, book.asks.digits_crc32(depth, 0))
+
+
 def new_side(descending: bool) -> Side:
     side: Side = SIDE_TYPE(descending)
     return side
@@ -525,6 +540,13 @@ class L2Book:
         bad = self.bids.apply_text(bids)
         if bad is None:
             bad = self.asks.apply_text(asks)
+        if bad is not None:
+            self._drop(bad[0], bad[1])  # BadValue: the book is dropped
+
+    def apply_side_text(self, side: Side, levels: Sequence[Sequence[str]]) -> None:
+        """`apply_text_levels` for one side (`self.bids` or `self.asks`): a venue whose update
+        names one side (Kraken) makes one call instead of one per side."""
+        bad = side.apply_text(levels)
         if bad is not None:
             self._drop(bad[0], bad[1])  # BadValue: the book is dropped
 

@@ -35,7 +35,7 @@ import orjson
 
 from exchanges.codecs import rfc3339_epoch
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.book import L2Book, crossed_reason, max_float
+from exchanges.book import L2Book, crossed_reason, digits_checksum, max_float
 from exchanges.publisher import Publisher
 from exchanges.symbols import ASSET_ALIASES, split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
@@ -84,10 +84,9 @@ def recorded_api(replay_dir: str) -> str:
 
 def book_checksum(book: L2Book) -> int:
     """CRC32 (unsigned) of the top 10 asks then the top 10 bids, each level its price then
-    quantity text with the decimal point and leading zeros removed (`digits_crc32`: in C from
-    the kept strings where the book is compiled, exchanges/_book.c)."""
-    return book.bids.digits_crc32(CHECKSUM_LEVELS,
-                                  book.asks.digits_crc32(CHECKSUM_LEVELS, 0))
+    quantity text with the decimal point and leading zeros removed (`digits_checksum`: one C
+    call over the kept strings where the book is compiled, exchanges/_book.c)."""
+    return digits_checksum(book, CHECKSUM_LEVELS)
 
 
 def _truncate(book: L2Book, depth: int) -> None:

@@ -338,6 +338,34 @@ def test_max_float_equals_max_of_floats() -> None:
         assert answers[0] == answers[1], levels
 
 
+def test_asks_bids_digits_crc32_is_the_two_sides_chained() -> None:
+    """Kraken's checksum in one call (`digits_checksum`; C where built) equals the asks' then
+    the bids' `digits_crc32` of the pure sides, and zlib over the digits spelled out, while
+    changes reach one side, both or neither (a side's kept CRC continued from a new start)."""
+    import zlib
+
+    from exchanges import book as book_module
+
+    rng = random.Random(17)
+    book, pure = L2Book(), L2Book()
+    pure.bids, pure.asks = book_module.BookSide(True), book_module.BookSide(False)
+    for step in range(4000):
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            bid = rng.random() < 0.5
+            price = rng.randint(1, 40) / 4
+            levels = [[f"{price + (0 if bid else 20):.{rng.randint(2, 6)}f}",
+                       f"{rng.choice([0, 0.5, 12.25, 0.00012]):.8f}"]]
+            for target in (book, pure):
+                target.apply_side_text(target.bids if bid else target.asks, levels)
+        depth = rng.choice([10, 10, 10, 3, 0])
+        spelled = "".join(t.replace(".", "").lstrip("0") for side in
+                          (book.text_asks(depth), book.text_bids(depth)) for _, *texts in side
+                          for t in texts)
+        want = zlib.crc32(spelled.encode())
+        assert book_module.digits_checksum(book, depth) == want, step
+        assert pure.bids.digits_crc32(depth, pure.asks.digits_crc32(depth, 0)) == want, step
+
+
 def test_interleaved_crc32() -> None:
     """The book's interleaved checksum (C where built; OKX's and Bitfinex's checksum) equals
     the rule spelled out in Python: sides of any lengths, ask amounts negative."""
