@@ -15,11 +15,15 @@ Kraken's recorded pass (depth-1000 books, a checksum on every update) from 1.14-
 2.46-2.73x cryptofeed's msg/s and from 9.4-9.9x to 3.6-3.7x its decode floor (bench/parse.py
 --rounds 3, two back-to-back pairs before/after at load 3.5-4.1, 2026-11-30): CPython's object
 work around the Python side (dict, key list, float boxing, checksum text rebuilt as strings)
-was the cost, which compiling this module with mypyc could not remove. `BookSide` below is the
-same side in Python: the fallback where nothing compiles (`KORCOIN_PURE_PYTHON=1`, no
-compiler), and the reference the C side is tested against (tests/exchanges/test_book.py: every
-operation at random, both sides, same answers). It is a dict (price -> level) plus one flat
-list of its prices, sorted so that the best price is last, kept in order with `bisect`.
+was the cost, which compiling this module with mypyc could not remove. Then reading text 8
+digits at a time, keeping each side's checksum CRC (continued with zlib's crc32_combine) and
+Kraken's checksum in one call took it from 3.10-3.30x to 3.69-3.85x cryptofeed's msg/s and
+from 3.65-3.97x to 3.13-3.35x its decode floor (same bench, two alternating pairs, same day).
+`BookSide` below is the same side in Python: the fallback where nothing compiles
+(`KORCOIN_PURE_PYTHON=1`, no compiler), and the reference the C side is tested against
+(tests/exchanges/test_book.py: every operation at random, both sides, same answers). It is a
+dict (price -> level) plus one flat list of its prices, sorted so that the best price is last,
+kept in order with `bisect`.
 Libraries measured and not used: a tree of Python objects (sortedcontainers), and the
 `order-book` package 0.6.1 (the last one for Python 3.11), which sorts on read: on a 1000-level
 side, random updates near the top each followed by the Kraken checksum and a top-20 read, min
