@@ -72,7 +72,7 @@ static inline uint64_t eight_value(uint64_t v) {  /* the first byte the leading 
 
 /* The value of the k <= 8 digits that end at end, or 0 when one is not a digit. The 8 bytes
    before end are read, and the ones before the run count as '0': a compact ASCII str's text
-   follows its 48-byte header in one allocation, so they are readable bytes of the object. */
+   follows its header (40 bytes or more) in one allocation: they are readable bytes of it. */
 static inline int digits8(const unsigned char *end, Py_ssize_t k, uint64_t *value) {
     uint64_t v;
     if (k == 0) {
