@@ -15,11 +15,15 @@ Kraken's recorded pass (depth-1000 books, a checksum on every update) from 1.14-
 2.46-2.73x cryptofeed's msg/s and from 9.4-9.9x to 3.6-3.7x its decode floor (bench/parse.py
 --rounds 3, two back-to-back pairs before/after at load 3.5-4.1, 2026-11-30): CPython's object
 work around the Python side (dict, key list, float boxing, checksum text rebuilt as strings)
-was the cost, which compiling this module with mypyc could not remove. `BookSide` below is the
-same side in Python: the fallback where nothing compiles (`KORCOIN_PURE_PYTHON=1`, no
-compiler), and the reference the C side is tested against (tests/exchanges/test_book.py: every
-operation at random, both sides, same answers). It is a dict (price -> level) plus one flat
-list of its prices, sorted so that the best price is last, kept in order with `bisect`.
+was the cost, which compiling this module with mypyc could not remove. Then reading text 8
+digits at a time, keeping each side's checksum CRC (continued with zlib's crc32_combine) and
+Kraken's checksum in one call took it from 3.10-3.30x to 3.69-3.85x cryptofeed's msg/s and
+from 3.65-3.97x to 3.13-3.35x its decode floor (same bench, two alternating pairs, same day).
+`BookSide` below is the same side in Python: the fallback where nothing compiles
+(`KORCOIN_PURE_PYTHON=1`, no compiler), and the reference the C side is tested against
+(tests/exchanges/test_book.py: every operation at random, both sides, same answers). It is a
+dict (price -> level) plus one flat list of its prices, sorted so that the best price is last,
+kept in order with `bisect`.
 Libraries measured and not used: a tree of Python objects (sortedcontainers), and the
 `order-book` package 0.6.1 (the last one for Python 3.11), which sorts on read: on a 1000-level
 side, random updates near the top each followed by the Kraken checksum and a top-20 read, min
@@ -44,8 +48,8 @@ from exchanges import _native
 from exchanges.values import INF, BadValue
 
 __all__ = ["L2Book", "Level", "BookSide", "Side", "new_side", "max_float", "interleaved_crc32",
-           "is_ordered", "crossed", "crossed_reason", "snapshot_fault", "first_levels",
-           "check_levels", "counted_tokens"]
+           "digits_checksum", "is_ordered", "crossed", "crossed_reason", "snapshot_fault",
+           "first_levels", "check_levels", "counted_tokens"]
 
 # size, price text, size text (texts are None when the exchange sent JSON numbers)
 Level = tuple[float, str | None, str | None]
@@ -571,6 +575,20 @@ _LOAD_COUNTED: Any = _C.load_counted if _C is not None else _load_counted
 _APPLY_COUNTED: Any = _C.apply_counted if _C is not None else _apply_counted
 _CHANGED_TOP: Any = _C.changed_top if _C is not None else _changed_top
 
+# asks_bids_digits_crc32(asks, bids, depth): `digits_checksum` in one C call, where built.
+_ASKS_BIDS_DIGITS_CRC32: Any = _C.asks_bids_digits_crc32 if _C is not None else None
+
+
+def digits_checksum(book: L2Book, depth: int) -> int:
+    """CRC32 (unsigned) of the best `depth` asks then the best `depth` bids, each level its
+    price then size text with the decimal point and leading zeros removed (Kraken's
+    checksum): `bids.digits_crc32(depth, asks.digits_crc32(depth, 0))`, in one C call where
+    built (two calls and the int between them were ~60 ns of Kraken's ~2 us update)."""
+    if _ASKS_BIDS_DIGITS_CRC32 is not None:
+        crc: int = _ASKS_BIDS_DIGITS_CRC32(book.asks, book.bids, depth)
+        return crc
+    return book.bids.digits_crc32(depth, book.asks.digits_crc32(depth, 0))
+
 
 def new_side(descending: bool) -> Side:
     side: Side = SIDE_TYPE(descending)
@@ -684,6 +702,13 @@ class L2Book:
         bad = self.bids.apply_text(bids)
         if bad is None:
             bad = self.asks.apply_text(asks)
+        if bad is not None:
+            self._drop(bad[0], bad[1])  # BadValue: the book is dropped
+
+    def apply_side_text(self, side: Side, levels: Sequence[Sequence[str]]) -> None:
+        """`apply_text_levels` for one side (`self.bids` or `self.asks`): a venue whose update
+        names one side (Kraken) makes one call instead of one per side."""
+        bad = side.apply_text(levels)
         if bad is not None:
             self._drop(bad[0], bad[1])  # BadValue: the book is dropped
 

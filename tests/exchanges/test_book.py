@@ -186,14 +186,21 @@ def c_book() -> object:
 def random_text(rng: random.Random) -> str:
     """Decimal text as venues send it, and the odd forms float() also reads or refuses."""
     kind = rng.random()
-    if kind < 0.7:
+    if kind < 0.5:
         places = rng.randint(0, 10)
         return f"{rng.randint(0, 10 ** rng.randint(1, 12)) / 10 ** places:.{places}f}"
+    if kind < 0.7:  # up to 20 digits either side of the dot (the C side reads 8 at a time)
+        whole = "".join(rng.choice("0123456789") for _ in range(rng.randint(0, 20)))
+        fraction = "".join(rng.choice("0000123456789") for _ in range(rng.randint(0, 20)))
+        return whole + ("." + fraction if rng.random() < 0.8 else "")
     return rng.choice(["0", "0.0", "00.100", ".5", "5.", "1e3", "1E-3", "-0", "-1.5", " 1.5",
                        "1_0", "nan", "inf", "-inf", "", ".", "1.2.3", "abc", "+2",
                        "9007199254740993", "9007199254740992", "0.1234567890123456789",
                        "1" * 30, "0." + "0" * 30 + "1", "123456789.0123456789012",
                        "4503599627370497.5", "1.00000000000000000000000000001",
+                       "1618678123.481570", "0.000022900", "13355.87450757", "12345678",
+                       "1234567890123456", "12345678901234567890", "9007199254740992.0",
+                       "0.9007199254740993", "1.2345678x", "x1234567.8", "1234.5678.9",
                        "\u0661", "1.5\u00a0"])
 
 
@@ -329,6 +336,34 @@ def test_max_float_equals_max_of_floats() -> None:
             except (ValueError, IndexError) as exc:
                 answers.append(f"{type(exc).__name__}: {exc}")
         assert answers[0] == answers[1], levels
+
+
+def test_asks_bids_digits_crc32_is_the_two_sides_chained() -> None:
+    """Kraken's checksum in one call (`digits_checksum`; C where built) equals the asks' then
+    the bids' `digits_crc32` of the pure sides, and zlib over the digits spelled out, while
+    changes reach one side, both or neither (a side's kept CRC continued from a new start)."""
+    import zlib
+
+    from exchanges import book as book_module
+
+    rng = random.Random(17)
+    book, pure = L2Book(), L2Book()
+    pure.bids, pure.asks = book_module.BookSide(True), book_module.BookSide(False)
+    for step in range(4000):
+        for _ in range(rng.choice([0, 0, 1, 2])):
+            bid = rng.random() < 0.5
+            price = rng.randint(1, 40) / 4
+            levels = [[f"{price + (0 if bid else 20):.{rng.randint(2, 6)}f}",
+                       f"{rng.choice([0, 0.5, 12.25, 0.00012]):.8f}"]]
+            for target in (book, pure):
+                target.apply_side_text(target.bids if bid else target.asks, levels)
+        depth = rng.choice([10, 10, 10, 3, 0])
+        spelled = "".join(t.replace(".", "").lstrip("0") for side in
+                          (book.text_asks(depth), book.text_bids(depth)) for _, *texts in side
+                          for t in texts)
+        want = zlib.crc32(spelled.encode())
+        assert book_module.digits_checksum(book, depth) == want, step
+        assert pure.bids.digits_crc32(depth, pure.asks.digits_crc32(depth, 0)) == want, step
 
 
 def test_interleaved_crc32() -> None:
