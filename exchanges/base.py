@@ -135,11 +135,10 @@ class Connector:
         is read by orjson first and taken by `on_answer` if it is one. A frame that is not
         one of the message types (an answer, an error, a data message whose value does not
         fit) goes to `on_untyped`, decoded by orjson."""
-        if isinstance(frame, str):
-            answer = frame.startswith(self.answer_starts)
-        else:
-            answer = frame.startswith(self.answer_bytes)
-        if answer and self.on_answer(orjson.loads(frame), stream):
+        answer_bytes = self.answer_bytes
+        if answer_bytes and (frame.startswith(self.answer_starts) if isinstance(frame, str)
+                             else frame.startswith(answer_bytes)) and \
+                self.on_answer(orjson.loads(frame), stream):
             return
         try:
             message = self.decode_message(frame)
