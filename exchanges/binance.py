@@ -20,8 +20,11 @@ import time
 from typing import TYPE_CHECKING
 
 import orjson
+from typing import Any, Final
 
+from exchanges import binance_messages
 from exchanges.base import Connector, Stream, Subscriptions
+from exchanges.codecs import DecodeError
 from exchanges.book import L2Book
 from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
@@ -38,6 +41,9 @@ WS_URL = "wss://stream.binance.com:9443/stream?streams="
 DEPTH_URL = "https://api.binance.com/api/v3/depth?symbol={}&limit=1000"
 MAX_STREAMS = 200  # per connection; Binance allows 1024, shorter URLs reconnect faster
 STREAMS = {"trades": ("@trade",), "book": ("@depth@100ms",), "ticker": ("@ticker",)}
+# Read per message. Compiled, an imported name is a dict lookup at each use, a Final one a C
+# constant.
+decode_message: Final = binance_messages.decode_message
 
 
 def to_native(symbol: str) -> str:
@@ -115,7 +121,39 @@ class Binance(Connector):
         """Nothing to do: the next diff event of a book that is not ready fetches a snapshot."""
 
     def on_frame(self, frame: bytes | str, ts_recv: float, stream: Stream) -> None:
-        msg = orjson.loads(frame)
+        """A diff depth event that extends a ready book, and a bookTicker event, are read
+        typed (exchanges/binance_messages.py); every other frame, and one of them that does
+        not fit its type or needs more than that (a gap, a book not ready), by `on_message`
+        from orjson's reading, as before."""
+        try:
+            typed = decode_message(frame)
+        except DecodeError:  # not JSON, or not as typed: on_message says why
+            typed = None
+        if typed is not None:
+            event: Any = typed.data
+            if event is not None:
+                kind = event.e
+                if kind == "depthUpdate":
+                    if self._typed_depth(event, ts_recv):
+                        return
+                elif kind == "trade" or kind == "aggTrade":
+                    if self._typed_trade(event, kind, ts_recv):
+                        return
+                elif kind == "24hrTicker":
+                    if self._typed_ticker(event, ts_recv):
+                        return
+                elif kind is None and type(event.s) is str and type(event.b) is str and \
+                        type(event.B) is str and type(event.a) is str and \
+                        type(event.A) is str and event.u is not None:
+                    # bookTicker, as in on_message
+                    self.out.ticker(Ticker("binance", self.subscribed(event.s), ts_recv,
+                                           ts_recv, None, float(event.b), float(event.B),
+                                           float(event.a), float(event.A), None, None))
+                    return
+        self.on_message(orjson.loads(frame), ts_recv)
+
+    def on_message(self, msg: Any, ts_recv: float) -> None:
+        """A frame read by orjson."""
         data = msg.get("data")
         if data is None:
             if "result" in msg:
@@ -146,6 +184,52 @@ class Binance(Connector):
         else:
             raise ValueError(f"unknown event {kind!r} on {msg.get('stream')}")
 
+    def _typed_trade(self, event: Any, kind: str, ts_recv: float) -> bool:
+        """A typed trade event published as `on_message` publishes it; False (nothing done)
+        when a field is missing or of another type."""
+        trade_id = event.t if kind == "trade" else event.a
+        native, price, amount, time_ms, maker = event.s, event.p, event.q, event.T, event.m
+        if type(trade_id) is not int or type(native) is not str or type(price) is not str or \
+                type(amount) is not str or type(time_ms) is not int or type(maker) is not bool:
+            return False
+        self.out.trade(Trade("binance", self.subscribed(native), time_ms / 1000.0, ts_recv,
+                             float(price), float(amount), SELL if maker else BUY,
+                             str(trade_id)))
+        return True
+
+    def _typed_ticker(self, event: Any, ts_recv: float) -> bool:
+        """A typed 24hrTicker event published as `on_message` publishes it; False (nothing
+        done) when a field is missing or of another type."""
+        native, time_ms = event.s, event.E
+        figures = (event.c, event.b, event.B, event.a, event.A, event.v, event.q)
+        if type(native) is not str or type(time_ms) is not int or \
+                any(type(x) is not str for x in figures):
+            return False
+        last, bid, bid_size, ask, ask_size, volume, quote_volume = figures
+        self.out.ticker(Ticker("binance", self.subscribed(native), time_ms / 1000.0, ts_recv,
+                               float(last), float(bid), float(bid_size), float(ask),
+                               float(ask_size), float(volume), float(quote_volume)))
+        return True
+
+    def _typed_depth(self, event: Any, ts_recv: float) -> bool:
+        """A typed diff depth event applied as `_depth` applies it, when it extends a ready
+        book; False (nothing done) for anything else, which `_depth` then takes."""
+        native, first, last, bids, asks, time_ms = (event.s, event.U, event.u, event.b,
+                                                    event.a, event.E)
+        if type(native) is not str or type(first) is not int or type(last) is not int or \
+                type(bids) is not list or type(asks) is not list or type(time_ms) is not int:
+            return False
+        symbol = self.unified.get(native)
+        book = self.books.get(symbol) if symbol is not None else None
+        if book is None or not book.ready:
+            return False
+        if last <= book.sequence:  # type: ignore[operator]
+            return True  # already in the book
+        if first > book.sequence + 1:  # type: ignore[operator]
+            return False  # a gap: `_depth` resyncs
+        self._apply_levels(symbol, book, bids, asks, last, time_ms, ts_recv)  # type: ignore[arg-type]
+        return True
+
     def _depth(self, event: dict, ts_recv: float) -> None:
         """{"e":"depthUpdate","E":..,"s":"BNBBTC","U":157,"u":160,"b":[["0.0024","10"]],"a":[]}"""
         symbol = self.subscribed(event["s"])
@@ -168,9 +252,14 @@ class Binance(Connector):
         self._apply(symbol, book, event, ts_recv)
 
     def _apply(self, symbol: str, book: L2Book, event: dict, ts_recv: float) -> None:
-        book.apply_text_levels(event["b"], event["a"])
-        book.sequence = event["u"]
-        book.ts_event = event["E"] / 1000.0
+        self._apply_levels(symbol, book, event["b"], event["a"], event["u"], event["E"],
+                           ts_recv)
+
+    def _apply_levels(self, symbol: str, book: L2Book, bids: Any, asks: Any, last: Any,
+                      time_ms: Any, ts_recv: float) -> None:
+        book.apply_text_levels(bids, asks)
+        book.sequence = last
+        book.ts_event = time_ms / 1000.0
         if book.is_crossed():
             self.resync(symbol, f"crossed book: bid {book.best_bid()} >= ask {book.best_ask()}")
             return

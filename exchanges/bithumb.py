@@ -102,6 +102,7 @@ class Bithumb(Connector):
 
     message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
                         TickerMessage: "_ticker"}
+    answer_starts = ('{"status"', '{"error"')
 
     def on_untyped(self, msg: object, exc: ValidationError, ts_recv: float,
                    stream: Stream) -> None:
@@ -109,12 +110,17 @@ class Bithumb(Connector):
         data message with a value that does not fit (refused, to the DLQ)."""
         if type(msg) is not dict:
             raise ValueError(f"unexpected message: {msg!r}")
-        if msg.get("type") in ("trade", "orderbook", "ticker"):
+        if not self.on_answer(msg, stream):
             raise refused(exc) from None
+
+    def on_answer(self, msg: object, stream: Stream) -> bool:
+        if type(msg) is not dict or msg.get("type") in ("trade", "orderbook", "ticker"):
+            return False
         if "error" in msg:
             # {"error":{"name":"WRONG_FORMAT","message":...}}; the server closes the socket next
             raise ValueError(f"bithumb error: {msg['error']}")
         # anything else ({"status":"UP"} after a text PING, new message types) carries no data
+        return True
 
     def _trade(self, msg: TradeMessage, ts_recv: float) -> None:
         """{"type":"trade","code":"KRW-BTC","trade_price":116208000,"trade_volume":0.0009,

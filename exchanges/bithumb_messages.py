@@ -33,7 +33,7 @@ class BookUnit(msgspec.Struct, gc=False):
     bid_size: Amount
 
 
-class BookMessage(msgspec.Struct, tag_field="type", tag="orderbook"):
+class BookMessage(msgspec.Struct, tag_field="type", tag="orderbook", gc=False):
     code: str
     timestamp: float  # MICROseconds
     orderbook_units: list[BookUnit]

@@ -23,7 +23,7 @@ class TradeItem(msgspec.Struct, gc=False):
     i: str
 
 
-class Data(msgspec.Struct):
+class Data(msgspec.Struct, gc=False):
     # orderbook
     s: str | None = None
     b: list[tuple[str, str]] | None = None
@@ -36,7 +36,7 @@ class Data(msgspec.Struct):
     turnover24h: float | None = None
 
 
-class Message(msgspec.Struct):
+class Message(msgspec.Struct, gc=False):
     topic: str | None = None
     type: str | None = None
     ts: float | None = None

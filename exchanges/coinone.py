@@ -121,6 +121,8 @@ class Coinone(Connector):
 
     message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
                         TickerMessage: "_ticker"}
+    answer_starts = tuple(f'{{"response_type":"{kind}"'
+                          for kind in ("SUBSCRIBED", "PONG", "CONNECTED", "ERROR"))
 
     def on_untyped(self, msg: object, exc: ValidationError, ts_recv: float,
                    stream: Stream) -> None:
@@ -128,13 +130,20 @@ class Coinone(Connector):
         a DATA message with a value that does not fit (refused, to the DLQ)."""
         if type(msg) is not dict:
             raise ValueError(f"unexpected message: {msg!r}")
+        if not self.on_answer(msg, stream):
+            raise refused(exc) from None
+
+    def on_answer(self, msg: object, stream: Stream) -> bool:
+        if type(msg) is not dict:
+            return False
         response = msg.get("response_type")
         if response == "DATA" and msg.get("channel") in ("TRADE", "ORDERBOOK", "TICKER"):
-            raise refused(exc) from None
+            return False
         if response == "ERROR":
             # {"response_type":"ERROR","error_code":160012,"message":"Invalid Topic"}
             raise ValueError(f"coinone error {msg.get('error_code')}: {msg.get('message')}")
         # anything else (CONNECTED, SUBSCRIBED, PONG, unknown control messages) has no data
+        return True
 
     def _trade(self, msg: TradeMessage, ts_recv: float) -> None:
         """{"quote_currency":"KRW","target_currency":"BTC","id":"1790134177835001",

@@ -32,7 +32,7 @@ class Level(msgspec.Struct, gc=False):
     qty: Amount
 
 
-class BookData(msgspec.Struct):
+class BookData(msgspec.Struct, gc=False):
     quote_currency: str
     target_currency: str
     id: int  # text on the wire
@@ -54,17 +54,17 @@ class TickerData(msgspec.Struct, gc=False):
     quote_volume: float
 
 
-class TradeMessage(msgspec.Struct, tag_field="channel", tag="TRADE"):
+class TradeMessage(msgspec.Struct, tag_field="channel", tag="TRADE", gc=False):
     response_type: Literal["DATA"]
     data: TradeData
 
 
-class BookMessage(msgspec.Struct, tag_field="channel", tag="ORDERBOOK"):
+class BookMessage(msgspec.Struct, tag_field="channel", tag="ORDERBOOK", gc=False):
     response_type: Literal["DATA"]
     data: BookData
 
 
-class TickerMessage(msgspec.Struct, tag_field="channel", tag="TICKER"):
+class TickerMessage(msgspec.Struct, tag_field="channel", tag="TICKER", gc=False):
     response_type: Literal["DATA"]
     data: TickerData
 

@@ -122,6 +122,7 @@ class Korbit(Connector):
 
     message_handlers = {TradeMessage: "_trades", BookMessage: "_book",
                         TickerMessage: "_ticker"}
+    answer_starts = ('{"requestId"', '{"status"')
 
     def on_untyped(self, msg: object, exc: ValidationError, ts_recv: float,
                    stream: Stream) -> None:
@@ -129,8 +130,12 @@ class Korbit(Connector):
         value that does not fit (refused, to the DLQ)."""
         if type(msg) is not dict:
             raise ValueError(f"unexpected message: {msg!r}")
-        if msg.get("type") in ("trade", "orderbook", "ticker"):
+        if not self.on_answer(msg, stream):
             raise refused(exc) from None
+
+    def on_answer(self, msg: object, stream: Stream) -> bool:
+        if type(msg) is not dict or msg.get("type") in ("trade", "orderbook", "ticker"):
+            return False
         status = msg.get("status")
         if status == "fail":
             # {"status":"fail","code":"INVALID_SYMBOL","message":"...","requestId":2}
@@ -138,6 +143,7 @@ class Korbit(Connector):
         if status == "error":  # {"status":"error","message":"..."}: no request named
             raise ValueError(f"korbit error: {msg.get('message')}")
         # anything else ({"requestId":1,"status":"success"}, new types) carries no data
+        return True
 
     def _trades(self, msg: TradeMessage, ts_recv: float) -> None:
         """{"symbol":"btc_krw","timestamp":1790134328085,"type":"trade","snapshot":true,

@@ -23,7 +23,7 @@ class TradeItem(msgspec.Struct, gc=False):
     tradeId: int  # noqa: N815
 
 
-class TradeMessage(msgspec.Struct, tag_field="type", tag="trade"):
+class TradeMessage(msgspec.Struct, tag_field="type", tag="trade", gc=False):
     symbol: str
     data: list[TradeItem]
 
@@ -33,13 +33,13 @@ class Level(msgspec.Struct, gc=False):
     qty: Amount
 
 
-class BookData(msgspec.Struct):
+class BookData(msgspec.Struct, gc=False):
     timestamp: float
     asks: list[Level]
     bids: list[Level]
 
 
-class BookMessage(msgspec.Struct, tag_field="type", tag="orderbook"):
+class BookMessage(msgspec.Struct, tag_field="type", tag="orderbook", gc=False):
     symbol: str
     data: BookData
 
@@ -52,7 +52,7 @@ class TickerData(msgspec.Struct, gc=False):
     quoteVolume: float  # noqa: N815
 
 
-class TickerMessage(msgspec.Struct, tag_field="type", tag="ticker"):
+class TickerMessage(msgspec.Struct, tag_field="type", tag="ticker", gc=False):
     symbol: str
     timestamp: float
     data: TickerData

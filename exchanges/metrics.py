@@ -100,6 +100,10 @@ class _Metrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
         self.counters: dict[str, Counter] = {}
+        # (name, *labels) -> the labelled series: prometheus-client's `labels()` validates
+        # and locks on every call (2-3.5 us, most of a resync's `Publisher.error`); a series
+        # is never removed, so it is looked up once.
+        self.labelled: dict[tuple[Any, ...], Any] = {}
         self.lock = threading.Lock()
         for name, (help_text, labels) in COUNTERS.items():
             self._declare(name, help_text, labels)
@@ -118,8 +122,17 @@ class _Metrics:
         return counter
 
     def inc(self, name: str, value: float = 1.0, **labels: str) -> None:
-        counter = self.counter(name, labels)
-        (counter.labels(**labels) if labels else counter).inc(value)
+        self.series(name, **labels).inc(value)
+
+    def series(self, name: str, **labels: str) -> Any:
+        """The counter's series of these labels (its `inc()` counts): for a caller that
+        counts the same series often and keeps it."""
+        key = (name, *labels.items())
+        series = self.labelled.get(key)
+        if series is None:
+            counter = self.counter(name, labels)
+            series = self.labelled[key] = counter.labels(**labels) if labels else counter
+        return series
 
     def touch(self, name: str, **labels: str) -> None:
         """Create a labelled series at 0, so a rate over it exists before the first event."""

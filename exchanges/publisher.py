@@ -102,7 +102,7 @@ class Publisher:
                  "on_ack", "sent", "keys", "markets", "out_of_order_after",
                  "book_markets", "held", "trades", "books", "tickers", "sampler",
                  "codec", "last_ts_event", "outbox", "resume", "skipped",
-                 "last_event")
+                 "last_event", "resync_series")
 
     def __init__(self, exchange: str, producer: Producer | None = None,
                  on_ack: Callable[[float], None] | None = None,
@@ -131,6 +131,8 @@ class Publisher:
             metrics.touch(name, exchange=exchange)
         for why in REASONS:
             metrics.touch("kcs_book_resyncs_total", exchange=exchange, reason=why)
+        # why -> the two series a book dropped for it counts on (`error`), found once
+        self.resync_series: dict[str, tuple[Any, Any]] = {}
         # When set (the ingest service), `drain()` queues here instead of sending: see
         # exchanges/outbox.py.
         self.outbox: Any = None
@@ -370,8 +372,15 @@ class Publisher:
             metrics.inc("kcs_trade_gaps_total", exchange=self.exchange)
         else:
             why = reason_class(reason) if kind == "resync" else kind
-            metrics.inc("kcs_book_resyncs_total", exchange=self.exchange, reason=why)
-            metrics.inc("kcs_validation_rejections_total", exchange=self.exchange, reason=why)
+            counted = self.resync_series.get(why)
+            if counted is None:
+                counted = self.resync_series[why] = (
+                    metrics.series("kcs_book_resyncs_total", exchange=self.exchange,
+                                   reason=why),
+                    metrics.series("kcs_validation_rejections_total",
+                                   exchange=self.exchange, reason=why))
+            counted[0].inc()
+            counted[1].inc()
         now = time.time()
         event = ErrorEvent(self.exchange, symbol, kind, reason, None, now, **fields)
         self.pending.append((ERROR_TOPIC, market_key(self.exchange, symbol),

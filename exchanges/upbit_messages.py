@@ -34,7 +34,7 @@ class BookUnit(msgspec.Struct, gc=False):
     bs: Amount
 
 
-class BookMessage(msgspec.Struct, tag_field="ty", tag="orderbook"):
+class BookMessage(msgspec.Struct, tag_field="ty", tag="orderbook", gc=False):
     cd: str
     tms: float
     obu: list[BookUnit]

@@ -30,6 +30,7 @@ import fastavro
 import orjson
 
 from records import avro_binary
+from records.derived import dumps_as_is
 
 __all__ = ["Codec", "JSON", "SCHEMAS_DIR", "AVRO_FAMILIES", "JSON_TOPICS", "schema_file",
            "is_avro", "load_schema", "subject", "MAGIC"]
@@ -180,7 +181,7 @@ class Codec:
             if self.avro and is_avro(topic):
                 raise LookupError(f"topic {topic!r} has no schema id: it was not in the "
                                   f"start-up preflight")
-            if hasattr(record, "as_dict"):
+            if hasattr(record, "as_dict") and not dumps_as_is(type(record)):
                 record = record.as_dict()
             return orjson.dumps(record)
         encode = avro.encoders.get(type(record))

@@ -9,15 +9,25 @@ builds the record from such a dict at the topic's boundary, None for what it lac
 
 from __future__ import annotations
 
+import types
+import typing
 from dataclasses import dataclass, fields
+from functools import cache
 from typing import Any
 
 __all__ = ["MarketState", "Features", "Candle", "Signal", "Premium", "PremiumLeg", "Bbo",
-           "BboQuote", "field_names"]
+           "BboQuote", "field_names", "dumps_as_is"]
 
 
+@cache  # `fields()` walks the class's fields anew on every call (1.2 us for ErrorEvent)
 def field_names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
+
+
+@cache
+def _wire_names(cls: type) -> tuple[tuple[str, str], ...]:
+    """(attribute, name on the wire) of each field: `global_` is `global`."""
+    return tuple((name, name.rstrip("_")) for name in field_names(cls))
 
 
 def _plain(value: Any) -> Any:
@@ -34,6 +44,32 @@ def _of(cls: type, values: dict[str, Any]) -> Any:
     return cls(**{name: values.get(name) for name in field_names(cls)})
 
 
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+
+
+def _plain_type(hint: Any) -> bool:
+    """Whether values of `hint` are JSON values as they are (no record inside)."""
+    if hint in _PLAIN_TYPES:
+        return True
+    origin = typing.get_origin(hint)
+    if origin in (list, dict, tuple, typing.Union, types.UnionType):
+        return all(arg is ... or _plain_type(arg) for arg in typing.get_args(hint))
+    return False
+
+
+@cache
+def dumps_as_is(cls: type) -> bool:
+    """Whether orjson's own encoding of a `cls` record (a dataclass: its fields by name, in
+    order) is what `as_dict` gives: the generic `as_dict`, no field renamed, and no field
+    whose type can hold a record. Such records skip `as_dict` in the codec (an ErrorEvent:
+    3.5 -> 0.9 us)."""
+    if getattr(cls, "as_dict", None) is not _FromMapping.as_dict:
+        return False
+    hints = typing.get_type_hints(cls)
+    return all(not name.endswith("_") and _plain_type(hints[name])
+               for name in field_names(cls))
+
+
 class _FromMapping:
     __slots__ = ()
 
@@ -45,7 +81,7 @@ class _FromMapping:
     def as_dict(self) -> dict[str, Any]:
         """The record as the codec writes it: field names as on the wire (`global_` is
         `global`), nested records as dicts."""
-        return {name.rstrip("_"): _plain(getattr(self, name)) for name in field_names(type(self))}
+        return {wire: _plain(getattr(self, name)) for name, wire in _wire_names(type(self))}
 
 
 @dataclass(slots=True)

@@ -9,6 +9,8 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from config.settings import load_settings
 from replay.subscriptions import from_recordings
 from exchanges.binance import Binance, to_native
@@ -191,3 +193,72 @@ async def test_a_gap_drops_the_book_reports_it_and_resyncs(tmp_path: Path) -> No
     assert [b.sequence for b in btc] == [1000, 1002, 1003, 1005]
     assert btc[-1].bids == [[97000.1, 0.3], [97000.0, 1.5], [96999.0, 0.5]]
     assert btc[-1].asks == [[97001.0, 0.7], [97002.0, 3.0]]
+
+
+class _Offline:
+    def spawn(self, coro: Any) -> None:
+        coro.close()
+
+
+def _fed(frames: list[str], typed: bool) -> tuple[list[Any], list[Any]]:
+    """Each frame's outcome (None, or its error) and the records queued, by `on_frame` (the
+    typed reading first) or by `on_message` alone (orjson's reading, the path before it)."""
+    connector = Binance({"BNB-BTC": {"trades", "book", "ticker"}}, Publisher("binance"),
+                        load_settings({}))
+    [stream] = connector.connections()
+    connector.session = _Offline()  # type: ignore[assignment]
+    connector._load("BNB-BTC", {"lastUpdateId": 100, "bids": [["0.0024", "10"]],
+                                "asks": [["0.0026", "100"]]}, [], 1.0)
+    outcomes: list[Any] = []
+    for frame in frames:
+        try:
+            if typed:
+                connector.on_frame(frame, 2.0, stream)
+            else:
+                connector.on_message(orjson.loads(frame), 2.0)
+            outcomes.append(None)
+        except Exception as exc:  # noqa: BLE001 - compared
+            outcomes.append((type(exc).__name__, str(exc)))
+    # an error event's ts_recv is the wall clock's
+    return outcomes, [(t, k, {**orjson.loads(v), "ts_recv": None} if t == "ws.error" else v)
+                      for t, k, v, _, _ in connector.out.pending]
+
+
+def test_typed_reading_publishes_and_refuses_as_the_dict_reading() -> None:
+    """The events read typed (depth, bookTicker, trade, aggTrade, 24hrTicker) give the same
+    records and the same errors as orjson's reading, for well-formed events and for events
+    whose fields are missing or of another type (which the typed path leaves to it)."""
+    def depth(first: int, last: int, bids: list) -> dict:
+        return {"e": "depthUpdate", "E": 1700000000123, "s": "BNBBTC", "U": first, "u": last,
+                "b": bids, "a": []}
+
+    def book_ticker(native: str, bid: Any, u: Any = 5) -> dict:
+        return {"u": u, "s": native, "b": bid, "B": "31.21", "a": "0.0026", "A": "40.66"}
+
+    def trade(kind: str, native: str, maker: Any) -> dict:
+        return {"e": kind, "E": 1, "s": native, "t": 7, "a": 9, "p": "0.0025", "q": "2",
+                "T": 1700000000400, "m": maker}
+
+    def ticker(bid: Any) -> dict:
+        return {"e": "24hrTicker", "E": 1700000000500, "s": "BNBBTC", "c": "0.0025", "b": bid,
+                "B": "10", "a": "0.0026", "A": "100", "v": "1.5", "q": "0.00375"}
+
+    events = [
+        depth(101, 101, [["0.00245", "3"]]),
+        depth(102, 103, [["0.00245", "0"], ["0.0023", "1"]]),
+        depth(90, 99, [["0.0022", "1"]]),  # already in the book
+        depth(104, 104, [["0.0027", "1"]]),  # crossed: dropped
+        depth(110, 111, [["0.0024", "1"]]),  # not ready any more
+        depth(112, 112, [["0.0024", "1", "x"]]), depth(113, 113, [["abc", "1"]]),
+        book_ticker("BNBBTC", "0.0024"), book_ticker("BNBBTC", 0.0024),
+        book_ticker("BNBBTC", "0.0024", None), book_ticker("ETHBTC", "0.0024"),
+        trade("trade", "BNBBTC", True), trade("aggTrade", "BNBBTC", False),
+        trade("trade", "BNBBTC", 1), trade("trade", "ETHBTC", True),
+        ticker("0.0024"), ticker(0.0024), ticker("-1"),
+        {"e": "kline", "E": 1, "s": "BNBBTC", "k": {}}, {"e": "what", "E": 1},
+    ]
+    frames = [orjson.dumps({"stream": "bnbbtc@x", "data": e}).decode() for e in events]
+    frames += ['{"result":null,"id":1}', '{"stream":"x"}', "[1]", '{"data":', '{"data":7}']
+    assert _fed(frames, typed=True) == _fed(frames, typed=False)
+    outcomes, published = _fed(frames, typed=True)
+    assert outcomes.count(None) > 10 and len(published) > 8

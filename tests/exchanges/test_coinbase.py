@@ -246,3 +246,20 @@ def test_crossed_book_resyncs(recording: Any) -> None:
     connector.on_frame(json.dumps(crossing), 1.0, stream)
     check_resync(connector, start, "BAND-GBP", "crossed book")
     assert records(connector, "orderbook-data.coinbase", start) == []
+
+
+def test_frames_as_bytes_or_in_another_key_order_publish_the_same(recording: Any) -> None:
+    """Only an update that begins `{"type":"l2update"` is tried typed first; the same frames
+    as bytes, or with their keys in another order (every one read by orjson then), publish
+    the same records."""
+    frames = frames_of(recording)
+    published = []
+    for variant in (lambda f: f, str.encode,
+                    lambda f: json.dumps(json.loads(f), sort_keys=True, separators=(",", ":"))):
+        connector = new_connector(recording)
+        [stream] = connector.connections()
+        for ts, frame in frames:
+            connector.on_frame(variant(frame), ts, stream)
+        published.append([(t, k, v) for t, k, v, _, _ in connector.out.pending])
+    assert len(published[0]) > 1000
+    assert published[0] == published[1] == published[2]

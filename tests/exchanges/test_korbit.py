@@ -157,3 +157,21 @@ def test_server_error_raises(connector):
     with pytest.raises(ValueError, match="Invalid request format"):
         feed(connector, "error.json")
     assert connector.out.pending == []
+
+
+def test_a_data_message_that_begins_as_an_answer_is_parsed_as_one(connector):
+    """`answer_starts` only decides which decode is tried first: a ticker whose first key is
+    `status` is read as an answer, is not one, and is published as the ticker it is; one
+    with a bad value is refused as the typed decode refuses it. Answers as bytes too."""
+    stream = connector.connections()[0]
+    ticker = frame("ticker.json")
+    connector.on_frame('{"status":"x",' + ticker.lstrip()[1:], TS_RECV, stream)
+    assert connector.out.pending[0][2] == feed(Korbit(SUBSCRIPTIONS, Publisher("korbit"),
+                                                      load_settings({})), "ticker.json")[0]
+    bad = '{"status":"x",' + ticker.lstrip()[1:].replace('"close":"', '"close":"-', 1)
+    with pytest.raises(ValueError, match="negative"):
+        connector.on_frame(bad, TS_RECV, stream)
+    connector.on_frame(frame("success.json").encode(), TS_RECV, stream)
+    with pytest.raises(ValueError, match="INVALID_SYMBOL"):
+        connector.on_frame(frame("fail.json").encode(), TS_RECV, stream)
+    assert len(connector.out.pending) == 1

@@ -15,7 +15,8 @@ from records.codec import AVRO_FAMILIES, JSON, JSON_TOPICS, SCHEMAS_DIR, Codec, 
 from records.codec import schema_file
 from records.control import (BackpressureEvent, BatchPerformance, ConnectSuccess, ErrorEvent,
                              WsCommand, WsMetrics)
-from records.derived import Bbo, Candle, Features, MarketState, Premium, Signal, field_names
+from records.derived import Bbo, Candle, Features, MarketState, Premium, Signal, dumps_as_is
+from records.derived import field_names
 from records.registry import SchemaContractError, check_schema_files
 
 RECORDS = {"trade": Trade, "order_book": OrderBook, "ticker": Ticker,
@@ -130,3 +131,23 @@ def test_market_state_always_has_every_field() -> None:
     state = MarketState.of({"exchange": "okx", "symbol": "BTC-USDT"})
     assert set(orjson.loads(JSON.encode("market-state", state))) == set(
         field_names(MarketState))
+
+
+def test_records_encoded_as_they_are_write_what_as_dict_gives() -> None:
+    """The JSON codec skips `as_dict` where orjson's own dataclass encoding writes the same
+    (`dumps_as_is`): every field, in order, with a value in each, and never for a record with
+    a renamed field or records inside."""
+    plain = [cls for cls in RECORDS.values() if hasattr(cls, "as_dict") and dumps_as_is(cls)]
+    assert ErrorEvent in plain and Premium not in plain and Bbo not in plain
+    samples = {"str": "x", "int": 7, "float": 2.5, "bool": True, "list": ["a"],
+               "dict": {"trade": 3}}
+    for cls in plain:
+        values = {}
+        for field in fields(cls):
+            kind = str(field.type).split("[")[0].split(" ")[0]
+            values[field.name] = samples.get(kind)
+        record = cls.of(values)
+        assert any(v is not None for v in values.values()), cls
+        assert JSON.encode("ws.error", record) == orjson.dumps(record.as_dict()), cls
+    event = ErrorEvent("upbit", None, "trade_gap", "r", None, 1.5, after_id="9", from_ts=1.0)
+    assert JSON.encode("ws.error", event) == orjson.dumps(event.as_dict())
