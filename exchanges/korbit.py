@@ -34,7 +34,7 @@ import orjson
 
 from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.codecs import ValidationError, refused
+from exchanges.codecs import ValidationError, priced_levels, refused
 from exchanges.korbit_messages import BookMessage, TickerMessage, TradeMessage, decode_message
 from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
@@ -183,8 +183,8 @@ class Korbit(Connector):
         symbol = self.symbol(msg.symbol)
         data = msg.data
         depth = self.depth
-        bids = [(lv.price, lv.qty) for lv in data.bids if lv.price and lv.qty][:depth]
-        asks = [(lv.price, lv.qty) for lv in data.asks if lv.price and lv.qty][:depth]
+        bids = priced_levels(data.bids, depth)
+        asks = priced_levels(data.asks, depth)
         fault = snapshot_fault(bids, asks)
         if fault is not None:
             self.resync(symbol, fault)
