@@ -121,6 +121,16 @@ def test_book_is_cut_to_depth(connector):
     assert book.asks == [(3715000.0, 8.4592), (3716000.0, 3.3766)]
 
 
+def test_depth_counts_the_units_kept_not_the_zero_ones(connector):
+    connector.depth = 2  # the zero-size ask between the two kept ones is not one of the 2
+    (book,) = feed(connector, "orderbook_padded.json")
+    assert book.asks == [(116210000.0, 0.1234), (116212000.0, 0.5)]
+    assert book.bids == [(116200000.0, 0.02)]
+    connector.depth = 1
+    book = feed(connector, "orderbook_padded.json")[-1]  # after the first one
+    assert (book.bids, book.asks) == ([(116200000.0, 0.02)], [(116210000.0, 0.1234)])
+
+
 def test_crossed_book_is_resynced_not_published(connector):
     records = feed(connector, "orderbook_crossed.json")
     assert not [r for r in records if isinstance(r, OrderBook)]

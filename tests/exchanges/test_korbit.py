@@ -121,6 +121,16 @@ def test_book_is_cut_to_depth(connector):
     assert (book.bids, book.asks) == ([(116455000.0, 0.00499)], [(116506000.0, 0.27522)])
 
 
+def test_depth_counts_the_levels_kept_not_the_zero_ones(connector):
+    connector.depth = 2  # the zero ask between the two kept ones is not one of the 2
+    (book,) = feed(connector, "orderbook_padded.json")
+    assert book.asks == [(116506000.0, 0.27522), (116538000.0, 0.00665633)]
+    assert book.bids == [(116455000.0, 0.00499)]
+    connector.depth = 1
+    book = feed(connector, "orderbook_padded.json")[-1]  # after the first one
+    assert (book.bids, book.asks) == ([(116455000.0, 0.00499)], [(116506000.0, 0.27522)])
+
+
 def test_crossed_book_is_resynced_not_published(connector):
     records = feed(connector, "orderbook_crossed.json")
     assert not [r for r in records if isinstance(r, OrderBook)]
