@@ -263,12 +263,12 @@ class Binance(Connector):
         if book.is_crossed():
             self.resync(symbol, f"crossed book: bid {book.best_bid()} >= ask {book.best_ask()}")
             return
-        depth = self.depth
-        if book.top_changed(depth):
-            self.out.book(OrderBook("binance", symbol, book.ts_event, ts_recv,
-                                    book.top_bids(depth), book.top_asks(depth), book.sequence))
-        else:
+        top = book.changed_top(self.depth)
+        if top is None:
             self.out.book_seen(symbol, book.ts_event, ts_recv)
+        else:
+            self.out.book(OrderBook("binance", symbol, book.ts_event, ts_recv, top[0], top[1],
+                                    book.sequence))
 
     def _wait_for_snapshot(self, symbol: str, event: dict, ts_recv: float) -> None:
         self.buffers.setdefault(symbol, []).append((event, ts_recv))
@@ -313,9 +313,10 @@ class Binance(Connector):
         if book.is_crossed():
             self.resync(symbol, "crossed snapshot")
             return False
-        if book.top_changed(self.depth):  # always, after a load
-            self.out.book(OrderBook("binance", symbol, book.ts_event, ts_recv,
-                                    book.top_bids(self.depth), book.top_asks(self.depth), last_id))
+        top = book.changed_top(self.depth)
+        if top is not None:  # always, after a load
+            self.out.book(OrderBook("binance", symbol, book.ts_event, ts_recv, top[0], top[1],
+                                    last_id))
         for i, (event, event_ts) in enumerate(events):
             if event["U"] > book.sequence + 1:
                 self.resync(symbol, f"gap after snapshot {book.sequence}: next event starts at "

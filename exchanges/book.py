@@ -31,7 +31,7 @@ of 15 alternating passes in one process, order-book 13.5 us per update, the Pyth
 and order-book needs Decimal keys to keep the text a checksum is computed from. Each side
 remembers how close to the best level a change came since it was last asked (`touched`,
 `look()`), so connectors build and publish the top-N record only after a change within the top
-N (`top_changed`); the top-N list is never edited once handed out (records hold it).
+N (`changed_top`); the top-N list is never edited once handed out (records hold it).
 """
 
 from __future__ import annotations
@@ -737,7 +737,7 @@ class L2Book:
     def changed_top(self, depth: int
                     ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]] | None:
         """`top_changed(depth)` and, when True, the top `depth` bids and asks (else None):
-        one call into the C side instead of four (Bitfinex's update path)."""
+        one call into the C side instead of four (the connectors' publish paths)."""
         top: Any = _CHANGED_TOP(self.bids, self.asks, depth)
         return top  # type: ignore[no-any-return]
 

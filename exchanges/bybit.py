@@ -209,12 +209,11 @@ class Bybit(Connector):
                               f"crossed book: bid {book.best_bid()} >= ask {book.best_ask()}")
             return
         book.ts_event = (msg.ts if msg.cts is None else msg.cts) / 1000.0  # type: ignore[operator]
-        depth = self.depth
-        if book.top_changed(depth):
-            self.out.book(OrderBook("bybit", symbol, book.ts_event, ts_recv, book.top_bids(depth),
-                                    book.top_asks(depth), u))
-        else:
+        top = book.changed_top(self.depth)
+        if top is None:
             self.out.book_seen(symbol, book.ts_event, ts_recv)
+        else:
+            self.out.book(OrderBook("bybit", symbol, book.ts_event, ts_recv, top[0], top[1], u))
 
     def _resubscribe(self, symbol: str, topic: str, stream: Stream, reason: str) -> None:
         """Drop the book and ask for a fresh snapshot: unsubscribe, then subscribe again."""

@@ -248,11 +248,11 @@ class Coinbase(Connector):
 
     def _publish(self, symbol: str, book: L2Book, ts_event: float, ts_recv: float,
                  stream: Stream) -> None:
-        depth = self.depth
-        if not book.top_changed(depth):
+        top = book.changed_top(self.depth)  # lists kept until a change reaches them
+        if top is None:
             self.out.book_seen(symbol, ts_event, ts_recv)
             return  # the last record published still holds
-        bids, asks = book.bids.best(depth), book.asks.best(depth)  # cached until they change
+        bids, asks = top
         if bids and asks and bids[0][0] >= asks[0][0]:  # crossed (inline: the common path)
             fault = crossed_reason(bids, asks)
             self._resync(symbol, fault, stream)

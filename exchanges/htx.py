@@ -234,12 +234,12 @@ class Htx(Connector):
             self.buffers[symbol] = []
             self._request_snapshot(symbol, stream)
             return False
-        depth = self.depth
-        if book.top_changed(depth):
-            self.out.book(OrderBook("htx", symbol, book.ts_event, ts_recv, book.top_bids(depth),
-                                    book.top_asks(depth), book.sequence))
-        else:
+        top = book.changed_top(self.depth)
+        if top is None:
             self.out.book_seen(symbol, book.ts_event, ts_recv)
+        else:
+            self.out.book(OrderBook("htx", symbol, book.ts_event, ts_recv, top[0], top[1],
+                                    book.sequence))
         return True
 
     def _mbp_snapshot(self, symbol: str, data: dict, ts_recv: float, stream: Stream) -> None:

@@ -130,7 +130,6 @@ class Kraken(Connector):
         self.book_streams: dict[str, Stream] = {}  # where to resubscribe a book
         self.channels: dict[int, int] = {}  # v1 book channelID -> its depth
         self.last_trade: dict[str, int] = {}  # v2 trade_id per pair: snapshots repeat trades
-        self.top_levels = max(self.depth, CHECKSUM_LEVELS)
 
     # -- connections -----------------------------------------------------------------------
 
@@ -294,18 +293,17 @@ class Kraken(Connector):
 
     def _publish(self, symbol: str, book: L2Book, ts_event: float, ts_recv: float,
                  stream: Stream) -> None:
-        depth, n = self.depth, self.top_levels
-        if not book.top_changed(depth):
+        # Only the published `depth` levels: the checksum reads its 10 apart (`book_checksum`).
+        top = book.changed_top(self.depth)  # lists kept until a change reaches them
+        if top is None:
             self.out.book_seen(symbol, ts_event, ts_recv)
             return  # the last record published still holds
-        bids, asks = book.bids.best(n), book.asks.best(n)  # cached until they change
+        bids, asks = top
         if bids and asks and bids[0][0] >= asks[0][0]:  # crossed (inline: the common path)
             fault = crossed_reason(bids, asks)
             self.resync(symbol, fault)
             self._resubscribe(symbol, stream)
             return
-        if n != depth:
-            bids, asks = bids[:depth], asks[:depth]
         book.ts_event = ts_event
         self.out.book(OrderBook("kraken", symbol, ts_event, ts_recv, bids, asks, None))
 

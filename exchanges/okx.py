@@ -262,12 +262,12 @@ class Okx(Connector):
                                           f"{book.best_ask()}")
             return False
         book.ts_event = int(data["ts"]) / 1000.0
-        depth = self.depth
-        if book.top_changed(depth):
-            self.out.book(OrderBook("okx", symbol, book.ts_event, ts_recv, book.top_bids(depth),
-                                    book.top_asks(depth), book.sequence))
-        else:
+        top = book.changed_top(self.depth)
+        if top is None:
             self.out.book_seen(symbol, book.ts_event, ts_recv)
+        else:
+            self.out.book(OrderBook("okx", symbol, book.ts_event, ts_recv, top[0], top[1],
+                                    book.sequence))
         return True
 
     def _restart(self, symbol: str, stream: Stream, reason: str, data: dict | None = None,

@@ -35,8 +35,10 @@ def fixture(name: str) -> str:
     return (KRAKEN_FIXTURES / name).read_text().strip()
 
 
-def new_connector(subscriptions: dict[str, set[str]], replay: str = "") -> Kraken:
-    settings = load_settings({"KCS_REPLAY": replay} if replay else {})
+def new_connector(subscriptions: dict[str, set[str]], replay: str = "",
+                  depth: int = 20) -> Kraken:
+    settings = load_settings({"KCS_REPLAY": replay, "KCS_BOOK_DEPTH": str(depth)} if replay
+                             else {"KCS_BOOK_DEPTH": str(depth)})
     connector = Kraken(subscriptions, Publisher("kraken"), settings)
     connector.session = SentMessages()  # type: ignore[assignment]
     return connector
@@ -363,8 +365,9 @@ def v2_checksum(frame: str) -> int:
     return int(json.loads(frame)["data"][0]["checksum"])
 
 
-def test_v2_book_snapshot_updates_truncation_and_checksums() -> None:
-    connector = new_connector({"BTC-USD": {"book"}})
+@pytest.mark.parametrize("depth", [20, 5])  # 5: fewer levels published than checksummed
+def test_v2_book_snapshot_updates_truncation_and_checksums(depth: int) -> None:
+    connector = new_connector({"BTC-USD": {"book"}}, depth=depth)
     [stream] = connector.connections()
     connector.on_frame(fixture("status.json"), 1.0, stream)
     connector.on_frame(fixture("subscribe_ack.json"), 1.0, stream)
@@ -381,15 +384,16 @@ def test_v2_book_snapshot_updates_truncation_and_checksums() -> None:
         connector.on_frame(frame, 2.0 + n, stream)
         [(topic, record)] = new_records(connector, start)
         assert topic == "orderbook-data.kraken"
-        assert (record.bids, record.asks) == book.top(20)
+        assert (record.bids, record.asks) == book.top(depth)
     # the snapshot's checksum is the one in Kraken's documentation
     assert v2_checksum(fixture("book_snapshot.json")) == 3310070434
     # RFC 3339 -> epoch seconds
     assert record.ts_event == datetime(2026, 8, 16, 23, 37, 4, 1000, UTC).timestamp()
     # 45276.6 fell below depth 10 on the first update and was dropped then; a client that
     # kept it would show it again after the best bid left (and fail the checksum)
-    assert 45276.6 not in dict(record.bids) and dict(record.bids)[45276.0] == 0.01
-    assert len(record.bids) == 10 and len(record.asks) == 10
+    kept = dict(connector.books["BTC-USD"].top_bids(10))  # as checksummed, whatever the depth
+    assert 45276.6 not in kept and kept[45276.0] == 0.01
+    assert len(record.bids) == len(record.asks) == min(depth, 10)
     connector.on_frame(fixture("heartbeat.json"), 9.0, stream)
     assert not [r for r in connector.out.pending if r[0] in ("ws.error", "ws.dlq")]
 
