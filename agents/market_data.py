@@ -107,8 +107,8 @@ async def fold_run(tp: Any, records: list[Any], event: Any) -> None:
                               encode(topics.MARKET_STATE, MarketState.of(state)))
             for key, state in states.items()]
     results = {key: await features.publish(market, sent) for key, market in markets.items()}
+    await cross_exchange.send_by_asset(by_asset, sent)
     await output.flush(sent)
-    await cross_exchange.send_by_asset(by_asset)
     for key, state in states.items():
         market_state.market_state[key] = state
         if key in results:

@@ -56,10 +56,12 @@ async def stop() -> None:
         await producer.stop()
 
 
-async def send(topic: str, key: bytes, value: bytes) -> asyncio.Future[Any]:
-    """Queue one record; returns its delivery future."""
+async def send(topic: str, key: bytes, value: bytes, partition: int | None = None
+               ) -> asyncio.Future[Any]:
+    """Queue one record (to the key's partition, unless `partition` is given); returns its
+    delivery future."""
     producer = _producer or await _start()
-    return await producer.send(topic, value, key=key)
+    return await producer.send(topic, value, key=key, partition=partition)
 
 
 async def flush(futures: Iterable[asyncio.Future[Any]]) -> None:

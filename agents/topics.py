@@ -67,15 +67,16 @@ CONTROL_TOPICS = [DLQ, ERROR, COMMAND, BACKPRESSURE_EVENTS, BATCH_PERFORMANCE, I
 # --- internal: the cross-exchange agent's re-keyed input
 CROSS_BY_ASSET = f"{app.conf.id}-cross-by-asset"
 
-# Created (with the app's partition count; the control topic with its own) before Faust
-# starts: the consumer subscribes to the source topics and records are produced to the
-# others from the first second.
-CREATED_BEFORE_START = [*CONTROL_TOPICS, *SOURCE_TOPICS, *DERIVED_TOPICS]
 # Checked against the schema registry at start (KCS_SCHEMA_REGISTRY): every topic the app
 # produces to or will (the per-exchange connection topics included); records/codec.py says
 # which of them are Avro.
-SCHEMA_TOPICS = [*CREATED_BEFORE_START,
+SCHEMA_TOPICS = [*CONTROL_TOPICS, *SOURCE_TOPICS, *DERIVED_TOPICS,
                  *(name for ex in EXCHANGES for name in (connect_success(ex), ws_metrics(ex)))]
+# Created (with the app's partition count; the control topic with its own) before Faust
+# starts: the consumer subscribes to the source topics and records are produced to the
+# others from the first second (the by-asset topic by the derived topics' producer, which
+# would not create it with the app's partition count).
+CREATED_BEFORE_START = [*CONTROL_TOPICS, *SOURCE_TOPICS, *DERIVED_TOPICS, CROSS_BY_ASSET]
 
 # --- the Faust topics
 _RAW = {"key_type": str, "key_serializer": "raw", "value_serializer": "raw"}

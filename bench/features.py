@@ -14,11 +14,13 @@ the Parquet archive off and on (KCS_ARCHIVE: its own consumer group in the same 
 The floor, measured in the same run on the same topic, is what Kafka can deliver to one
 process: a bare aiokafka consumer (no group, every partition assigned) reading the topic
 and decoding every value through the codec, timed from its first fetch (left out, as the
-worker's first batch is) to its last record. The batched runs print features/floor as a
+worker's first batch is) to its last record. The batched runs come in rounds, with a floor
+pass before the first round and after each: each run is compared with the mean of the floor
+passes either side of it, and the median of those features/floor ratios is printed as a
 percentage.
 
     python bench/features.py [--trades 200000] [--naive-trades 30000] [--markets 40]
-                             [--rate 500] [--archive off,on]
+                             [--rate 500] [--archive off,on] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import asyncio
 import os
 import random
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -203,7 +206,7 @@ def time_naive(port: int, total: int, timeout: float, process: subprocess.Popen[
 
 
 def run(trades: int, naive_trades: int, markets: int, rate: float,
-        archive_runs: tuple[str, ...] = ("off", "on")) -> None:
+        archive_runs: tuple[str, ...] = ("off", "on"), rounds: int = 3) -> None:
     with tempfile.TemporaryDirectory(prefix="kcs-bench-") as scratch:
         tmp = Path(scratch)
         broker = EmbeddedBroker(log_path=tmp / "broker.log").start()
@@ -218,26 +221,48 @@ def run(trades: int, naive_trades: int, markets: int, rate: float,
             for key, _ in records:
                 expected[key.decode()] = expected.get(key.decode(), 0) + 1
 
-            timed, seconds = asyncio.run(time_floor(bootstrap, trades, 600.0))
-            floor = timed / seconds
-            print(f"floor (bare aiokafka consumer, read and decode): {floor:,.0f} trades/s "
-                  f"({timed} trades in {seconds:.2f} s)", flush=True)
+            # Rounds alternate with the floor's passes (floor, workers, floor, ...): the
+            # machine is shared, and a single 0.6 s floor pass moved by a third between runs.
+            floors: list[float] = []
+            rates: dict[str, list[float]] = {archive: [] for archive in archive_runs}
 
-            rates = {}
-            for archive in archive_runs:  # the Parquet archive in the same worker, or not
-                since_ms = int(time.time() * 1000)
-                timed, seconds = measure_worker(
-                    broker, tmp, "app", f"kcs-bench-features-archive-{archive}",
-                    lambda process, _, t=since_ms: asyncio.run(time_features(
-                        bootstrap, expected, 600.0, process, t)), archive)
-                rates[archive] = timed / seconds
+            def floor_pass() -> None:
+                timed, seconds = asyncio.run(time_floor(bootstrap, trades, 600.0))
+                floors.append(timed / seconds)
+                print(f"floor (bare aiokafka consumer, read and decode): {floors[-1]:,.0f} "
+                      f"trades/s ({timed} trades in {seconds:.2f} s)", flush=True)
+
+            floor_pass()
+            for round_ in range(1, rounds + 1):
+                for archive in archive_runs:  # the Parquet archive in the same worker, or not
+                    since_ms = int(time.time() * 1000)
+                    timed, seconds = measure_worker(
+                        broker, tmp, "app", f"kcs-bench-features-archive-{archive}-{round_}",
+                        lambda process, _, t=since_ms: asyncio.run(time_features(
+                            bootstrap, expected, 600.0, process, t)), archive)
+                    rates[archive].append(timed / seconds)
+                    print(f"round {round_}, features worker, KCS_ARCHIVE={archive}: "
+                          f"{rates[archive][-1]:,.0f} trades/s ({timed} trades in "
+                          f"{seconds:.2f} s)", flush=True)
+                floor_pass()
+            floor = statistics.median(floors)
+            print(f"floor, median of {len(floors)} passes: {floor:,.0f} trades/s", flush=True)
+            # Each pass against the mean of the floor passes either side of its round.
+            shares = {archive: [r / ((floors[i] + floors[i + 1]) / 2) * 100
+                                for i, r in enumerate(passes)]
+                      for archive, passes in rates.items()}
+            medians = {archive: statistics.median(r) for archive, r in rates.items()}
+            for archive, rate_ in medians.items():
                 print(f"features (batched, one write per market per batch), KCS_ARCHIVE="
-                      f"{archive}: {rates[archive]:,.0f} trades/s per worker ({timed} trades "
-                      f"in {seconds:.2f} s): {rates[archive] / floor * 100:.1f}% of the floor",
+                      f"{archive}: {rate_:,.0f} trades/s per worker (median of "
+                      f"{len(rates[archive])} passes); "
+                      f"{statistics.median(shares[archive]):.1f}% of the floor (median of the "
+                      f"passes, each against the floor passes either side: "
+                      + ", ".join(f"{share:.1f}%" for share in shares[archive]) + ")",
                       flush=True)
-            batched = rates.get("off") or rates["on"]
-            if len(rates) == 2:
-                print(f"archive cost: {(1 - rates['on'] / rates['off']) * 100:.1f}% of the "
+            batched = medians.get("off") or medians["on"]
+            if len(medians) == 2:
+                print(f"archive cost: {(1 - medians['on'] / medians['off']) * 100:.1f}% of the "
                       f"features' throughput", flush=True)
             if naive_trades <= 0:
                 return  # --naive-trades 0: the batched figure only
@@ -317,10 +342,12 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=500.0,
                         help="trades per second of event time in the synthetic data")
     parser.add_argument("--archive", default="off,on",
-                        help="the batched runs, in order: KCS_ARCHIVE of each (off, on)")
+                        help="the batched runs of each round, in order: KCS_ARCHIVE of each")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of the batched runs, each followed by a floor pass")
     args = parser.parse_args()
     run(args.trades, args.naive_trades, args.markets, args.rate,
-        tuple(a.strip() for a in args.archive.split(",") if a.strip()))
+        tuple(a.strip() for a in args.archive.split(",") if a.strip()), args.rounds)
 
 
 if __name__ == "__main__":
