@@ -19,7 +19,7 @@ import orjson
 from mypy_extensions import mypyc_attr
 
 from exchanges.book import L2Book
-from exchanges.codecs import DecodeError, ValidationError
+from exchanges.codecs import DecodeError, ValidationError, refused
 from exchanges.history import backfill
 from exchanges.publisher import Publisher
 from exchanges.values import INF
@@ -158,8 +158,13 @@ class Connector:
 
     def on_untyped(self, message: Any, exc: ValidationError, ts_recv: float,
                    stream: Stream) -> None:
-        """A frame `typed_frame` could not decode as a data message; raise to refuse it."""
-        raise exc
+        """A frame `typed_frame` could not decode as a data message: an answer when
+        `on_answer` takes it; else refused, to the DLQ (not an object, or a data message
+        with a value that does not fit)."""
+        if type(message) is not dict:
+            raise ValueError(f"unexpected message: {message!r}")
+        if not self.on_answer(message, stream):
+            raise refused(exc) from None
 
     async def on_open(self, stream: Stream) -> None:
         """Called after connecting and subscribing; e.g. to request snapshots."""

@@ -33,7 +33,6 @@ import orjson
 from exchanges.bithumb_messages import BookMessage, TickerMessage, TradeMessage, decode_message
 from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream
-from exchanges.codecs import ValidationError, refused
 from exchanges.symbols import split, unified
 from records import BUY, SELL, OrderBook, Ticker, Trade
 
@@ -103,15 +102,6 @@ class Bithumb(Connector):
     message_handlers = {TradeMessage: "_trade", BookMessage: "_book",
                         TickerMessage: "_ticker"}
     answer_starts = ('{"status"', '{"error"')
-
-    def on_untyped(self, msg: object, exc: ValidationError, ts_recv: float,
-                   stream: Stream) -> None:
-        """A frame that is not a data message as typed: an error, a control message, or a
-        data message with a value that does not fit (refused, to the DLQ)."""
-        if type(msg) is not dict:
-            raise ValueError(f"unexpected message: {msg!r}")
-        if not self.on_answer(msg, stream):
-            raise refused(exc) from None
 
     def on_answer(self, msg: object, stream: Stream) -> bool:
         if type(msg) is not dict or msg.get("type") in ("trade", "orderbook", "ticker"):

@@ -654,17 +654,6 @@ class L2Book:
         self.bids.take(new_bids)
         self.asks.take(new_asks)
 
-    def load_levels(self, bids: dict[float, Level], asks: dict[float, Level]) -> None:
-        """Replace both sides from price -> Level dicts a connector built from a snapshot in
-        its own format (one sort per side instead of a sorted insert per level). A level
-        whose price or size is not finite and above 0 raises BadValue and drops the book."""
-        for side in (bids, asks):
-            for price, level in side.items():
-                if not (0.0 < price < INF and 0.0 < level[0] < INF):
-                    self._drop(price, level[0])
-        self.bids.load(bids)
-        self.asks.load(asks)
-
     def load_counted(self, text: str, levels: Any) -> None:
         """Replace both sides from a snapshot written `[[PRICE,COUNT,AMOUNT],...]`, the list
         `levels` decoded from `text` (Bitfinex's; `_load_counted` has the rules). The book
@@ -727,17 +716,12 @@ class L2Book:
             else:
                 (bids if side == bid else asks).put(price, size, p, s)
 
-    def top_changed(self, depth: int) -> bool:
-        """True when a change reached the top `depth` levels of either side since the last
-        call (or since the book was cleared or loaded): only then is a new top-N record worth
-        publishing. Each call starts a new watch."""
-        bids_changed = self.bids.look(depth)  # both sides look: each starts a new watch
-        return self.asks.look(depth) or bids_changed
-
     def changed_top(self, depth: int
                     ) -> tuple[list[tuple[float, float]], list[tuple[float, float]]] | None:
-        """`top_changed(depth)` and, when True, the top `depth` bids and asks (else None):
-        one call into the C side instead of four (the connectors' publish paths)."""
+        """The top `depth` bids and asks when a change reached them on either side since the
+        last call (or since the book was cleared or loaded), else None: only then is a new
+        top-N record worth publishing. Each call starts a new watch. One call into the C
+        side (both sides look, then both lists)."""
         top: Any = _CHANGED_TOP(self.bids, self.asks, depth)
         return top  # type: ignore[no-any-return]
 

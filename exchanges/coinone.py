@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from exchanges.book import snapshot_fault
+from exchanges.codecs import priced_levels
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.codecs import ValidationError, refused
 from exchanges.coinone_messages import (BookData, BookMessage, TickerData, TickerMessage,
                                         TradeData, TradeMessage, decode_message)
 from exchanges.metrics import metrics
@@ -124,16 +124,8 @@ class Coinone(Connector):
     answer_starts = tuple(f'{{"response_type":"{kind}"'
                           for kind in ("SUBSCRIBED", "PONG", "CONNECTED", "ERROR"))
 
-    def on_untyped(self, msg: object, exc: ValidationError, ts_recv: float,
-                   stream: Stream) -> None:
-        """Acks (CONNECTED, SUBSCRIBED, PONG...), errors, channels not subscribed (CHART), or
-        a DATA message with a value that does not fit (refused, to the DLQ)."""
-        if type(msg) is not dict:
-            raise ValueError(f"unexpected message: {msg!r}")
-        if not self.on_answer(msg, stream):
-            raise refused(exc) from None
-
     def on_answer(self, msg: object, stream: Stream) -> bool:
+        # Acks (CONNECTED, SUBSCRIBED, PONG...), errors, channels not subscribed (CHART).
         if type(msg) is not dict:
             return False
         response = msg.get("response_type")
@@ -176,9 +168,8 @@ class Coinone(Connector):
             metrics.inc("kcs_validation_rejections_total", exchange="coinone", reason="stale")
             return
         depth = self.depth
-        bids = [(lv.price, lv.qty) for lv in data.bids if lv.price and lv.qty][:depth]
-        # worst-first on the wire
-        asks = [(lv.price, lv.qty) for lv in reversed(data.asks) if lv.price and lv.qty][:depth]
+        bids = priced_levels(data.bids, depth)
+        asks = priced_levels(data.asks[::-1], depth)  # worst-first on the wire
         # An order check also catches asks arriving best-first one day: reversing them would
         # publish the worst ask as the best; refuse rather than guess.
         fault = snapshot_fault(bids, asks)

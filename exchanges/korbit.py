@@ -34,7 +34,7 @@ import orjson
 
 from exchanges.book import snapshot_fault
 from exchanges.base import Connector, Stream, Subscriptions
-from exchanges.codecs import ValidationError, priced_levels, refused
+from exchanges.codecs import priced_levels
 from exchanges.korbit_messages import BookMessage, TickerMessage, TradeMessage, decode_message
 from exchanges.publisher import Publisher
 from exchanges.symbols import split, unified
@@ -123,15 +123,6 @@ class Korbit(Connector):
     message_handlers = {TradeMessage: "_trades", BookMessage: "_book",
                         TickerMessage: "_ticker"}
     answer_starts = ('{"requestId"', '{"status"')
-
-    def on_untyped(self, msg: object, exc: ValidationError, ts_recv: float,
-                   stream: Stream) -> None:
-        """A frame that is not a data message as typed: an answer, or a data message with a
-        value that does not fit (refused, to the DLQ)."""
-        if type(msg) is not dict:
-            raise ValueError(f"unexpected message: {msg!r}")
-        if not self.on_answer(msg, stream):
-            raise refused(exc) from None
 
     def on_answer(self, msg: object, stream: Stream) -> bool:
         if type(msg) is not dict or msg.get("type") in ("trade", "orderbook", "ticker"):
