@@ -24,12 +24,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
 from exchanges.metrics import metrics
-from history.schema import decode_value, event_time, record_type, to_table, utc_date, \
-    utc_day
+from history.schema import decode_value, event_time, json_table, record_type, to_table, \
+    utc_date, utc_day
 
 __all__ = ["Archive", "open_filesystem", "PART_NAME"]
 
@@ -164,6 +166,47 @@ class Archive:
         if buffer is None:
             return None
         kind = buffer.kind
+        tables = self._json_groups(topic, partition, buffer)
+        if tables is None:
+            tables = self._decoded_groups(topic, partition, buffer)
+        for i, ((exchange, day), table) in enumerate(tables, 1):
+            directory = (f"{self.root}/type={kind}/exchange={exchange}/"
+                         f"date={utc_date(day * 86400.0)}")
+            name = (f"part-{self.source}-{topic}-{partition}-{buffer.first:012d}-"
+                    f"{buffer.last:012d}-{i}of{len(tables)}.parquet")
+            self._write(directory, name, table)
+        del self.buffers[topic, partition]  # kept until written: a failed write is retried
+        return buffer.last + 1
+
+    def _json_groups(self, topic: str, partition: int, buffer: _Buffer
+                     ) -> list[tuple[tuple[str, int], Any]] | None:
+        """The buffer's tables per (exchange, UTC day), in that order, read by pyarrow's JSON
+        reader (`history.schema.json_table`); None unless every value is JSON that it reads
+        as the type (Avro values, a record the Python way would skip)."""
+        if not buffer.records:
+            return []
+        offsets = [offset for offset, _ in buffer.records]
+        values = [value for _, value in buffer.records]
+        if any(value[:1] == b"\x00" for value in values):  # Avro (records/codec.py)
+            return None
+        table = json_table(buffer.kind, values, partition, offsets)
+        if table is None:
+            return None
+        seconds = table["start" if buffer.kind == "candles" else "ts_event"]
+        days = pc.cast(pc.floor(pc.divide(seconds, 86400.0)), pa.int64())
+        keyed = table.append_column("_day", days)
+        keys = keyed.group_by(["exchange", "_day"]).aggregate([]).to_pylist()
+        out = []
+        for exchange, day in sorted((k["exchange"], k["_day"]) for k in keys):
+            mask = pc.and_(pc.equal(keyed["exchange"], exchange), pc.equal(days, day))
+            out.append(((exchange, day), table.filter(mask)))
+        return out
+
+    def _decoded_groups(self, topic: str, partition: int, buffer: _Buffer
+                        ) -> list[tuple[tuple[str, int], Any]]:
+        """The buffer's tables per (exchange, UTC day), in that order, decoded record by
+        record (a record that does not decode as its type is skipped and counted)."""
+        kind = buffer.kind
         groups: dict[tuple[str, int], list[dict[str, Any]]] = {}  # (exchange, UTC day)
         for offset, value in buffer.records:
             try:
@@ -181,14 +224,7 @@ class Archive:
             if rows is None:
                 rows = groups[key] = []
             rows.append(row)
-        for i, ((exchange, day), rows) in enumerate(sorted(groups.items()), 1):
-            directory = (f"{self.root}/type={kind}/exchange={exchange}/"
-                         f"date={utc_date(day * 86400.0)}")
-            name = (f"part-{self.source}-{topic}-{partition}-{buffer.first:012d}-"
-                    f"{buffer.last:012d}-{i}of{len(groups)}.parquet")
-            self._write(directory, name, to_table(kind, rows))
-        del self.buffers[topic, partition]  # kept until written: a failed write is retried
-        return buffer.last + 1
+        return [(key, to_table(kind, rows)) for key, rows in sorted(groups.items())]
 
     def _write(self, directory: str, name: str, table: Any) -> None:
         """Write `table` to `directory/name` so that it is whole or absent."""

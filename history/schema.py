@@ -13,15 +13,17 @@ int8 side, strings), `time` (the event time as a UTC timestamp: `ts_event`, or a
 from __future__ import annotations
 
 import datetime as dt
+import io
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.json as pa_json
 
 from records.codec import JSON, Codec
 
 __all__ = ["TYPES", "SCHEMAS", "decode_value", "record_type", "event_time", "to_table",
-           "utc_date", "utc_day"]
+           "json_table", "utc_date", "utc_day"]
 
 LEVEL = pa.struct([("price", pa.float64()), ("size", pa.float64())])
 TIME = pa.timestamp("us", tz="UTC")
@@ -91,7 +93,75 @@ def to_table(kind: str, rows: list[dict[str, Any]]) -> pa.Table:
             row["bids"] = [{"price": p, "size": s} for p, s in row["bids"]]
             row["asks"] = [{"price": p, "size": s} for p, s in row["asks"]]
     at = schema.get_field_index("time")
-    table = pa.Table.from_pylist(rows, schema=schema.remove(at))
+    return _with_time(kind, pa.Table.from_pylist(rows, schema=schema.remove(at)))
+
+
+def _with_time(kind: str, table: pa.Table) -> pa.Table:
+    """`table` (the type's columns but `time`) with `time` from its float seconds."""
+    schema = SCHEMAS[kind]
+    at = schema.get_field_index("time")
     seconds = table["start" if kind == "candles" else "ts_event"]
     micros = pc.cast(pc.round(pc.multiply(seconds, 1_000_000.0)), pa.int64())
     return table.add_column(at, schema.field(at), micros.cast(TIME))
+
+
+# The fields as a JSON value holds them, for pyarrow's JSON reader: a book's levels are
+# `[[price, size], ...]` there, and `time` and the Kafka position are not in the value.
+_AS_SENT = pa.list_(pa.list_(pa.float64()))
+_JSON_SCHEMAS: dict[str, pa.Schema] = {
+    kind: pa.schema([pa.field(f.name, _AS_SENT) if kind == "books" and f.name in ("bids", "asks")
+                     else f for f in schema if f.name not in ("time", "kafka_partition",
+                                                              "kafka_offset")])
+    for kind, schema in SCHEMAS.items()}
+_JSON_PARSE = {kind: pa_json.ParseOptions(explicit_schema=schema,
+                                          unexpected_field_behavior="ignore")
+               for kind, schema in _JSON_SCHEMAS.items()}
+
+
+def json_table(kind: str, values: list[bytes], partition: int, offsets: list[int]
+               ) -> pa.Table | None:
+    """JSON record values (one line each, as orjson writes them) as the table `to_table`
+    makes of them decoded, with `kafka_partition` and `kafka_offset`, read by pyarrow's
+    JSON reader: C++ threads, without the GIL, where decoding to dicts and `to_table` held it
+    for about 3 us a record (history/archive.py). None when a value does not fit the type
+    as the reader reads it (not JSON, a field missing where the Python way counts the
+    record as bad, a book level that is not a pair, a value split across the reader's
+    blocks): the caller decodes them the Python way, which keeps its own rules for them."""
+    try:
+        table = pa_json.read_json(io.BytesIO(b"\n".join(values)),
+                                  parse_options=_JSON_PARSE[kind])
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return None
+    if table.num_rows != len(values) or table["exchange"].null_count or \
+            table["start" if kind == "candles" else "ts_event"].null_count:
+        return None
+    if kind == "books":
+        for name in ("bids", "asks"):
+            levels = _levels(table[name])
+            if levels is None:
+                return None
+            table = table.set_column(table.schema.get_field_index(name),
+                                     SCHEMAS[kind].field(name), levels)
+    table = table.append_column(SCHEMAS[kind].field("kafka_partition"),
+                                pa.array([partition] * len(values), pa.int32()))
+    table = table.append_column(SCHEMAS[kind].field("kafka_offset"),
+                                pa.array(offsets, pa.int64()))
+    return _with_time(kind, table)
+
+
+def _levels(column: pa.ChunkedArray) -> pa.Array | None:
+    """`[[price, size], ...]` per row as the schema's list of (price, size) structs; None
+    when a row's levels are null or a level is not two numbers."""
+    rows = column.combine_chunks()
+    if rows.null_count:
+        return None
+    pairs = rows.flatten()
+    if pairs.null_count or len(pairs) and \
+            not pc.all(pc.equal(pc.list_value_length(pairs), 2)).as_py():
+        return None
+    numbers = pa.FixedSizeListArray.from_arrays(pairs.flatten(), 2)
+    if numbers.flatten().null_count:
+        return None
+    levels = pa.StructArray.from_arrays(
+        [pc.list_element(numbers, 0), pc.list_element(numbers, 1)], fields=list(LEVEL))
+    return pa.ListArray.from_arrays(pc.subtract(rows.offsets, rows.offsets[0]), levels)

@@ -162,3 +162,23 @@ def test_a_value_that_is_not_a_record_is_skipped_and_counted(tmp_path: Path) -> 
     df = history.trades("upbit", "BTC-KRW", DAY, DAY + 10, root=str(tmp_path))
     assert list(df["kafka_offset"]) == [0, 3]
     assert metrics.get("kcs_history_bad_records_total", sink=archive.name) == before + 2
+
+
+def test_the_json_reader_and_the_decoded_way_group_alike(tmp_path: Path) -> None:
+    """A flush reads JSON values with pyarrow's reader, Avro or odd ones record by record:
+    the same groups (exchange, UTC day), in the same order, with the same rows."""
+    archive = Archive(str(tmp_path), "kafka")
+    for offset in range(400):  # candles: every exchange in one topic, on two days
+        start = DAY - 7200 + offset * 60.0
+        archive.add("candles.1m", 0, offset, orjson.dumps({
+            "exchange": ("upbit", "binance", "kraken")[offset % 3], "symbol": "BTC-KRW",
+            "interval": "1m", "start": start, "end": start + 60, "open": 1.0 + offset / 7,
+            "high": 2.0, "low": 0.5, "close": 1.5, "volume": 3.0, "quote_volume": 4.0,
+            "trades": offset}))
+    buffer = archive.buffers["candles.1m", 0]
+    fast = archive._json_groups("candles.1m", 0, buffer)
+    slow = archive._decoded_groups("candles.1m", 0, buffer)
+    assert fast is not None and [key for key, _ in fast] == [key for key, _ in slow]
+    assert len(fast) == 6
+    for (_, a), (_, b) in zip(fast, slow, strict=True):
+        assert a.equals(b)
