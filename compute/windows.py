@@ -96,12 +96,15 @@ class Windows:
         # in a Bucket method: one call fewer per trade).
         bucket.sums = None
         times, entries = bucket.times, bucket.entries
-        if times and ts == times[-1]:
-            e = entries[-1]
-        elif not times or ts > times[-1]:
-            e = [ts, 0.0, 0.0, 0.0, 0, price, price]
+        if not times or ts > times[-1]:  # the common case: a new entry, written whole
             times.append(ts)
-            entries.append(e)
+            if side == BUY:
+                entries.append([ts, amount, 0.0, price * amount, 1, price, price])
+            else:
+                entries.append([ts, 0.0, amount, price * amount, 1, price, price])
+            return True
+        if ts == times[-1]:
+            e = entries[-1]
         else:  # out of order
             i = bisect_left(times, ts)
             if times[i] == ts:
