@@ -8,13 +8,14 @@ answered by any worker (routed to the owner of the market's partition).
 
 from __future__ import annotations
 
-from typing import Any
 
 from faust.web import Request, Response, View
+from msgspec.structs import asdict
 
 from agents.application import app, settings
 from agents.tables import raw_key_table
 from agents.views import routed
+from records.codec import TradeRow
 
 __all__ = ["recent_trades", "extend", "RING"]
 
@@ -23,12 +24,12 @@ RING = settings.recent_trades
 recent_trades = raw_key_table("recent_trades", "the last trades of each market, oldest first")
 
 
-def extend(key: str, trades: list[dict[str, Any]]) -> None:
+def extend(key: str, trades: list[TradeRow]) -> None:
     """Append a batch's trades of one market to its ring (inside the key's partition)."""
     ring = recent_trades.get(key) or []
     # Trades read again after a restart (at least once) are in the ring already.
     seen = {trade["trade_id"] for trade in ring}
-    ring.extend(trade for trade in trades[-RING:] if trade["trade_id"] not in seen)
+    ring.extend(asdict(trade) for trade in trades[-RING:] if trade.trade_id not in seen)
     recent_trades[key] = ring[-RING:]
 
 

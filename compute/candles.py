@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["Candles", "parse_intervals", "candle_record"]
 
@@ -16,6 +16,14 @@ __all__ = ["Candles", "parse_intervals", "candle_record"]
 START, OPEN, HIGH, LOW, CLOSE, VOLUME, QUOTE_VOLUME, TRADES, OPEN_TS, CLOSE_TS = range(10)
 _floor = math.floor
 UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class _Tick(NamedTuple):
+    """One trade's fields the candles read (`Candles.fold`)."""
+
+    ts_event: float
+    price: float
+    amount: float
 
 
 def parse_intervals(text: str) -> dict[str, float]:
@@ -56,16 +64,16 @@ class Candles:
                 "open": {label: list(c.values()) for label, c in self.open.items()}}
 
     def fold(self, ts: float, price: float, amount: float) -> None:
-        self.fold_trades([{"ts_event": ts, "price": price, "amount": amount}])
+        self.fold_trades([_Tick(ts, price, amount)])
 
-    def fold_trades(self, trades: Iterable[dict[str, Any]]) -> None:
-        """Fold trades (decoded records.Trade: their ts_event, price and amount) in order,
+    def fold_trades(self, trades: Iterable[Any]) -> None:
+        """Fold trades (a records.Trade or TradeRow: their ts_event, price and amount) in order,
         with the per-candle lookups hoisted out of the loop: a market's trades of a run are
         folded at once (compute/features.py)."""
         t, grace, due, late = self.t, self.grace, self.due, self.late
         lanes = [(interval, self.open[label]) for label, interval in self.intervals.items()]
         for trade in trades:
-            ts, price, amount = trade["ts_event"], trade["price"], trade["amount"]
+            ts, price, amount = trade.ts_event, trade.price, trade.amount
             if ts > t:
                 t = ts
             for interval, candles in lanes:

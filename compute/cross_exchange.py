@@ -15,19 +15,21 @@ __all__ = ["fold_for_assets"]
 
 
 def fold_for_assets(latest: dict[str, dict[str, Any]], market: str, is_book: bool,
-                    record: dict[str, Any]) -> None:
-    """Keep the newest (by ts_recv, later wins a tie) book and trade of a market in a batch."""
+                    record: Any) -> None:
+    """Keep the newest (by ts_recv, later wins a tie) book and trade of a market in a batch:
+    a book as its decoded dict, a trade as a records.Trade or TradeRow."""
     update = latest.get(market)
     if update is None:
         update = latest[market] = {"m": market}
-    ts = record["ts_recv"]
     if is_book:
+        ts = record["ts_recv"]
         old = update.get("b")
         if old is None or ts >= old[4]:
             bids, asks = record["bids"], record["asks"]
             update["b"] = [bids[0][0] if bids else None, bids[0][1] if bids else None,
                            asks[0][0] if asks else None, asks[0][1] if asks else None, ts]
     else:
+        ts = record.ts_recv
         old = update.get("t")
         if old is None or ts >= old[1]:
-            update["t"] = [record["price"], ts]
+            update["t"] = [record.price, ts]

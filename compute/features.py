@@ -63,15 +63,15 @@ def evaluate(market: Market) -> dict[str, Any]:
     return features
 
 
-def fold_trade(market: Market, trade: dict[str, Any], offset: int, rules: FeatureRules) -> None:
-    """Fold one trade (decoded records.Trade at `offset` of its partition) into a market,
-    unless a run before a restart already did."""
+def fold_trade(market: Market, trade: Any, offset: int, rules: FeatureRules) -> None:
+    """Fold one trade (a records.Trade or a records.codec.TradeRow, read by attribute, at
+    `offset` of its partition) into a market, unless a run before a restart already did."""
     fold_trades(market, [trade], [offset], rules)
 
 
-def fold_trades(market: Market, trades: list[dict[str, Any]], offsets: list[int],
+def fold_trades(market: Market, trades: list[Any], offsets: list[int],
                 rules: FeatureRules) -> None:
-    """Fold a market's trades (decoded records.Trade, at increasing `offsets` of their
+    """Fold a market's trades (as `fold_trade` reads them, at increasing `offsets` of their
     partition), in order, skipping those a run before a restart already folded: the same as
     `fold_trade` on each, with the per-market lookups done once."""
     windows, candles = market.windows, market.candles
@@ -89,10 +89,10 @@ def fold_trades(market: Market, trades: list[dict[str, Any]], offsets: list[int]
     fold_window = windows.fold
     for i in range(first, len(trades)):
         trade = trades[i]
-        price, amount = trade["price"], trade["amount"]
-        fold_window(trade["ts_event"], price, amount, trade["side"], offsets[i])
-        if trade["ts_recv"] > updated:
-            updated = trade["ts_recv"]
+        price, amount = trade.price, trade.amount
+        fold_window(trade.ts_event, price, amount, trade.side, offsets[i])
+        if trade.ts_recv > updated:
+            updated = trade.ts_recv
         if threshold is not None and price * amount >= threshold:
             market.signals.append(signals.large_trade(exchange, symbol, trade,
                                                       rules.thresholds))

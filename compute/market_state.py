@@ -71,19 +71,20 @@ def apply_event(state: dict[str, Any], kind: str, record: dict[str, Any],
     state["ts_event"] = max(state.get("ts_event") or record["ts_event"], record["ts_event"])
 
 
-def apply_trades(state: dict[str, Any], trades: list[dict[str, Any]]) -> None:
-    """`apply_event(state, "trade", t)` for each of a market's trades, in order, at once:
-    the last trade's fields and the newest times."""
+def apply_trades(state: dict[str, Any], trades: list[Any]) -> None:
+    """`apply_event(state, "trade", t)` for each of a market's trades (records.Trade or
+    TradeRow, read by attribute), in order, at once: the last trade's fields and the newest
+    times."""
     if not trades:
         return
     last = trades[-1]
-    state["last_price"] = last["price"]
-    state["last_amount"] = last["amount"]
-    state["last_side"] = last["side"]
-    state["last_trade_ts"] = last["ts_event"]
-    state["last_trade_id"] = last["trade_id"]
-    ts_recv = max([t["ts_recv"] for t in trades])
-    ts_event = max([t["ts_event"] for t in trades])
+    state["last_price"] = last.price
+    state["last_amount"] = last.amount
+    state["last_side"] = last.side
+    state["last_trade_ts"] = last.ts_event
+    state["last_trade_id"] = last.trade_id
+    ts_recv = max([t.ts_recv for t in trades])
+    ts_event = max([t.ts_event for t in trades])
     state["ts_recv"] = max(state.get("ts_recv") or 0.0, ts_recv)
     previous = state.get("ts_event")
     state["ts_event"] = max(previous, ts_event) if previous else ts_event

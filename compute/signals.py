@@ -31,19 +31,19 @@ def parse_thresholds(text: str) -> dict[str, float]:
     return thresholds
 
 
-def large_trade(exchange: str, symbol: str, trade: dict[str, Any],
+def large_trade(exchange: str, symbol: str, trade: Any,
                 thresholds: dict[str, float]) -> dict[str, Any] | None:
-    """The large-trade signal of one trade (decoded records.Trade), or None."""
+    """The large-trade signal of one trade (a records.Trade or TradeRow), or None."""
     threshold = thresholds.get(symbol.rpartition("-")[2])
     if threshold is None:
         return None
-    notional = trade["price"] * trade["amount"]
+    notional = trade.price * trade.amount
     if notional < threshold:
         return None
     return {"type": "large_trade", "exchange": exchange, "symbol": symbol,
-            "ts": trade["ts_event"], "price": trade["price"], "amount": trade["amount"],
-            "side": trade["side"], "notional": notional, "threshold": threshold,
-            "trade_id": trade["trade_id"]}
+            "ts": trade.ts_event, "price": trade.price, "amount": trade.amount,
+            "side": trade.side, "notional": notional, "threshold": threshold,
+            "trade_id": trade.trade_id}
 
 
 def volume_spike(volume_1m: float, volume_15m: float, factor: float,

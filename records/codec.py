@@ -27,13 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import fastavro
+import msgspec
 import orjson
 
 from records import avro_binary
 from records.derived import dumps_as_is
 
 __all__ = ["Codec", "JSON", "SCHEMAS_DIR", "AVRO_FAMILIES", "JSON_TOPICS", "schema_file",
-           "is_avro", "load_schema", "subject", "MAGIC"]
+           "is_avro", "load_schema", "subject", "MAGIC", "TradeRow"]
 
 SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 MAGIC = 0
@@ -141,6 +142,24 @@ class _AvroTopic:
         return encode
 
 
+class TradeRow(msgspec.Struct, gc=False):
+    """A `records.Trade` as the feature agents read it back: the same fields, by attribute.
+    A JSON value is decoded straight into it, not through a dict: 0.53 against 1.0 us a
+    trade (orjson's dict), and its fields read faster (bench/features.py)."""
+
+    exchange: str
+    symbol: str
+    ts_event: float
+    ts_recv: float
+    price: float
+    amount: float
+    side: int
+    trade_id: str | None
+
+
+_TRADE_ROW = msgspec.json.Decoder(TradeRow).decode
+
+
 class Codec:
     """Encodes and decodes record values per topic.
 
@@ -207,6 +226,12 @@ class Codec:
         body = io.BytesIO(value)
         body.seek(5)
         return fastavro.schemaless_reader(body, writer, None if reader is writer else reader)
+
+    def decode_trade(self, topic: str, value: bytes) -> TradeRow:
+        """A trade topic's value as a `TradeRow`."""
+        if value[:1] != b"\x00":
+            return _TRADE_ROW(value)
+        return msgspec.convert(self.decode(topic, value), TradeRow)
 
     def _fetch(self, schema_id: int) -> Any:
         if self.fetch_schema is None:

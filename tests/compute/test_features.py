@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import math
 import random
+from dataclasses import replace
 
 import pytest
 
 from compute.candles import Candles, parse_intervals
 from compute.signals import large_trade, parse_thresholds, volume_spike
 from compute.windows import HORIZON, WINDOWS, Bucket, Windows
+from records import Trade
 
 BUY, SELL = 1, -1
 
@@ -275,12 +277,11 @@ def test_interval_parsing():
 def test_large_trade_threshold_per_quote_currency():
     thresholds = parse_thresholds("KRW=100000000, usdt=100000,BTC=2")
     assert thresholds == {"KRW": 1e8, "USDT": 1e5, "BTC": 2.0}
-    trade = {"ts_event": 1.0, "price": 100_000_000.0, "amount": 1.0, "side": BUY,
-             "trade_id": "7"}
+    trade = Trade("upbit", "BTC-KRW", 1.0, 1.0, 100_000_000.0, 1.0, BUY, "7")
     signal = large_trade("upbit", "BTC-KRW", trade, thresholds)
     assert signal is not None and signal["notional"] == 1e8 and signal["threshold"] == 1e8
-    assert large_trade("upbit", "BTC-KRW", {**trade, "amount": 0.999}, thresholds) is None
-    assert large_trade("upbit", "ETH-BTC", {**trade, "price": 0.05, "amount": 40.0},
+    assert large_trade("upbit", "BTC-KRW", replace(trade, amount=0.999), thresholds) is None
+    assert large_trade("upbit", "ETH-BTC", replace(trade, price=0.05, amount=40.0),
                        thresholds)["notional"] == pytest.approx(2.0)
     assert large_trade("kraken", "BTC-GBP", trade, thresholds) is None  # no threshold
     with pytest.raises(ValueError):
@@ -310,9 +311,8 @@ def test_fold_trades_equals_fold_trade_one_by_one_also_after_a_restart():
     for i in range(3000):
         t += rng.choice([0.0, 0.1, 0.5, 2.0]) if i < 1500 or i > 1800 else 0.01
         ts = t - rng.choice([0.0] * 20 + [1.0, 5.0, 60.0, 901.0])
-        trades.append({"ts_event": ts, "ts_recv": t + 0.1, "price": 100.0 + rng.random(),
-                       "amount": rng.choice([0.1, 1.0, 5.0, 20.0]), "side": rng.choice((1, -1)),
-                       "trade_id": str(i)})
+        trades.append(Trade("x", "ETH-USDT", ts, t + 0.1, 100.0 + rng.random(),
+                            rng.choice([0.1, 1.0, 5.0, 20.0]), rng.choice((1, -1)), str(i)))
     one, batched = restore("x:ETH-USDT", None, {}, rules), restore("x:ETH-USDT", None, {}, rules)
     for offset, trade in enumerate(trades):
         fold_trade(one, trade, offset, rules)

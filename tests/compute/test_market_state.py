@@ -7,6 +7,7 @@ import pytest
 
 from compute.market_state import apply_event
 from records import OrderBook, Ticker, Trade
+from records.codec import JSON
 
 
 def decoded(record: object) -> dict:
@@ -72,7 +73,8 @@ def test_trades_at_once_equal_trades_one_by_one():
     one_by_one, at_once = new_state("upbit:BTC-KRW"), new_state("upbit:BTC-KRW")
     for trade in trades:
         apply_event(one_by_one, "trade", trade)
-    apply_trades(at_once, trades)
+    rows = [JSON.decode_trade("trade-data.upbit", orjson.dumps(t)) for t in trades]
+    apply_trades(at_once, rows)
     assert at_once == one_by_one
     apply_trades(at_once, [])
     assert at_once == one_by_one

@@ -151,3 +151,23 @@ def test_records_encoded_as_they_are_write_what_as_dict_gives() -> None:
         assert JSON.encode("ws.error", record) == orjson.dumps(record.as_dict()), cls
     event = ErrorEvent("upbit", None, "trade_gap", "r", None, 1.5, after_id="9", from_ts=1.0)
     assert JSON.encode("ws.error", event) == orjson.dumps(event.as_dict())
+
+
+def test_a_trade_row_holds_the_trade_whatever_the_encoding() -> None:
+    """The feature agents read trades as `TradeRow`s: JSON decoded straight into one, Avro
+    through its dict; either way the fields of the Trade sent."""
+    from msgspec.structs import asdict
+
+    from records.codec import TradeRow
+
+    avro = Codec({"trade-data.binance": 1})
+    for codec in (JSON, avro):
+        row = codec.decode_trade("trade-data.binance", codec.encode("trade-data.binance", TRADE))
+        assert type(row) is TradeRow
+        assert asdict(row) == {f.name: getattr(TRADE, f.name) for f in fields(Trade)}
+    # an integer where a float belongs is the float; a field it does not know is ignored
+    value = orjson.dumps({**asdict(JSON.decode_trade("trade-data.binance", orjson.dumps(TRADE))),
+                          "price": 97000, "venue": [1]})
+    assert JSON.decode_trade("trade-data.binance", value).price == 97000.0
+    with pytest.raises(Exception, match="price"):  # a value of the wrong type: refused
+        JSON.decode_trade("trade-data.binance", value.replace(b"97000", b'"97000"'))
