@@ -143,9 +143,13 @@ class Windows:
             times = bucket.times
             if times[-1] <= lo_long:
                 continue
-            b, s, _, _ = bucket.totals(0 if times[0] > lo_long else
-                                       bisect_right(times, lo_long))
-            volume_long += b + s
+            # A bucket wholly inside the long window, its sums kept (most of the 180 of a
+            # full 15 minutes): read in place. The spike check runs this every 5 s of a
+            # market's event time (bench/features.py: 6.7% of the worker in py-spy).
+            sums = bucket.sums if times[0] > lo_long else None
+            if sums is None:
+                sums = bucket.totals(0 if times[0] > lo_long else bisect_right(times, lo_long))
+            volume_long += sums[0] + sums[1]
             if times[-1] > lo_short:
                 b, s, _, _ = bucket.totals(0 if times[0] > lo_short else
                                            bisect_right(times, lo_short))

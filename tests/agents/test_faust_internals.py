@@ -167,3 +167,28 @@ def test_changelog_lanes_order_barriers_and_failures() -> None:
         lanes.stop()
 
     asyncio.run(scenario())
+
+
+def test_one_run_says_what_faust_consecutive_numbers_says() -> None:
+    """`Consumer._new_offset` takes the acked offsets whole when `one_run` says so, where
+    Faust takes the first run `consecutive_numbers` yields: the two must agree."""
+    import random
+
+    from faust.utils.functional import consecutive_numbers
+
+    from agents.faust_internals import one_run
+
+    rng = random.Random(5)
+    cases = [[7], [1, 2, 3], [1, 3], [1, 1, 2], [1, 1, 3], [2, 3, 3, 4], [0, 2, 2, 3]]
+    for _ in range(3000):
+        start = rng.randrange(100)
+        offsets = list(range(start, start + rng.randint(1, 30)))
+        if rng.random() < 0.5:  # a gap, a duplicate, or both
+            del offsets[rng.randrange(len(offsets))]
+        if rng.random() < 0.3 and offsets:
+            offsets.append(rng.choice(offsets))
+        if offsets:
+            cases.append(offsets)
+    for offsets in cases:
+        offsets.sort()
+        assert one_run(offsets) == (next(consecutive_numbers(offsets)) == offsets), offsets
