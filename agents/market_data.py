@@ -7,7 +7,8 @@ fetch's records of one source partition as a run of consecutive offsets
 (`agents/faust_internals.py`, `deliver_in_runs`), already inside that partition's table
 context. A run is folded market by market: each market's entries are read once, its records
 folded in plain Python, then its derived records are sent (`market-state`, `features`,
-`candles.<interval>`, `signals`), their delivery awaited, and its tables written once
+`candles.<interval>`, `signals`, and the cross-exchange agent's by-asset updates), their
+delivery awaited, and its tables written once
 (`market_state`, `features`, the touched `feature_windows` buckets, `candles` when one
 closed, `recent_trades`). Sending before writing makes a crash in between send a record
 twice, never lose it. The consumer acks the run once the changelog records of those writes
