@@ -8,7 +8,6 @@ answered by any worker (routed to the owner of the market's partition).
 
 from __future__ import annotations
 
-
 from faust.web import Request, Response, View
 from msgspec.structs import asdict
 

@@ -193,7 +193,11 @@ class Archive:
         if table is None:
             return None
         seconds = table["start" if buffer.kind == "candles" else "ts_event"]
-        days = pc.cast(pc.floor(pc.divide(seconds, 86400.0)), pa.int64())
+        # utc_day's floor division: floor(s / 86400), one less where rounding the quotient
+        # up reached the next day (never seen at today's epochs, exact at any).
+        quotient = pc.floor(pc.divide(seconds, 86400.0))
+        over = pc.greater(pc.multiply(quotient, 86400.0), seconds)
+        days = pc.cast(pc.subtract(quotient, pc.cast(over, pa.float64())), pa.int64())
         keyed = table.append_column("_day", days)
         keys = keyed.group_by(["exchange", "_day"]).aggregate([]).to_pylist()
         out = []

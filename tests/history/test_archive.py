@@ -182,3 +182,19 @@ def test_the_json_reader_and_the_decoded_way_group_alike(tmp_path: Path) -> None
     assert len(fast) == 6
     for (_, a), (_, b) in zip(fast, slow, strict=True):
         assert a.equals(b)
+
+
+def test_a_record_a_hair_before_midnight_is_filed_on_its_day_both_ways(tmp_path: Path) -> None:
+    import math
+
+    archive = Archive(str(tmp_path), "kafka")
+    for offset, ts in enumerate([math.nextafter(DAY, 0.0), DAY, math.nextafter(DAY, 2 * DAY)]):
+        archive.add("trade-data.upbit", 0, offset,
+                    JSON.encode("trade-data.upbit", trade(offset, ts)))
+    buffer = archive.buffers["trade-data.upbit", 0]
+    fast = archive._json_groups("trade-data.upbit", 0, buffer)
+    slow = archive._decoded_groups("trade-data.upbit", 0, buffer)
+    day = int(DAY // 86400)
+    assert fast is not None
+    assert [(key, t.num_rows) for key, t in fast] == [(key, t.num_rows) for key, t in slow] \
+        == [(("upbit", day - 1), 1), (("upbit", day), 2)]
