@@ -337,8 +337,9 @@ def __getattr__(name: str) -> Any:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    # 600,000: a worker's pass lasts about 5 s; with 200,000 (1.5 s) the passes of one run
-    # were 24-46% of the floor, with 600,000 33-38%.
+    # 600,000: a worker's pass lasts about 5 s (1.5 s with 200,000, whose passes of one run
+    # ranged 24-46% of the floor). Longer passes did not remove the machine's noise: one run
+    # of 600,000 ranged 33-38%, a later one 18-42% (README, "Benchmarks").
     parser.add_argument("--trades", type=int, default=600_000)
     parser.add_argument("--naive-trades", type=int, default=30_000)
     parser.add_argument("--markets", type=int, default=40)

@@ -145,7 +145,8 @@ class _AvroTopic:
 class TradeRow(msgspec.Struct, gc=False):
     """A `records.Trade` as the feature agents read it back: the same fields, by attribute.
     A JSON value is decoded straight into it, not through a dict: 0.53 against 1.0 us a
-    trade (orjson's dict), and its fields read faster (bench/features.py)."""
+    trade (orjson's dict; in-process, on bench/features.py's synthetic trades), and its
+    fields read faster. bench/features.py back to back: 28.1% -> 36.9% of the floor."""
 
     exchange: str
     symbol: str
