@@ -101,6 +101,7 @@ app = App(
     # streams: agents/faust_internals.py delivers them in runs); with Faust's 4096 the
     # consumer blocked on every record while a batch was folded.
     stream_buffer_maxsize=32768,
+    consumer_max_fetch_size=settings.fetch_partition_bytes,
     # JSON lines or text, written by a listener thread (config/logs.py).
     logging_config=logging_config(log_format(settings.log_format)),
     Worker=faust_internals.Worker,  # stops in under 5 s (see faust_internals)

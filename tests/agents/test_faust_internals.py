@@ -192,3 +192,100 @@ def test_one_run_says_what_faust_consecutive_numbers_says() -> None:
     for offsets in cases:
         offsets.sort()
         assert one_run(offsets) == (next(consecutive_numbers(offsets)) == offsets), offsets
+
+
+# --- the run topics' records read from aiokafka's fetch buffer (take_run_records) ---
+
+def _batch(base: int, count: int, transactional: bool = False, control: bool = False
+           ) -> bytes:
+    """One v2 record batch at offset `base`, as a broker returns it."""
+    import struct
+
+    from aiokafka.record.default_records import DefaultRecordBatchBuilder
+    from aiokafka.record.util import calc_crc32c
+
+    builder = DefaultRecordBatchBuilder(magic=2, compression_type=0,
+                                        is_transactional=int(transactional),
+                                        producer_id=7 if transactional else -1,
+                                        producer_epoch=0 if transactional else -1,
+                                        base_sequence=-1, batch_size=1 << 20)
+    for i in range(count):
+        builder.append(i, timestamp=1_700_000_000_000 + base + i,
+                       key=f"binance:S{(base + i) % 3}-USDT".encode(),
+                       value=b'{"n": %d}' % (base + i),
+                       headers=[("h", b"1")] if i % 2 else [])
+    data = bytearray(builder.build())
+    struct.pack_into(">q", data, 0, base)
+    if control:  # the control flag (attributes bit 5), its CRC made right again
+        attributes = struct.unpack_from(">h", data, 21)[0] | 0x20
+        struct.pack_into(">h", data, 21, attributes)
+        struct.pack_into(">I", data, 17, calc_crc32c(bytes(data[21:])))
+    return bytes(data)
+
+
+def _take(buffer: bytes, fetch_offset: int, lean: bool) -> tuple[list[Any], int]:
+    """(records, position after) of one fetch result read the lean way or aiokafka's."""
+    from aiokafka.consumer.fetcher import FetchResult, PartitionRecords
+    from aiokafka.consumer.subscription_state import SubscriptionState
+    from aiokafka.record.memory_records import MemoryRecords
+    from aiokafka.structs import TopicPartition
+
+    async def take() -> tuple[list[Any], int]:
+        tp = TopicPartition("trade-data.binance", 2)
+        subscriptions = SubscriptionState()
+        subscriptions.assign_from_user({tp})
+        assignment = subscriptions.subscription.assignment
+        assignment.state_value(tp).seek(fetch_offset)
+        result = FetchResult(tp, assignment=assignment, backoff=0,
+                             partition_records=PartitionRecords(
+                                 tp, MemoryRecords(buffer), [], fetch_offset, None, None,
+                                 True, 0))
+        records = (faust_internals.take_run_records(result) if lean else result.getall())
+        assert not result.has_more()
+        return records, assignment.state_value(tp).position
+
+    return asyncio.run(take())
+
+
+def _fields(tp: Any, record: Any) -> tuple[Any, ...]:
+    full = faust_internals.full_record(tp, record)
+    return (full.topic, full.partition, full.offset, full.timestamp, full.timestamp_type,
+            full.key, full.value, full.checksum, full.serialized_key_size,
+            full.serialized_value_size, list(full.headers))
+
+
+def test_run_records_are_aiokafkas_records_from_the_fetch_offset() -> None:
+    """A fetch from the middle of a batch, a transactional batch, a control batch: the
+    same records, each as `full_record` makes it for Faust, and the same position as
+    aiokafka's own `getall`."""
+    from aiokafka.structs import TopicPartition
+
+    tp = TopicPartition("trade-data.binance", 2)
+    batches = [(10, _batch(0, 10)), (20, _batch(10, 10, transactional=True)),
+               (21, _batch(20, 1, transactional=True, control=True)), (25, _batch(21, 4))]
+    for fetch_offset in (0, 5, 10, 19, 21, 24):
+        # as a broker answers: from the batch holding the fetch offset
+        buffer = b"".join(batch for end, batch in batches if end > fetch_offset)
+        lean, lean_position = _take(buffer, fetch_offset, lean=True)
+        stock, stock_position = _take(buffer, fetch_offset, lean=False)
+        assert [_fields(tp, r) for r in lean] == [_fields(tp, r) for r in stock]
+        assert [r.offset for r in lean] == [o for o in range(fetch_offset, 25) if o != 20]
+        assert lean_position == stock_position == 25
+        assert type(lean[0]).__name__ != "ConsumerRecord"  # the batch's own records
+
+
+def test_a_corrupt_run_batch_is_refused_as_aiokafka_refuses_it() -> None:
+    import aiokafka.errors
+
+    damaged = bytearray(_batch(0, 5))
+    damaged[-3] ^= 0xFF  # inside the last record's value
+    for lean in (True, False):
+        with pytest.raises(aiokafka.errors.CorruptRecordException):
+            _take(bytes(damaged), 0, lean)
+
+
+def test_the_lean_fetch_is_on_only_for_the_pinned_aiokafka() -> None:
+    import aiokafka
+
+    assert faust_internals.PINNED_AIOKAFKA == aiokafka.__version__
+    assert faust_internals._LEAN_FETCH
