@@ -21,11 +21,13 @@ receives nothing.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from agents import cross_exchange, features, market_state, output, recent_trades, topics
+from agents import (cross_exchange, dead_letters, features, market_state, output, recent_trades,
+                    topics)
 from agents.application import app
 from agents.batching import report_batch
 from agents.faust_internals import deliver_in_runs
@@ -85,16 +87,26 @@ async def fold_run(tp: Any, records: list[Any], event: Any) -> None:
     markets: dict[str, Market] = {}
     recent: dict[str, list[Any]] = {}  # the trades the ring keeps, per market
     ring = recent_trades.RING
+    sent: list[asyncio.Future[Any]] = []  # delivery futures, awaited before the tables
     for raw, encoded in values.items():
+        if raw is None:  # a market-data record is keyed by its market
+            for value, offset in zip(encoded, offsets[raw], strict=True):
+                await dead_letters.refuse(topic, tp.partition, offset, "", value,
+                                          ValueError("a record without a key"), sent)
+            continue
         key = _keys.get(raw)
         if key is None:
             key = _keys[raw] = raw.decode("utf-8", "replace")
-        rows = [decode(topic, value) for value in encoded]
+        try:
+            rows = [decode(topic, value) for value in encoded]
+        except Exception:  # a value the codec cannot read (agents/dead_letters.py)
+            rows, encoded, offsets[raw] = await _decode_each(decode, tp, key, encoded,
+                                                             offsets[raw], sent)
+            if not rows:
+                continue
         state = states[key] = market_state.load(key)
-        first = min(map(trade_ts_recv_of if is_trade else ts_recv_of, rows))
-        if first < oldest:
-            oldest = first
-        if is_trade:
+        if is_trade:  # a TradeRow's fields are checked by its decode
+            first = min(map(trade_ts_recv_of, rows))
             apply_trades(state, rows)
             market = markets[key] = features.load(key)
             fold_trades(market, rows, offsets[raw], rules)
@@ -102,14 +114,25 @@ async def fold_run(tp: Any, records: list[Any], event: Any) -> None:
             fold_for_assets(by_asset, key, False, max(reversed(rows), key=trade_ts_recv_of))
             recent[key] = rows[-ring:]
         else:
-            for row in rows:
-                apply_event(state, kind, row, levels)
-            if is_book:
+            before = dict(state)
+            try:
                 for row in rows:
-                    fold_for_assets(by_asset, key, True, row)
-    sent = [await output.send(topics.MARKET_STATE, key.encode(),
-                              encode(topics.MARKET_STATE, MarketState.of(state)))
-            for key, state in states.items()]
+                    apply_event(state, kind, row, levels)
+                if is_book:
+                    for row in rows:
+                        fold_for_assets(by_asset, key, True, row)
+                first = min(map(ts_recv_of, rows))
+            except Exception:  # a record whose fold raises (agents/dead_letters.py)
+                state.clear()
+                state.update(before)
+                by_asset.pop(key, None)
+                first = await _fold_each(state, kind, key, rows, encoded, offsets[raw],
+                                         by_asset, levels, tp, sent)
+        if first < oldest:
+            oldest = first
+    sent.extend([await output.send(topics.MARKET_STATE, key.encode(),
+                                   encode(topics.MARKET_STATE, MarketState.of(state)))
+                 for key, state in states.items()])
     results = {key: await features.publish(market, sent) for key, market in markets.items()}
     await cross_exchange.send_by_asset(by_asset, sent)
     await output.flush(sent)
@@ -120,6 +143,51 @@ async def fold_run(tp: Any, records: list[Any], event: Any) -> None:
     for key, rows in recent.items():
         recent_trades.extend(key, rows)
     await report_batch("market-data", len(records), len(states), started, oldest)
+
+
+async def _decode_each(decode: Any, tp: Any, key: str, encoded: list[bytes],
+                       offsets: list[int], sent: list[asyncio.Future[Any]]
+                       ) -> tuple[list[Any], list[bytes], list[int]]:
+    """A market's values decoded one at a time, those that fail refused: (rows, their
+    values, their offsets)."""
+    rows, kept, at = [], [], []
+    for value, offset in zip(encoded, offsets, strict=True):
+        try:
+            row = decode(tp.topic, value)
+        except ConnectionError:  # records.codec.RegistryUnavailable: not the record's fault
+            raise
+        except Exception as exc:
+            await dead_letters.refuse(tp.topic, tp.partition, offset, key, value, exc, sent)
+            continue
+        rows.append(row)
+        kept.append(value)
+        at.append(offset)
+    return rows, kept, at
+
+
+async def _fold_each(state: dict[str, Any], kind: str, key: str, rows: list[Any],
+                     encoded: list[bytes], offsets: list[int],
+                     by_asset: dict[str, dict[str, Any]], levels: int, tp: Any,
+                     sent: list[asyncio.Future[Any]]) -> float:
+    """A market's books or tickers folded one at a time, each on a copy that is kept only
+    if its fold succeeds, those that fail refused; returns the oldest ts_recv folded."""
+    first = float("inf")
+    for row, value, offset in zip(rows, encoded, offsets, strict=True):
+        # fold_for_assets replaces what an update holds, never changes it: a shallow copy
+        trial, update = dict(state), dict(by_asset.get(key) or {"m": key})
+        try:
+            apply_event(trial, kind, row, levels)
+            if kind == "book":
+                fold_for_assets({key: update}, key, True, row)
+            ts_recv = float(row["ts_recv"])
+        except Exception as exc:
+            await dead_letters.refuse(tp.topic, tp.partition, offset, key, value, exc, sent)
+            continue
+        state.update(trial)
+        if kind == "book":
+            by_asset[key] = update
+        first = min(first, ts_recv)
+    return first
 
 
 deliver_in_runs(topics.SOURCE_TOPICS, fold_run)

@@ -56,12 +56,12 @@ async def stop() -> None:
         await producer.stop()
 
 
-async def send(topic: str, key: bytes, value: bytes, partition: int | None = None
-               ) -> asyncio.Future[Any]:
+async def send(topic: str, key: bytes, value: bytes, partition: int | None = None,
+               headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[Any]:
     """Queue one record (to the key's partition, unless `partition` is given); returns its
     delivery future."""
     producer = _producer or await _start()
-    return await producer.send(topic, value, key=key, partition=partition)
+    return await producer.send(topic, value, key=key, partition=partition, headers=headers)
 
 
 async def flush(futures: Iterable[asyncio.Future[Any]]) -> None:

@@ -11,7 +11,8 @@ from typing import Any
 
 from agents import faust_internals
 from agents.batching import batch_observers
-from exchanges.metrics import AGENT_BATCH, REGISTRY, SourcesCollector
+from agents.dead_letters import refused_observers
+from exchanges.metrics import AGENT_BATCH, REGISTRY, SourcesCollector, metrics
 
 __all__ = ["WorkerSamples", "register"]
 
@@ -51,4 +52,6 @@ def register(app: Any, ingest: Any, premium_table: Any, bbo_table: Any) -> None:
     worker = WorkerSamples(app, premium_table, bbo_table)
     for agent in ("market-data", "cross-exchange"):
         batch_observers[agent] = AGENT_BATCH.labels(agent).observe
+    refused_observers.append(
+        lambda topic: metrics.inc("kcs_refused_records_total", topic=topic))
     REGISTRY.register(SourcesCollector(lambda: [ingest, worker]))

@@ -49,6 +49,8 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "kcs_silent_feeds_total": ("Connections closed by the silence watchdog", ("exchange",)),
     "kcs_stale_books_total": ("Books older than the one before them, skipped", ("exchange",)),
     "kcs_produce_errors_total": ("Records Kafka did not take after the producer's retries", ()),
+    "kcs_refused_records_total": ("Market-data records a worker could not decode or fold, "
+                                  "sent to ws.dlq", ("topic",)),
 }
 
 # Latency: 100 us .. 10 s; event delay (ts_recv - ts_event, clocks of two machines): 1 ms ..

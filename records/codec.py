@@ -33,8 +33,9 @@ import orjson
 from records import avro_binary
 from records.derived import dumps_as_is
 
-__all__ = ["Codec", "JSON", "SCHEMAS_DIR", "AVRO_FAMILIES", "JSON_TOPICS", "schema_file",
-           "is_avro", "load_schema", "subject", "MAGIC", "TradeRow"]
+__all__ = ["Codec", "RegistryUnavailable", "JSON", "SCHEMAS_DIR", "AVRO_FAMILIES",
+           "JSON_TOPICS", "schema_file", "is_avro", "load_schema", "subject", "MAGIC",
+           "TradeRow"]
 
 SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 MAGIC = 0
@@ -237,7 +238,20 @@ class Codec:
     def _fetch(self, schema_id: int) -> Any:
         if self.fetch_schema is None:
             raise LookupError(f"schema id {schema_id} is unknown and no registry is set")
-        return fastavro.parse_schema(json.loads(self.fetch_schema(schema_id)))
+        try:
+            text = self.fetch_schema(schema_id)
+        except LookupError:  # the registry answered: no such id (the record is unreadable)
+            raise
+        except Exception as exc:  # the registry did not answer: nothing wrong with the record
+            raise RegistryUnavailable(f"schema id {schema_id}: the schema registry did not "
+                                      f"answer: {exc!r}") from exc
+        return fastavro.parse_schema(json.loads(text))
+
+
+class RegistryUnavailable(ConnectionError):
+    """A record's schema could not be fetched because the registry did not answer: a worker
+    stops (and retries when restarted) instead of refusing the record
+    (agents/dead_letters.py)."""
 
 
 JSON = Codec()  # JSON everywhere: the codec when no registry is set

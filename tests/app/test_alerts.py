@@ -25,10 +25,11 @@ def promtool(*args: str) -> subprocess.CompletedProcess[str]:
 def test_rules_are_valid_and_include_every_alert() -> None:
     result = promtool("check", "rules", "alerts.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 7 rules found" in result.stdout
+    assert "SUCCESS: 8 rules found" in result.stdout
     text = (RULES / "alerts.yml").read_text()
     for alert in ("FeedConnectionDown", "ValidationErrorRateHigh", "IngestLatencyHigh",
-                  "IngestBufferFull", "BookStale", "DLQBurst", "WorkerDown"):
+                  "IngestBufferFull", "BookStale", "DLQBurst", "RecordsRefused",
+                  "WorkerDown"):
         assert f"alert: {alert}\n" in text
         assert f"alertname: {alert}\n" in (RULES / "alerts_test.yml").read_text()
 

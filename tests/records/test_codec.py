@@ -171,3 +171,28 @@ def test_a_trade_row_holds_the_trade_whatever_the_encoding() -> None:
     assert JSON.decode_trade("trade-data.binance", value).price == 97000.0
     with pytest.raises(Exception, match="price"):  # a value of the wrong type: refused
         JSON.decode_trade("trade-data.binance", value.replace(b"97000", b'"97000"'))
+
+
+def test_a_registry_that_does_not_answer_is_not_the_records_fault() -> None:
+    """An unknown schema id the registry answered for is the record's problem (a worker
+    refuses it to ws.dlq); a registry that did not answer is not (the worker stops, and
+    reads the record again when restarted)."""
+    import httpx
+
+    from records.codec import RegistryUnavailable
+
+    value = b"\x00" + (1234).to_bytes(4, "big") + b"\x02"
+
+    def down(schema_id: int) -> str:
+        raise httpx.ConnectError("connection refused")
+
+    def missing(schema_id: int) -> str:
+        raise LookupError(f"schema id {schema_id} is not in the registry")
+
+    with pytest.raises(RegistryUnavailable, match="1234") as unavailable:
+        Codec(fetch_schema=down).decode("trade-data.upbit", value)
+    assert isinstance(unavailable.value, ConnectionError)
+    with pytest.raises(LookupError, match="1234"):
+        Codec(fetch_schema=missing).decode("trade-data.upbit", value)
+    with pytest.raises(LookupError, match="no registry"):
+        Codec().decode_trade("trade-data.upbit", value)
