@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 from exchanges.metrics import metrics
 from history.schema import decode_value, event_time, json_table, record_type, to_table, \
     utc_date, utc_day
+from records.codec import is_confluent_avro
 
 __all__ = ["Archive", "open_filesystem", "PART_NAME"]
 
@@ -187,7 +188,7 @@ class Archive:
             return []
         offsets = [offset for offset, _ in buffer.records]
         values = [value for _, value in buffer.records]
-        if any(value[:1] == b"\x00" for value in values):  # Avro (records/codec.py)
+        if any(map(is_confluent_avro, values)):
             return None
         table = json_table(buffer.kind, values, partition, offsets)
         if table is None:

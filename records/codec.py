@@ -35,10 +35,17 @@ from records.derived import dumps_as_is
 
 __all__ = ["Codec", "RegistryUnavailable", "JSON", "SCHEMAS_DIR", "AVRO_FAMILIES",
            "JSON_TOPICS", "schema_file", "is_avro", "load_schema", "subject", "MAGIC",
-           "TradeRow"]
+           "is_confluent_avro", "TradeRow"]
 
 SCHEMAS_DIR = Path(__file__).resolve().parent / "schemas"
 MAGIC = 0
+_MAGIC_BYTE = bytes([MAGIC])
+
+
+def is_confluent_avro(value: bytes) -> bool:
+    """Whether a value is in Confluent's wire format (the magic byte, a schema id, Avro);
+    anything else on these topics is JSON."""
+    return value[:1] == _MAGIC_BYTE
 
 # Topic family (the topic name, or its part before the last dot) -> schema file (no .avsc).
 AVRO_FAMILIES = {
@@ -115,7 +122,7 @@ class _AvroTopic:
     __slots__ = ("header", "schema", "declared", "encoders", "buffer")
 
     def __init__(self, schema_id: int, schema: Any, declared: dict[str, Any]) -> None:
-        self.header = bytes([MAGIC]) + schema_id.to_bytes(4, "big")
+        self.header = _MAGIC_BYTE + schema_id.to_bytes(4, "big")
         self.schema = schema
         self.declared = declared  # the .avsc's JSON, as written (for records.avro_binary)
         self.encoders: dict[type, Callable[[Any], bytes]] = {}  # record type -> value bytes
@@ -212,7 +219,7 @@ class Codec:
 
     def decode(self, topic: str, value: bytes) -> Any:
         """The record of `value` as plain Python values (dicts, lists)."""
-        if value[:1] != b"\x00":
+        if value[:1] != _MAGIC_BYTE:  # is_confluent_avro, inline: once per record
             return orjson.loads(value)
         schema_id = int.from_bytes(value[1:5], "big")
         writer = self.writers.get(schema_id)
@@ -231,7 +238,7 @@ class Codec:
 
     def decode_trade(self, topic: str, value: bytes) -> TradeRow:
         """A trade topic's value as a `TradeRow`."""
-        if value[:1] != b"\x00":
+        if value[:1] != _MAGIC_BYTE:  # is_confluent_avro, inline: once per trade
             return _TRADE_ROW(value)
         return msgspec.convert(self.decode(topic, value), TradeRow)
 

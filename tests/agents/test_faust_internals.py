@@ -289,3 +289,47 @@ def test_the_lean_fetch_is_on_only_for_the_pinned_aiokafka() -> None:
 
     assert faust_internals.PINNED_AIOKAFKA == aiokafka.__version__
     assert faust_internals._LEAN_FETCH
+
+
+def test_new_offset_is_fausts_offset_to_commit() -> None:
+    """`Consumer._new_offset` against Faust's own on the same acked offsets: every run,
+    gap, duplicate and committed offset gives the same offset to commit and leaves the same
+    offsets acked."""
+    import random
+    from collections import defaultdict
+
+    from faust.transport.consumer import Consumer as FaustConsumer
+    from faust.transport.drivers.aiokafka import Consumer as FaustAiokafkaConsumer
+    from intervaltree import IntervalTree
+
+    def consumer(cls: type, committed: int | None, acked: list[int],
+                 gap: tuple[int, int] | None) -> Any:
+        made = object.__new__(cls)
+        made._acked, made._acked_index = defaultdict(list), defaultdict(set)
+        made._gap, made._committed_offset = defaultdict(IntervalTree), defaultdict(lambda: None)
+        made._acked["tp"] = list(acked)
+        made._acked_index["tp"] = set(acked)
+        made._committed_offset["tp"] = committed
+        if gap is not None:
+            made._gap["tp"].addi(*gap)
+        return made
+
+    rng = random.Random(3)
+    cases = [(100, list(range(101, 201)), None), (None, list(range(0, 10)), None),
+             (100, list(range(101, 151)) + list(range(160, 201)), None),
+             (100, list(range(105, 200)), None), (100, [101, 101, 102, 103], None),
+             (100, list(range(101, 121)) + list(range(130, 140)), (121, 130)), (100, [], None),
+             (0, list(range(1, 50)), None)]
+    for _ in range(40):
+        start = rng.randrange(0, 50)
+        acked = list(range(start + 1, start + rng.randrange(1, 40)))
+        if rng.random() < 0.5 and len(acked) > 3:
+            del acked[rng.randrange(1, len(acked) - 1)]
+        rng.shuffle(acked)
+        cases.append((start or None, acked, None))
+    for committed, acked, gap in cases:
+        ours = consumer(faust_internals.Consumer, committed, acked, gap)
+        faust_s = consumer(FaustAiokafkaConsumer, committed, acked, gap)
+        assert ours._new_offset("tp") == FaustConsumer._new_offset(faust_s, "tp"), acked
+        assert sorted(ours._acked["tp"]) == sorted(faust_s._acked["tp"])
+        assert ours._acked_index["tp"] == faust_s._acked_index["tp"]

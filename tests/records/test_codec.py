@@ -196,3 +196,13 @@ def test_a_registry_that_does_not_answer_is_not_the_records_fault() -> None:
         Codec(fetch_schema=missing).decode("trade-data.upbit", value)
     with pytest.raises(LookupError, match="no registry"):
         Codec().decode_trade("trade-data.upbit", value)
+
+
+def test_confluent_avro_is_told_from_json_by_its_magic_byte() -> None:
+    from records.codec import is_confluent_avro
+
+    trade = Trade("upbit", "BTC-KRW", 1.0, 2.0, 3.0, 4.0, 1, "t")
+    avro = Codec({"trade-data.upbit": 7}).encode("trade-data.upbit", trade)
+    assert is_confluent_avro(avro) and avro[1:5] == (7).to_bytes(4, "big")
+    assert not is_confluent_avro(JSON.encode("trade-data.upbit", trade))
+    assert not is_confluent_avro(b"")
