@@ -29,10 +29,10 @@ __all__ = ["refuse", "refused_observers"]
 refused_observers: list[Callable[[str], None]] = []
 
 
-async def refuse(topic: str, partition: int, offset: int, key: str, value: bytes,
-                 exc: BaseException, sent: list[asyncio.Future[Any]]) -> None:
+async def refuse(topic: str, partition: int, offset: int, value: bytes, exc: BaseException,
+                 sent: list[asyncio.Future[Any]]) -> None:
     """Send one refused record to `ws.dlq` (its delivery future goes to `sent`)."""
-    exchange = topic.partition(".")[2]  # `<kind>-data.<exchange>`: also for a record without key
+    exchange = topic.partition(".")[2]  # `<kind>-data.<exchange>`, also without a key
     for observe in refused_observers:
         observe(topic)
     headers = [("exchange", exchange.encode()),

@@ -91,7 +91,7 @@ async def fold_run(tp: Any, records: list[Any], event: Any) -> None:
     for raw, encoded in values.items():
         if raw is None:  # a market-data record is keyed by its market
             for value, offset in zip(encoded, offsets[raw], strict=True):
-                await dead_letters.refuse(topic, tp.partition, offset, "", value,
+                await dead_letters.refuse(topic, tp.partition, offset, value,
                                           ValueError("a record without a key"), sent)
             continue
         key = _keys.get(raw)
@@ -100,7 +100,7 @@ async def fold_run(tp: Any, records: list[Any], event: Any) -> None:
         try:
             rows = [decode(topic, value) for value in encoded]
         except Exception:  # a value the codec cannot read (agents/dead_letters.py)
-            rows, encoded, offsets[raw] = await _decode_each(decode, tp, key, encoded,
+            rows, encoded, offsets[raw] = await _decode_each(decode, tp, encoded,
                                                              offsets[raw], sent)
             if not rows:
                 continue
@@ -145,7 +145,7 @@ async def fold_run(tp: Any, records: list[Any], event: Any) -> None:
     await report_batch("market-data", len(records), len(states), started, oldest)
 
 
-async def _decode_each(decode: Any, tp: Any, key: str, encoded: list[bytes],
+async def _decode_each(decode: Any, tp: Any, encoded: list[bytes],
                        offsets: list[int], sent: list[asyncio.Future[Any]]
                        ) -> tuple[list[Any], list[bytes], list[int]]:
     """A market's values decoded one at a time, those that fail refused: (rows, their
@@ -157,7 +157,7 @@ async def _decode_each(decode: Any, tp: Any, key: str, encoded: list[bytes],
         except ConnectionError:  # records.codec.RegistryUnavailable: not the record's fault
             raise
         except Exception as exc:
-            await dead_letters.refuse(tp.topic, tp.partition, offset, key, value, exc, sent)
+            await dead_letters.refuse(tp.topic, tp.partition, offset, value, exc, sent)
             continue
         rows.append(row)
         kept.append(value)
@@ -181,7 +181,7 @@ async def _fold_each(state: dict[str, Any], kind: str, key: str, rows: list[Any]
                 fold_for_assets({key: update}, key, True, row)
             ts_recv = float(row["ts_recv"])
         except Exception as exc:
-            await dead_letters.refuse(tp.topic, tp.partition, offset, key, value, exc, sent)
+            await dead_letters.refuse(tp.topic, tp.partition, offset, value, exc, sent)
             continue
         state.update(trial)
         if kind == "book":
