@@ -92,7 +92,8 @@ from mode.utils.futures import notify
 __all__ = ["PINNED_FAUST", "check_version", "install", "set_broker_url", "Transport", "Worker",
            "Consumer", "RawSchema", "RawKeyTable", "in_partition_of", "next_step", "Gaps",
            "dropped", "DELIVER", "SKIP", "GAP", "consumer_lag", "producer_buffered_bytes",
-           "deliver_in_runs", "RunHandler", "contiguous_end", "ChangelogLanes", "one_run"]
+           "deliver_in_runs", "RunHandler", "contiguous_end", "ChangelogLanes", "one_run",
+           "PINNED_AIOKAFKA", "take_run_records", "fetched_runs", "full_record"]
 
 PINNED_FAUST = "0.15.3"
 # The run topics' records are read from aiokafka's fetch buffer directly (`fetched_runs`)
