@@ -643,7 +643,7 @@ class Consumer(faust_aiokafka.Consumer):
                 await self._fold_run(await self._runs.get())
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # a bug in a fold: the worker stops, nothing is acked
+        except BaseException as exc:  # a bug, or no registry: the worker stops, nothing acked
             self.log.exception("Folding a run raised: %r", exc)
             await self.crash(exc)
 

@@ -40,7 +40,7 @@ DERIVED_TOPICS = [MARKET_STATE, FEATURES, SIGNALS, PREMIUM, BBO,
                   *(candle_topic(label) for label in CANDLE_INTERVALS)]
 
 # --- control: events and commands beside the data
-DLQ = DLQ_TOPIC  # unparseable frames (raw bytes, reason in headers)
+DLQ = DLQ_TOPIC  # unparseable frames, refused market-data records (raw bytes, reason in headers)
 ERROR = ERROR_TOPIC  # book integrity failures and resyncs
 COMMAND = "ws.command"
 BACKPRESSURE_EVENTS = "ws.backpressure.events"
