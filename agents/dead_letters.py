@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agents import output
-from records import DLQ_TOPIC
+from records import DLQ_TOPIC, dlq_headers
 
 __all__ = ["refuse", "refused_observers"]
 
@@ -35,8 +35,6 @@ async def refuse(topic: str, partition: int, offset: int, value: bytes, exc: Bas
     exchange = topic.partition(".")[2]  # `<kind>-data.<exchange>`, also without a key
     for observe in refused_observers:
         observe(topic)
-    headers = [("exchange", exchange.encode()),
-               ("reason", f"{type(exc).__name__}: {exc}"[:1000].encode(errors="replace")),
-               ("ts_recv", repr(time.time()).encode()), ("url", b""),
+    headers = [*dlq_headers(exchange, f"{type(exc).__name__}: {exc}", time.time()),
                ("source", f"{topic}/{partition}@{offset}".encode())]
     sent.append(await output.send(DLQ_TOPIC, exchange.encode(), value, headers=headers))

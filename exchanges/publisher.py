@@ -30,7 +30,7 @@ from exchanges.metrics import SAMPLE_EVERY, Sampler, metrics
 from exchanges import values
 from exchanges.values import finite_time, non_negative, positive
 from records import DLQ_TOPIC, ERROR_TOPIC, OrderBook, Ticker, Trade, book_topic, market_key
-from records import ticker_topic, trade_topic
+from records import dlq_headers, ticker_topic, trade_topic
 from records.codec import JSON, Codec
 from records.control import ErrorEvent
 
@@ -352,9 +352,7 @@ class Publisher:
         metrics.inc("kcs_validation_rejections_total", exchange=self.exchange,
                     reason="unparseable")
         value = raw.encode(errors="replace") if isinstance(raw, str) else bytes(raw)
-        headers = [("exchange", self.exchange.encode()),
-                   ("reason", reason[:1000].encode(errors="replace")),
-                   ("ts_recv", repr(ts_recv).encode()), ("url", url.encode())]
+        headers = dlq_headers(self.exchange, reason, ts_recv, url)
         if len(value) > DLQ_MAX_BYTES:
             metrics.inc("kcs_dlq_truncated_total", exchange=self.exchange)
             headers += [("size", str(len(value)).encode()),

@@ -28,6 +28,7 @@ __all__ = [
     "book_topic",
     "ticker_topic",
     "DLQ_TOPIC",
+    "dlq_headers",
     "ERROR_TOPIC",
     "EXCHANGES",
 ]
@@ -40,6 +41,16 @@ SELL = -1  # the taker sold (hit the bid)
 
 DLQ_TOPIC = "ws.dlq"  # unparseable frames: value = raw bytes, reason etc. in headers
 ERROR_TOPIC = "ws.error"  # book integrity failures and resyncs
+
+
+def dlq_headers(exchange: str, reason: str, ts_recv: float, url: str = ""
+                ) -> list[tuple[str, bytes]]:
+    """The headers every `ws.dlq` record carries (README, "Topics and records"): the
+    exchange, the reason (at most 1,000 characters), when it was received or refused, and
+    the feed's URL (empty for a record a worker refused)."""
+    return [("exchange", exchange.encode()),
+            ("reason", reason[:1000].encode(errors="replace")),
+            ("ts_recv", repr(ts_recv).encode()), ("url", url.encode())]
 
 
 def trade_topic(exchange: str) -> str:

@@ -47,6 +47,7 @@ def is_confluent_avro(value: bytes) -> bool:
     anything else on these topics is JSON."""
     return value[:1] == _MAGIC_BYTE
 
+
 # Topic family (the topic name, or its part before the last dot) -> schema file (no .avsc).
 AVRO_FAMILIES = {
     "trade-data": "trade",
